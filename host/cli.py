@@ -1,0 +1,162 @@
+"""The `stable-audio` command: generate audio from text, check parity with the reference."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+SAMPLERS = ["dpmpp-3m-sde", "dpmpp-2m-sde", "dpmpp-2m", "euler", "pingpong", "dpmpp"]
+SCHEDULES = ["polyexponential", "karras", "exponential"]
+
+
+def sanitize_filename(text: str, limit: int = 60) -> str:
+    """A safe file stem from free text: letters, digits, '-', '_' only; never empty."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:limit]
+    return stem or "audio"
+
+
+def output_paths(output: str | None, prompt: str, seeds: list[int], fmt: str) -> list[Path]:
+    """One path per batch item. A directory (or nothing) gets generated names inside it."""
+    if output and Path(output).suffix:
+        target = Path(output)
+        if len(seeds) == 1:
+            return [target]
+        return [target.with_name(f"{target.stem}_{i}{target.suffix}") for i in range(len(seeds))]
+    folder = Path(output or "output")
+    stem = sanitize_filename(prompt or "audio")
+    return [folder / f"{stem}_{seed}{'_' + str(i) if len(seeds) > 1 else ''}.{fmt}"
+            for i, seed in enumerate(seeds)]
+
+
+def _progress_callback(total: int):
+    from tqdm import tqdm
+    bar = tqdm(total=total, unit="step", desc="sampling", file=sys.stderr)
+
+    def callback(info: dict) -> None:
+        bar.update(1)
+        if info.get("i", 0) + 1 >= total:
+            bar.close()
+    return callback
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from stable_audio_core.audio import read_audio, write_audio
+    from stable_audio_core.factory import load_model
+    from stable_audio_core.pipeline import defaults_for, generate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.config:
+        print("error: no model given: pass --config model_config.json and --checkpoint "
+              "model.safetensors (and --text-encoder for T5 models)", file=sys.stderr)
+        return 2
+    started = time.time()
+    model = load_model(args.config, args.checkpoint, text_encoder=args.text_encoder,
+                       device=args.device, dtype=args.dtype)
+    print(f"loaded model in {time.time() - started:.1f} s", file=sys.stderr)
+    defaults = defaults_for(model)
+    steps = args.steps or defaults["steps"]
+    sample_size = int(args.window * model.sample_rate) if args.window else None
+    init_audio = None
+    if args.init_audio:
+        audio, rate = read_audio(args.init_audio)
+        init_audio = (rate, audio)
+    started = time.time()
+    result = generate(
+        model, args.prompt, negative_prompt=args.negative_prompt,
+        seconds_start=args.seconds_start, seconds_total=args.seconds, steps=steps,
+        cfg_scale=args.cfg_scale, cfg_rescale=args.cfg_rescale, sampler=args.sampler,
+        schedule=args.schedule, sigma_min=args.sigma_min, sigma_max=args.sigma_max,
+        seed=args.seed, seed_per_item=args.seed_per_item, batch_size=args.batch,
+        sample_size=sample_size, init_audio=init_audio, init_noise_level=args.init_noise_level,
+        callback=_progress_callback(steps),
+    )
+    print(f"generated in {time.time() - started:.1f} s", file=sys.stderr)
+    fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output and Path(args.output).suffix else "wav")
+    for path, audio, seed in zip(output_paths(args.output, args.prompt, result.seeds, fmt),
+                                 result.audio, result.seeds):
+        write_audio(path, audio, result.sample_rate, fmt)
+        seconds = audio.shape[-1] / result.sample_rate
+        print(f"{path}  ({seconds:.2f} s, {audio.shape[0]} ch, {result.sample_rate} Hz, seed {seed})")
+    return 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    import torch
+
+    from stable_audio_core.parity import run_parity
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    failed = 0
+    for fixture in args.fixtures:
+        print(f"# {fixture}")
+        for report in run_parity(fixture):
+            print(report.line())
+            failed += not report.ok
+    print("parity: " + ("FAILED, " + str(failed) + " tensor(s) over tolerance" if failed else "all tensors within tolerance"))
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stable-audio", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="text (and duration) to a stereo audio file")
+    g.add_argument("prompt", help="what to generate, e.g. 'warm piano chords, 90 BPM'")
+    g.add_argument("--negative-prompt", default=None)
+    g.add_argument("--seconds", "--seconds-total", dest="seconds", type=float, default=None,
+                   help="requested duration (seconds_total); default: the whole window")
+    g.add_argument("--seconds-start", type=float, default=0.0)
+    g.add_argument("--window", type=float, default=None,
+                   help="generation window in seconds (default: the model's sample_size)")
+    g.add_argument("--steps", type=int, default=None, help="default: the model's (SAO 1.0: 100)")
+    g.add_argument("--cfg-scale", type=float, default=None, help="default: the model's (SAO 1.0: 7)")
+    g.add_argument("--cfg-rescale", type=float, default=0.0, help="CFG rescale phi in [0, 1]")
+    g.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's")
+    g.add_argument("--schedule", choices=SCHEDULES, default="polyexponential")
+    g.add_argument("--sigma-min", type=float, default=None)
+    g.add_argument("--sigma-max", type=float, default=None)
+    g.add_argument("--seed", type=int, default=-1, help="-1: random (printed)")
+    g.add_argument("--batch", type=int, default=1)
+    g.add_argument("--seed-per-item", action="store_true",
+                   help="item i uses seed+i (reproducible alone) instead of one seed for the batch")
+    g.add_argument("--init-audio", default=None, help="audio file to start from (audio-to-audio)")
+    g.add_argument("--init-noise-level", type=float, default=None)
+    g.add_argument("--output", "-o", default=None, help="file or folder (default: ./output/)")
+    g.add_argument("--format", choices=["wav", "flac", "ogg", "mp3"], default=None)
+    g.add_argument("--config", default=None, help="stable-audio-tools model_config.json")
+    g.add_argument("--checkpoint", default=None, help="model .safetensors")
+    g.add_argument("--text-encoder", default=None, help="local Hugging Face T5 folder")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    g.add_argument("--threads", type=int, default=None)
+    g.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("parity", help="recompute reference fixtures and report max abs errors")
+    p.add_argument("fixtures", nargs="+", help="PATH/NAME of fixtures (NAME.json, NAME.*.safetensors)")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_parity)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stable_audio_core.errors import StableAudioError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StableAudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Reading checkpoints safely and loading them strictly, with errors a user can act on.
+
+Accepted: safetensors files (always preferred) and `.ckpt`/`.pt` files readable with
+`torch.load(weights_only=True)` (never arbitrary pickles). Key layout: stable-audio-tools'
+(`model.model.*`, `pretransform.model.*`, `conditioner.conditioners.*`); weight-norm pairs may be
+stored as `weight_g`/`weight_v`, as torch parametrizations (`parametrizations.weight.original0/1`)
+or folded into a plain `weight`; all three load into the same model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+_PARAMETRIZED_G = ".parametrizations.weight.original0"
+_PARAMETRIZED_V = ".parametrizations.weight.original1"
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat {key: tensor} dict on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} could not be read with torch.load(weights_only=True) ({exc}); only safetensors "
+            "and plain tensor checkpoints are loaded, never arbitrary pickles: convert it to "
+            "safetensors first"
+        ) from exc
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path} does not hold a flat dict of tensors")
+    return data
+
+
+def _group(keys) -> str:
+    """Summarise keys grouped by their first two dotted components, a few examples each."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for key in sorted(keys):
+        groups[".".join(key.split(".")[:2])].append(key)
+    lines = []
+    for prefix, members in groups.items():
+        shown = ", ".join(members[:3]) + (f", ... ({len(members)} keys)" if len(members) > 3 else "")
+        lines.append(f"  {prefix}.*: {shown}")
+    return "\n".join(lines)
+
+
+def adapt_weight_norm(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size]) -> dict:
+    """Bring weight-norm keys into the form the model expects (g/v pairs or folded weights)."""
+    sd = {}
+    for key, value in state_dict.items():
+        if key.endswith(_PARAMETRIZED_G):
+            key = key[: -len(_PARAMETRIZED_G)] + ".weight_g"
+        elif key.endswith(_PARAMETRIZED_V):
+            key = key[: -len(_PARAMETRIZED_V)] + ".weight_v"
+        sd[key] = value
+    for key in list(sd):
+        if key.endswith(".weight") and key not in expected:
+            stem = key[: -len(".weight")]
+            if stem + ".weight_g" in expected and stem + ".weight_v" in expected:
+                weight = sd.pop(key)
+                dims = tuple(range(1, weight.dim()))
+                sd[stem + ".weight_g"] = weight.norm(dim=dims, keepdim=True)
+                sd[stem + ".weight_v"] = weight
+        elif key.endswith(".weight_g") and key not in expected:
+            stem = key[: -len(".weight_g")]
+            if stem + ".weight" in expected and stem + ".weight_v" in sd:
+                g, v = sd.pop(key), sd.pop(stem + ".weight_v")
+                dims = tuple(range(1, v.dim()))
+                sd[stem + ".weight"] = g * v / v.norm(dim=dims, keepdim=True)
+    return sd
+
+
+def load_state_dict_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Load `state_dict` into `module`, raising CheckpointError listing every mismatch."""
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    state_dict = adapt_weight_norm(state_dict, expected)
+    missing = set(expected) - set(state_dict)
+    unexpected = set(state_dict) - set(expected)
+    mismatched = [
+        f"  {k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k])}"
+        for k in sorted(set(expected) & set(state_dict)) if state_dict[k].shape != expected[k]
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} key(s) the model needs are missing from {what}:\n{_group(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} key(s) in {what} are not in the model:\n{_group(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es):\n" + "\n".join(mismatched[:20]))
+    if problems:
+        raise CheckpointError(
+            f"{what} does not match the model built from the config:\n" + "\n".join(problems)
+            + "\nCheck that the config file belongs to this checkpoint."
+        )
+    module.load_state_dict(state_dict, strict=True)

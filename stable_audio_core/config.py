@@ -1,0 +1,170 @@
+"""stable-audio-tools `model_config.json` as our config format: read it, check it, explain errors.
+
+The config stays a plain dict in stable-audio-tools' layout (so our files remain valid for the
+reference); this module only validates its structure and gives typed access to the parts the
+pipeline needs. Each model part validates its own inner `config` dict in its `from_config`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SUPPORTED_MODEL_TYPES = ("diffusion_cond",)
+DIFFUSION_OBJECTIVES = ("v", "rectified_flow", "rf_denoiser")
+
+_TOP_LEVEL_KEYS = {"model_type", "sample_size", "sample_rate", "audio_channels", "model", "training"}
+_MODEL_KEYS = {"pretransform", "conditioning", "diffusion", "io_channels"}
+_DIFFUSION_KEYS = {
+    "type", "config", "diffusion_objective", "cross_attention_cond_ids", "global_cond_ids",
+    "input_concat_ids", "prepend_cond_ids", "distribution_shift_options",
+}
+_CONDITIONING_KEYS = {"configs", "cond_dim", "default_keys", "pre_encoded_keys"}
+_CONDITIONER_KEYS = {"id", "type", "config"}
+
+
+def check_keys(section: dict, allowed: set[str], where: str) -> None:
+    """Raise ConfigError naming every key of `section` that is not in `allowed`."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(section).__name__}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in {where}; allowed keys are {sorted(allowed)}"
+        )
+
+
+def require(section: dict, key: str, where: str) -> Any:
+    if key not in section:
+        raise ConfigError(f"{where} is missing the required key '{key}'")
+    return section[key]
+
+
+@dataclass(frozen=True)
+class ConditionerSpec:
+    id: str
+    type: str
+    config: dict
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A validated `model_config.json`, with typed views of the parts the pipeline reads."""
+
+    raw: dict
+    model_type: str
+    sample_rate: int
+    sample_size: int
+    audio_channels: int
+    io_channels: int
+    diffusion_type: str
+    diffusion_config: dict
+    objective: str
+    cross_attention_cond_ids: tuple[str, ...]
+    global_cond_ids: tuple[str, ...]
+    input_concat_ids: tuple[str, ...]
+    prepend_cond_ids: tuple[str, ...]
+    cond_dim: int
+    conditioners: tuple[ConditionerSpec, ...]
+    default_keys: dict = field(default_factory=dict)
+    pretransform: dict | None = None
+
+    @property
+    def conditioner_ids(self) -> tuple[str, ...]:
+        return tuple(spec.id for spec in self.conditioners)
+
+
+def parse_model_config(raw: dict) -> ModelConfig:
+    """Validate a stable-audio-tools model config dict and return its typed view."""
+    check_keys(raw, _TOP_LEVEL_KEYS, "the model config")
+    model_type = require(raw, "model_type", "the model config")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            f"model_type '{model_type}' is not supported; supported: {list(SUPPORTED_MODEL_TYPES)}"
+        )
+    sample_rate = int(require(raw, "sample_rate", "the model config"))
+    sample_size = int(require(raw, "sample_size", "the model config"))
+    audio_channels = int(raw.get("audio_channels", 2))
+
+    model = require(raw, "model", "the model config")
+    check_keys(model, _MODEL_KEYS, "model")
+    io_channels = int(require(model, "io_channels", "model"))
+
+    diffusion = require(model, "diffusion", "model")
+    check_keys(diffusion, _DIFFUSION_KEYS, "model.diffusion")
+    objective = diffusion.get("diffusion_objective", "v")
+    if objective not in DIFFUSION_OBJECTIVES:
+        raise ConfigError(
+            f"model.diffusion.diffusion_objective '{objective}' is not one of {list(DIFFUSION_OBJECTIVES)}"
+        )
+    if diffusion.get("distribution_shift_options") is not None:
+        raise ConfigError(
+            "model.diffusion.distribution_shift_options is not supported yet; remove it or set it to null"
+        )
+
+    conditioning = model.get("conditioning") or {"configs": [], "cond_dim": 0}
+    check_keys(conditioning, _CONDITIONING_KEYS, "model.conditioning")
+    if conditioning.get("pre_encoded_keys"):
+        raise ConfigError("model.conditioning.pre_encoded_keys is not supported yet")
+    specs = []
+    for i, entry in enumerate(require(conditioning, "configs", "model.conditioning")):
+        where = f"model.conditioning.configs[{i}]"
+        check_keys(entry, _CONDITIONER_KEYS, where)
+        specs.append(ConditionerSpec(
+            id=require(entry, "id", where), type=require(entry, "type", where),
+            config=dict(entry.get("config", {})),
+        ))
+    ids = [s.id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"model.conditioning.configs has duplicate ids: {ids}")
+
+    def id_list(key: str) -> tuple[str, ...]:
+        listed = tuple(diffusion.get(key, []))
+        missing = [i for i in listed if i not in ids]
+        if missing:
+            raise ConfigError(
+                f"model.diffusion.{key} names {missing}, which no conditioner in "
+                f"model.conditioning.configs defines (defined: {ids})"
+            )
+        return listed
+
+    return ModelConfig(
+        raw=raw,
+        model_type=model_type,
+        sample_rate=sample_rate,
+        sample_size=sample_size,
+        audio_channels=audio_channels,
+        io_channels=io_channels,
+        diffusion_type=require(diffusion, "type", "model.diffusion"),
+        diffusion_config=dict(require(diffusion, "config", "model.diffusion")),
+        objective=objective,
+        cross_attention_cond_ids=id_list("cross_attention_cond_ids"),
+        global_cond_ids=id_list("global_cond_ids"),
+        input_concat_ids=id_list("input_concat_ids"),
+        prepend_cond_ids=id_list("prepend_cond_ids"),
+        cond_dim=int(conditioning.get("cond_dim", 0)),
+        conditioners=tuple(specs),
+        default_keys=dict(conditioning.get("default_keys", {})),
+        pretransform=model.get("pretransform"),
+    )
+
+
+def load_model_config(source: str | Path | dict) -> ModelConfig:
+    """Read a `model_config.json` (path) or take a dict, and validate it."""
+    if isinstance(source, dict):
+        return parse_model_config(source)
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"model config file not found: {path}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    try:
+        return parse_model_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

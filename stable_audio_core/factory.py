@@ -1,0 +1,98 @@
+"""Build a model from its config and load a checkpoint into it: the one entry point for loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_state_dict_strict, read_state_dict
+from .config import ModelConfig, load_model_config
+from .errors import CheckpointError, InputError
+from .models.conditioners import T5Conditioner
+from .models.stable_audio import StableAudioModel
+
+# Checkpoint key prefixes (stable-audio-tools layout) -> submodule of StableAudioModel.
+PREFIXES = {"model.model.": "backbone", "pretransform.model.": "autoencoder",
+            "conditioner.conditioners.": "conditioner"}
+TEXT_ENCODER_PREFIX = "text_encoders."  # ComfyUI's repackaged single file carries T5 here
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype '{dtype}'; choose one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def build_model(config: str | Path | dict | ModelConfig) -> StableAudioModel:
+    """A model with freshly initialised weights for `config`."""
+    if not isinstance(config, ModelConfig):
+        config = load_model_config(config)
+    return StableAudioModel.from_config(config)
+
+
+def split_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, dict], dict, list[str]]:
+    """Split a full checkpoint into per-part dicts, the text-encoder weights and stray keys."""
+    parts: dict[str, dict] = {name: {} for name in PREFIXES.values()}
+    text_encoder, stray = {}, []
+    for key, value in state_dict.items():
+        for prefix, name in PREFIXES.items():
+            if key.startswith(prefix):
+                parts[name][key[len(prefix):]] = value
+                break
+        else:
+            if key.startswith(TEXT_ENCODER_PREFIX):
+                text_encoder[key[len(TEXT_ENCODER_PREFIX):]] = value
+            else:
+                stray.append(key)
+    return parts, text_encoder, stray
+
+
+def load_weights(model: StableAudioModel, state_dict: dict[str, torch.Tensor], what: str) -> dict:
+    """Load a stable-audio-tools-layout state dict strictly; returns any text-encoder weights."""
+    parts, text_encoder, stray = split_state_dict(state_dict)
+    if stray:
+        shown = ", ".join(sorted(stray)[:8])
+        raise CheckpointError(
+            f"{what} has {len(stray)} key(s) outside the stable-audio-tools layout "
+            f"(model.model.*, pretransform.model.*, conditioner.conditioners.*): {shown}"
+        )
+    load_state_dict_strict(model.backbone, parts["backbone"], f"{what} [model.model.*]")
+    if model.autoencoder is not None:
+        load_state_dict_strict(model.autoencoder, parts["autoencoder"], f"{what} [pretransform.model.*]")
+    elif parts["autoencoder"]:
+        raise CheckpointError(f"{what} has VAE weights but the config has no pretransform")
+    load_state_dict_strict(model.conditioner.conditioners, parts["conditioner"],
+                           f"{what} [conditioner.conditioners.*]")
+    return text_encoder
+
+
+def attach_text_encoder(model: StableAudioModel, folder: str | Path | None,
+                        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    """Give every T5 conditioner its encoder, read from a local Hugging Face T5 folder."""
+    t5s = [c for c in model.conditioner.conditioners.values() if isinstance(c, T5Conditioner)]
+    if not t5s or folder is None:
+        return
+    from .text.t5_encoder import T5TextEncoder
+    shared = T5TextEncoder.from_folder(folder, dtype=dtype, device=device)
+    for conditioner in t5s:  # one set of weights, each conditioner with its own max_length
+        conditioner.attach_text_encoder(T5TextEncoder(shared.tokenizer, shared.model, conditioner.max_length))
+
+
+def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path | None = None,
+               text_encoder: str | Path | None = None, device: str | torch.device = "cpu",
+               dtype: str | torch.dtype = "float32") -> StableAudioModel:
+    """Build the model of `config`, load `checkpoint` (strict), attach a T5 folder if needed."""
+    dtype = parse_dtype(dtype)
+    model = build_model(config)
+    if checkpoint is not None:
+        load_weights(model, read_state_dict(checkpoint), str(checkpoint))
+    model.eval().requires_grad_(False)
+    model.to(device=device, dtype=dtype)
+    attach_text_encoder(model, text_encoder, device=device, dtype=dtype)
+    return model

@@ -1,0 +1,192 @@
+"""Conditioners: turn metadata (prompt, seconds_start, seconds_total, ...) into token tensors.
+
+Each conditioner maps a list of per-item values to `(tokens [B, N, D], mask [B, N])`, with the
+state-dict layout of stable-audio-tools (`conditioner.conditioners.<id>.*` in a checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..config import ConditionerSpec, check_keys
+from ..errors import ConfigError, InputError
+
+Conditioning = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+class LearnedFourierFeatures(nn.Module):
+    """x -> [x, sin(2 pi w x), cos(2 pi w x)] with learned frequencies w (paper sec. 3.2 timing)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if dim % 2:
+            raise ConfigError(f"learned Fourier feature width must be even, got {dim}")
+        self.weights = nn.Parameter(torch.randn(dim // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tensor[B] -> Tensor[B, dim + 1]"""
+        x = x[:, None]
+        angles = x * self.weights[None, :] * (2 * math.pi)
+        return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
+
+
+class NumberEmbedder(nn.Module):
+    def __init__(self, features: int, fourier_dim: int = 256):
+        super().__init__()
+        self.embedding = nn.Sequential(
+            LearnedFourierFeatures(fourier_dim), nn.Linear(fourier_dim + 1, features)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedding(x)
+
+
+class NumberConditioner(nn.Module):
+    """A float (e.g. seconds_total), clamped to [min_val, max_val], normalised to [0, 1], embedded."""
+
+    def __init__(self, output_dim: int, min_val: float = 0.0, max_val: float = 1.0):
+        super().__init__()
+        if max_val <= min_val:
+            raise ConfigError(f"number conditioner needs max_val > min_val, got {min_val}..{max_val}")
+        self.min_val, self.max_val = float(min_val), float(max_val)
+        self.embedder = NumberEmbedder(output_dim)
+
+    def forward(self, values: list[Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            floats = torch.tensor([float(v) for v in values], device=device)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"number conditioner expects numbers, got {values!r}") from exc
+        floats = floats.clamp(self.min_val, self.max_val)
+        normalized = (floats - self.min_val) / (self.max_val - self.min_val)
+        dtype = self.embedder.embedding[1].weight.dtype
+        tokens = self.embedder(normalized.to(dtype)).unsqueeze(1)
+        return tokens, torch.ones(tokens.shape[0], 1, device=device)
+
+
+class IntConditioner(nn.Module):
+    """An integer (e.g. whole seconds) looked up in a learned table: the paper's per-second embedding."""
+
+    def __init__(self, output_dim: int, min_val: int = 0, max_val: int = 512):
+        super().__init__()
+        self.min_val, self.max_val = int(min_val), int(max_val)
+        self.int_embedder = nn.Embedding(self.max_val - self.min_val + 1, output_dim)
+
+    def forward(self, values: list[Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            ints = torch.tensor([int(v) for v in values], device=device)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"int conditioner expects integers, got {values!r}") from exc
+        # The reference indexes the table with the clamped value itself (no min_val offset).
+        tokens = self.int_embedder(ints.clamp(self.min_val, self.max_val)).unsqueeze(1)
+        return tokens, torch.ones(tokens.shape[0], 1, device=device)
+
+
+class T5Conditioner(nn.Module):
+    """Text through a frozen T5 encoder (loaded separately from a local HF folder), then proj_out.
+
+    The T5 weights are not part of a stable-audio-tools checkpoint; only `proj_out` is (when the
+    T5 width differs from cond_dim or project_out is set).
+    """
+
+    T5_WIDTHS = {
+        "t5-small": 512, "t5-base": 768, "t5-large": 1024, "t5-3b": 1024, "t5-11b": 1024,
+        "google/t5-v1_1-xl": 2048, "google/t5-v1_1-xxl": 4096, "google/flan-t5-small": 512,
+        "google/flan-t5-base": 768, "google/flan-t5-large": 1024, "google/flan-t5-3b": 1024,
+        "google/flan-t5-11b": 1024, "google/flan-t5-xl": 2048, "google/flan-t5-xxl": 4096,
+    }
+
+    def __init__(self, output_dim: int, t5_model_name: str = "t5-base", max_length: int = 128,
+                 enable_grad: bool = False, project_out: bool = False):
+        super().__init__()
+        if t5_model_name not in self.T5_WIDTHS:
+            raise ConfigError(
+                f"unknown t5_model_name '{t5_model_name}'; known: {sorted(self.T5_WIDTHS)}"
+            )
+        if enable_grad:
+            raise ConfigError("t5 conditioner: enable_grad=true (fine-tuning T5) is not supported")
+        self.t5_model_name = t5_model_name
+        self.max_length = int(max_length)
+        width = self.T5_WIDTHS[t5_model_name]
+        self.proj_out = nn.Linear(width, output_dim) if (width != output_dim or project_out) else nn.Identity()
+        self.text_encoder = None  # set by attach_text_encoder; kept out of the state dict
+
+    def attach_text_encoder(self, encoder) -> None:
+        """Attach a `T5TextEncoder` (stable_audio_core.text.t5_encoder); it is not a submodule."""
+        self.__dict__["text_encoder"] = encoder
+
+    def forward(self, texts: list[Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.text_encoder is None:
+            raise InputError(
+                f"this model's text conditioner needs a T5 encoder ({self.t5_model_name}); pass the "
+                "folder of a local Hugging Face T5 model (config.json, *.safetensors, tokenizer.json) "
+                "as text_encoder / --text-encoder"
+            )
+        texts = ["" if t is None else str(t) for t in texts]
+        embeddings, mask = self.text_encoder.encode(texts)
+        embeddings, mask = embeddings.to(device), mask.to(device)
+        if not isinstance(self.proj_out, nn.Identity):
+            embeddings = self.proj_out(embeddings.to(self.proj_out.weight.dtype))
+        embeddings = embeddings * mask.unsqueeze(-1).to(embeddings.dtype)
+        return embeddings, mask
+
+
+CONDITIONER_TYPES: dict[str, Callable[..., nn.Module]] = {
+    "number": NumberConditioner,
+    "int": IntConditioner,
+    "t5": T5Conditioner,
+}
+
+_CONDITIONER_ARGS = {
+    "number": {"min_val", "max_val"},
+    "int": {"min_val", "max_val"},
+    "t5": {"t5_model_name", "max_length", "enable_grad", "project_out"},
+}
+
+
+def build_conditioner(spec: ConditionerSpec, cond_dim: int) -> nn.Module:
+    if spec.type not in CONDITIONER_TYPES:
+        raise ConfigError(
+            f"conditioner '{spec.id}' has unknown type '{spec.type}'; supported: {sorted(CONDITIONER_TYPES)}"
+        )
+    check_keys(spec.config, _CONDITIONER_ARGS[spec.type] | {"output_dim"},
+               f"the config of conditioner '{spec.id}' ({spec.type})")
+    kwargs = {"output_dim": cond_dim, **spec.config}
+    return CONDITIONER_TYPES[spec.type](**kwargs)
+
+
+class MultiConditioner(nn.Module):
+    """Runs every conditioner over a batch of metadata dicts: {id: (tokens, mask)}."""
+
+    def __init__(self, conditioners: dict[str, nn.Module], default_keys: dict[str, str] | None = None):
+        super().__init__()
+        self.conditioners = nn.ModuleDict(conditioners)
+        self.default_keys = dict(default_keys or {})
+
+    @classmethod
+    def from_specs(cls, specs, cond_dim: int, default_keys: dict[str, str] | None = None):
+        return cls({s.id: build_conditioner(s, cond_dim) for s in specs}, default_keys)
+
+    def forward(self, metadata: list[dict[str, Any]], device: torch.device | str) -> Conditioning:
+        if not metadata:
+            raise InputError("conditioning needs at least one metadata dict")
+        output = {}
+        for key, conditioner in self.conditioners.items():
+            values = []
+            for i, item in enumerate(metadata):
+                source = key if key in item else self.default_keys.get(key)
+                if source is None or source not in item:
+                    raise InputError(
+                        f"conditioning item {i} has no value for '{key}' (this model needs "
+                        f"{list(self.conditioners)}); got keys {sorted(item)}"
+                    )
+                value = item[source]
+                # Collated batches wrap single values in one-element lists.
+                if isinstance(value, (list, tuple)) and len(value) == 1:
+                    value = value[0]
+                values.append(value)
+            output[key] = conditioner(values, device)
+        return output

@@ -1,0 +1,226 @@
+"""Layers shared by the audio autoencoders (Oobleck, DAC) and the U-Net.
+
+- `Snake`: the periodic activation x + sin^2(alpha * x) / beta, per channel (Ziyin et al. 2020;
+  the separate-beta form is BigVGAN's SnakeBeta).
+- `WNConv1d` / `WNConvTranspose1d`: convolutions with a weight-normalised kernel
+  w = g * v / ||v|| (Salimans & Kingma 2016), stored as `weight_g` / `weight_v` exactly as
+  `torch.nn.utils.weight_norm(module, dim=0)` stores them, so checkpoints load unchanged.
+- `fold_weight_norm` turns every such conv into a plain `weight` for inference;
+  `fold_weight_norm_state` / `unfold_weight_norm_state` convert checkpoints between the two forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+# Added to the divisor in Snake so a zero beta cannot divide by zero (the reference's constant).
+SNAKE_EPS = 1e-9
+
+
+class Snake(nn.Module):
+    """Per-channel Snake activation: x + sin(alpha * x)^2 / (beta + 1e-9).
+
+    Args:
+        channels: number of channels C of the input.
+        separate_beta: learn `beta` apart from `alpha` (SnakeBeta, used by Oobleck); when False the
+            divisor is alpha itself (DAC's Snake1d) and there is no `beta` parameter.
+        alpha_logscale: parameters hold log(alpha), log(beta) and start at 0 (i.e. 1 after exp);
+            otherwise they hold alpha, beta directly and start at `initial_value`.
+        broadcast_shape: store parameters as [1, C, 1] (DAC's layout) instead of [C]
+            (stable-audio-tools' layout); this only changes checkpoint shapes.
+        initial_value: starting alpha/beta on the linear scale.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        separate_beta: bool = True,
+        alpha_logscale: bool = True,
+        broadcast_shape: bool = False,
+        initial_value: float = 1.0,
+    ):
+        super().__init__()
+        self.channels = channels
+        self.alpha_logscale = alpha_logscale
+        self.broadcast_shape = broadcast_shape
+        shape = (1, channels, 1) if broadcast_shape else (channels,)
+        start = 0.0 if alpha_logscale else initial_value
+        self.alpha = nn.Parameter(torch.full(shape, start))
+        self.beta = nn.Parameter(torch.full(shape, start)) if separate_beta else None
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, separate_beta={self.beta is not None}, "
+            f"alpha_logscale={self.alpha_logscale}, broadcast_shape={self.broadcast_shape}"
+        )
+
+    def _per_channel(self, parameter: Tensor) -> Tensor:
+        """Parameter -> Tensor[1, C, 1] on the linear scale."""
+        value = parameter.reshape(1, -1, 1)
+        return value.exp() if self.alpha_logscale else value
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Tensor[B, C, T] -> Tensor[B, C, T]."""
+        alpha = self._per_channel(self.alpha)
+        beta = alpha if self.beta is None else self._per_channel(self.beta)
+        inverse_beta = 1.0 / (beta + SNAKE_EPS)
+        needs_graph = torch.is_grad_enabled() and (
+            x.requires_grad or alpha.requires_grad or inverse_beta.requires_grad
+        )
+        if needs_graph:
+            return x + inverse_beta * torch.sin(x * alpha).pow(2)
+        # Inference: one temporary instead of four; same operations, same result.
+        out = x * alpha
+        out.sin_().pow_(2).mul_(inverse_beta)
+        return out.add_(x)
+
+
+def _norm_except_dim0(weight: Tensor) -> Tensor:
+    """L2 norm over every dim but 0, kept as Tensor[D0, 1, ..., 1] (weight_norm's `weight_g`)."""
+    return torch.linalg.vector_norm(weight, dim=tuple(range(1, weight.dim())), keepdim=True)
+
+
+def weight_from_norm(weight_g: Tensor, weight_v: Tensor) -> Tensor:
+    """w = g * v / ||v||, the norm taken over every dim but 0."""
+    return weight_v * (weight_g / _norm_except_dim0(weight_v))
+
+
+class _WeightNormed:
+    """Mixin for a conv whose kernel is parametrised as (weight_g, weight_v) until folded."""
+
+    weight_norm_folded: bool
+
+    def _split_weight(self) -> None:
+        initial = self.weight.detach()
+        del self.weight
+        # Starting g = ||v|| keeps the layer's initial kernel, as torch's weight_norm does.
+        self.weight_g = nn.Parameter(_norm_except_dim0(initial))
+        self.weight_v = nn.Parameter(initial.clone())
+        self.weight_norm_folded = False
+
+    def kernel(self) -> Tensor:
+        """The effective convolution weight."""
+        if self.weight_norm_folded:
+            return self.weight
+        return weight_from_norm(self.weight_g, self.weight_v)
+
+    def fold_weight_norm_(self) -> None:
+        """Replace (weight_g, weight_v) by the plain `weight` they define; idempotent."""
+        if self.weight_norm_folded:
+            return
+        with torch.no_grad():
+            folded = self.kernel()
+        requires_grad = self.weight_v.requires_grad
+        del self.weight_g
+        del self.weight_v
+        self.weight = nn.Parameter(folded, requires_grad=requires_grad)
+        self.weight_norm_folded = True
+
+
+class WNConv1d(_WeightNormed, nn.Conv1d):
+    """nn.Conv1d with a weight-normalised kernel; same constructor arguments as nn.Conv1d.
+
+    State-dict keys: `weight_g` [out, 1, 1], `weight_v` [out, in/groups, k], `bias` [out]
+    (`weight` instead of the first two once folded).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._split_weight()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Tensor[B, C_in, T] -> Tensor[B, C_out, T']."""
+        return self._conv_forward(x, self.kernel(), self.bias)
+
+
+class WNConvTranspose1d(_WeightNormed, nn.ConvTranspose1d):
+    """nn.ConvTranspose1d with a weight-normalised kernel; same constructor arguments.
+
+    State-dict keys: `weight_g` [in, 1, 1], `weight_v` [in, out/groups, k], `bias` [out]
+    (norm over all dims but 0, which for a transposed conv is the input channel).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)  # nn.ConvTranspose1d allows only zero padding
+        self._split_weight()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Tensor[B, C_in, T] -> Tensor[B, C_out, T']."""
+        return F.conv_transpose1d(
+            x,
+            self.kernel(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
+
+
+def fold_weight_norm(module: nn.Module) -> nn.Module:
+    """Fold every weight-normed conv in `module`'s tree into a plain `weight` (in place).
+
+    The outputs are unchanged (up to float rounding); the state-dict then has `<conv>.weight`
+    instead of `<conv>.weight_g` / `<conv>.weight_v`. Returns `module`.
+    """
+    for submodule in module.modules():
+        if isinstance(submodule, _WeightNormed):
+            submodule.fold_weight_norm_()
+    return module
+
+
+def _weight_norm_prefixes(keys: Iterable[str]) -> set[str]:
+    """Prefixes `p` such that keys holds both `p.weight_g` and `p.weight_v`."""
+    keys = set(keys)
+    return {
+        key[: -len(".weight_g")]
+        for key in keys
+        if key.endswith(".weight_g") and key[: -len("_g")] + "_v" in keys
+    }
+
+
+def unfold_weight_norm_state(
+    state_dict: Mapping[str, Tensor], expected_keys: Iterable[str]
+) -> dict[str, Tensor]:
+    """Turn folded `<p>.weight` entries into `<p>.weight_g`, `<p>.weight_v` where the model
+    expects the weight-normed form (g = ||w|| over all dims but 0, v = w). Other entries pass
+    through unchanged."""
+    wanted = _weight_norm_prefixes(expected_keys)
+    result = dict(state_dict)
+    for prefix in wanted:
+        folded_key = prefix + ".weight"
+        if folded_key in result and prefix + ".weight_v" not in result:
+            weight = result.pop(folded_key)
+            result[prefix + ".weight_g"] = _norm_except_dim0(weight)
+            result[prefix + ".weight_v"] = weight
+    return result
+
+
+def fold_weight_norm_state(
+    state_dict: Mapping[str, Tensor], expected_keys: Iterable[str]
+) -> dict[str, Tensor]:
+    """Turn `<p>.weight_g`, `<p>.weight_v` entries into `<p>.weight` where the model expects a
+    plain weight (`<p>.weight` in expected_keys). Other entries pass through unchanged."""
+    expected = set(expected_keys)
+    result = dict(state_dict)
+    for prefix in _weight_norm_prefixes(result):
+        if prefix + ".weight" in expected:
+            weight_g = result.pop(prefix + ".weight_g")
+            weight_v = result.pop(prefix + ".weight_v")
+            result[prefix + ".weight"] = weight_from_norm(weight_g, weight_v)
+    return result
+
+
+def match_weight_norm_form(
+    state_dict: Mapping[str, Tensor], expected_keys: Iterable[str]
+) -> dict[str, Tensor]:
+    """Convert each conv in `state_dict` to the form (folded or weight-normed) that
+    `expected_keys` (a model's state-dict keys) uses, so a loader accepts either form."""
+    expected = list(expected_keys)
+    return fold_weight_norm_state(unfold_weight_norm_state(state_dict, expected), expected)

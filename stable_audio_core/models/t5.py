@@ -1,0 +1,502 @@
+"""T5 encoder (Raffel et al. 2020, "Exploring the Limits of Transfer Learning"), inference only.
+
+Matches Hugging Face's `T5EncoderModel` and loads its folders (config.json + safetensors) with the
+same state-dict keys. The parts that make T5 differ from a textbook transformer:
+- pre-norm residual blocks with an RMS norm (no mean subtraction, no bias), statistics in float32;
+- no 1/sqrt(d) scaling of attention logits; positions enter only as a learned bias per head
+  indexed by a log-bucketed relative distance (sec. 2.1), held by the first block and reused by all;
+- the original T5 uses a ReLU feed-forward, T5 v1.1 / Flan-T5 a gated one (act(x W0) * x W1).
+Dropout is omitted: this module only ever runs in eval mode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError, InputError
+from .attention import attention
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")  # one tied table, saved as either
+# A full encoder-decoder checkpoint (e.g. t5-base as published) also holds these; the encoder skips them.
+IGNORED_KEY_PREFIXES = ("decoder.", "lm_head.")
+
+
+def _gelu_tanh_spelled_out(x: torch.Tensor) -> torch.Tensor:
+    # transformers' "gelu_new": the tanh approximation written out, not F.gelu(approximate="tanh"),
+    # whose rounding differs in the last bits.
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def _gelu_fast(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+def _relu_squared(x: torch.Tensor) -> torch.Tensor:
+    return torch.square(F.relu(x))
+
+
+def _gelu_clipped_10(x: torch.Tensor) -> torch.Tensor:
+    return torch.clip(F.gelu(x), -10, 10)
+
+
+# Names as config.json spells them in `dense_act_fn` (transformers' activation names).
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_python": F.gelu,
+    "gelu_new": _gelu_tanh_spelled_out,
+    "gelu_accurate": _gelu_tanh_spelled_out,
+    "gelu_python_tanh": _gelu_tanh_spelled_out,
+    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
+    "gelu_fast": _gelu_fast,
+    "gelu_10": _gelu_clipped_10,
+    "quick_gelu": _quick_gelu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "mish": F.mish,
+    "relu2": _relu_squared,
+    "relu6": F.relu6,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "linear": lambda x: x,
+}
+
+# config.json keys that do not change what the encoder computes: the decoder's and training's
+# settings, generation defaults, and transformers' bookkeeping.
+_IGNORED_CONFIG_KEYS = {
+    "architectures", "model_type", "_name_or_path", "transformers_version", "torch_dtype", "dtype",
+    "num_decoder_layers", "decoder_start_token_id", "is_encoder_decoder", "use_cache",
+    "tie_word_embeddings", "scale_decoder_outputs", "tie_encoder_decoder", "add_cross_attention",
+    "cross_attention_hidden_size", "dropout_rate", "classifier_dropout", "initializer_factor",
+    "gradient_checkpointing", "n_positions", "output_past", "task_specific_params", "prefix",
+    "bos_token_id", "sep_token_id", "forced_bos_token_id", "forced_eos_token_id",
+    "max_length", "min_length", "num_beams", "num_beam_groups", "early_stopping", "length_penalty",
+    "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "repetition_penalty", "temperature",
+    "top_k", "top_p", "typical_p", "do_sample", "diversity_penalty", "num_return_sequences",
+    "bad_words_ids", "remove_invalid_values", "exponential_decay_length_penalty",
+    "suppress_tokens", "begin_suppress_tokens", "output_scores", "return_dict_in_generate",
+    "id2label", "label2id", "num_labels", "finetuning_task", "problem_type", "tokenizer_class",
+    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
+    "pruned_heads", "chunk_size_feed_forward", "tf_legacy_loss", "use_return_dict",
+}
+
+
+@dataclass(frozen=True)
+class T5Config:
+    """The encoder-relevant part of a Hugging Face T5 `config.json` (defaults: transformers' T5Config)."""
+
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 2048
+    num_layers: int = 6
+    num_heads: int = 8
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+    feed_forward_proj: str = "relu"
+    dense_act_fn: str = "relu"
+    is_gated_act: bool = False
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    is_decoder: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
+                     "relative_attention_num_buckets", "relative_attention_max_distance"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"T5 config '{name}' must be a positive integer, got {value!r}")
+        if self.is_decoder:
+            raise ConfigError("T5 config has is_decoder=true; this is an encoder: use the encoder's config")
+        if not isinstance(self.dense_act_fn, str) or self.dense_act_fn not in ACTIVATIONS:
+            raise ConfigError(
+                f"T5 config activation {self.dense_act_fn!r} (dense_act_fn, or the part after "
+                f"'gated-' in feed_forward_proj) is not supported; supported: {sorted(ACTIVATIONS)}"
+            )
+        # Bidirectional buckets: half per direction, half of those exact; the rest log-spaced
+        # up to max_distance, which therefore has to lie beyond the exact range.
+        exact = self.relative_attention_num_buckets // 4
+        if exact < 1 or self.relative_attention_max_distance <= exact:
+            raise ConfigError(
+                "T5 config needs relative_attention_num_buckets >= 4 and "
+                f"relative_attention_max_distance > num_buckets // 4, got "
+                f"{self.relative_attention_num_buckets} and {self.relative_attention_max_distance}"
+            )
+        if not self.layer_norm_epsilon > 0:
+            raise ConfigError(f"T5 config layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "T5Config":
+        """A config.json dict -> T5Config; unknown keys raise ConfigError naming them."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"T5 config must be a JSON object, got {type(raw).__name__}")
+        model_type = raw.get("model_type", "t5")
+        if model_type != "t5":
+            raise ConfigError(f"T5 config has model_type {model_type!r}; only 't5' models are supported")
+        if raw.get("quantization_config") is not None:
+            raise ConfigError("quantized T5 checkpoints are not supported; use a float16/32 checkpoint")
+        own = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - own - _IGNORED_CONFIG_KEYS - {"quantization_config"})
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {unknown} in the T5 config; the encoder reads {sorted(own)} and "
+                f"ignores {sorted(_IGNORED_CONFIG_KEYS)}"
+            )
+        values = {k: v for k, v in raw.items() if k in own}
+        projection = values.get("feed_forward_proj", cls.feed_forward_proj)
+        parts = projection.split("-") if isinstance(projection, str) else []
+        if not (len(parts) == 1 or (len(parts) == 2 and parts[0] == "gated")):
+            raise ConfigError(
+                f"T5 config feed_forward_proj {projection!r} must be '<act>' or 'gated-<act>', "
+                "e.g. 'relu' or 'gated-gelu'"
+            )
+        # As transformers resolves it: derived from feed_forward_proj ("gated-gelu" meaning the
+        # tanh GELU), unless config.json states dense_act_fn / is_gated_act itself.
+        derived_act = "gelu_new" if projection == "gated-gelu" else parts[-1]
+        values.setdefault("dense_act_fn", derived_act)
+        values.setdefault("is_gated_act", parts[0] == "gated")
+        if isinstance(values.get("eos_token_id"), list):  # some configs list several; unused here
+            values["eos_token_id"] = values["eos_token_id"][0]
+        for optional_id in ("pad_token_id", "eos_token_id"):
+            if values.get(optional_id, 0) is None:
+                values.pop(optional_id)
+        return cls(**values)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "T5Config":
+        path = Path(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = json.load(handle)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"T5 config {path} not found; a Hugging Face T5 folder has config.json") from exc
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read T5 config {path}: {exc}") from exc
+        return cls.from_dict(raw)
+
+
+def relative_position_bucket(
+    relative_position: torch.Tensor, num_buckets: int, max_distance: int
+) -> torch.Tensor:
+    """Bidirectional T5 buckets: LongTensor[...] (key - query) -> LongTensor[...] in [0, num_buckets).
+
+    Half the buckets serve keys after the query. Within a direction, distances below a quarter of
+    num_buckets get one bucket each; longer ones share log-spaced buckets, the last of which
+    collects everything from max_distance on.
+    """
+    per_direction = num_buckets // 2
+    exact = per_direction // 2
+    direction_offset = (relative_position > 0).to(torch.long) * per_direction
+    distance = relative_position.abs()
+    # The float32 log and truncation below follow transformers' order of operations, so bucket
+    # edges fall on the same distances.
+    log_ratio = torch.log(distance.float() / exact) / math.log(max_distance / exact)
+    log_bucket = exact + (log_ratio * (per_direction - exact)).to(torch.long)
+    log_bucket = log_bucket.clamp(max=per_direction - 1)
+    return direction_offset + torch.where(distance < exact, distance, log_bucket)
+
+
+def _clamp_float16_overflow(hidden: torch.Tensor) -> torch.Tensor:
+    # In float16, T5 residual streams can overflow; transformers clips them just below the
+    # largest finite value (further below when an inf already appeared). Mirrored for parity.
+    if hidden.dtype != torch.float16:
+        return hidden
+    largest = torch.finfo(torch.float16).max
+    limit = torch.where(torch.isinf(hidden).any(), largest - 1000, largest)
+    return torch.clamp(hidden, min=-limit, max=limit)
+
+
+class T5LayerNorm(nn.Module):
+    """RMS norm (no mean subtraction, no bias), statistics in float32: Tensor[..., D] -> Tensor[..., D]."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean_square = x.float().pow(2).mean(-1, keepdim=True)
+        normed = x * torch.rsqrt(mean_square + self.eps)
+        if self.weight.dtype in (torch.float16, torch.bfloat16):
+            normed = normed.to(self.weight.dtype)
+        return self.weight * normed
+
+
+class T5SelfAttention(nn.Module):
+    """Multi-head self-attention without logit scaling; positions come in as an additive bias.
+
+    Only the first block owns `relative_attention_bias` (a table [num_buckets, num_heads]).
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, num_buckets: int | None = None):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+        inner = num_heads * head_dim
+        self.q = nn.Linear(dim, inner, bias=False)
+        self.k = nn.Linear(dim, inner, bias=False)
+        self.v = nn.Linear(dim, inner, bias=False)
+        self.o = nn.Linear(inner, dim, bias=False)
+        if num_buckets is not None:
+            self.relative_attention_bias = nn.Embedding(num_buckets, num_heads)
+
+    def forward(self, x: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
+        """x Tensor[B, L, D], attention_bias Tensor[B, H, L, L] (position bias + mask) -> Tensor[B, L, D]."""
+        batch, length, _ = x.shape
+
+        def heads(projection: nn.Linear) -> torch.Tensor:
+            return projection(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+        # T5 adds its position bias to the logits and does not scale them by 1/sqrt(d).
+        out = attention(heads(self.q), heads(self.k), heads(self.v), mask=attention_bias, scale=1.0)
+        return self.o(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class T5ReluFeedForward(nn.Module):
+    """x -> wo(act(wi x)), the original T5's feed-forward: Tensor[..., D] -> Tensor[..., D]."""
+
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "relu"):
+        super().__init__()
+        self.wi = nn.Linear(dim, hidden_dim, bias=False)
+        self.wo = nn.Linear(hidden_dim, dim, bias=False)
+        self.activation = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.activation(self.wi(x))
+        return self.wo(hidden.to(self.wo.weight.dtype))
+
+
+class T5GatedFeedForward(nn.Module):
+    """x -> wo(act(wi_0 x) * wi_1 x), T5 v1.1 / Flan-T5's feed-forward: Tensor[..., D] -> Tensor[..., D]."""
+
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu_new"):
+        super().__init__()
+        self.wi_0 = nn.Linear(dim, hidden_dim, bias=False)
+        self.wi_1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.wo = nn.Linear(hidden_dim, dim, bias=False)
+        self.activation = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.activation(self.wi_0(x)) * self.wi_1(x)
+        return self.wo(hidden.to(self.wo.weight.dtype))
+
+
+class T5AttentionSublayer(nn.Module):
+    """x + SelfAttention(layer_norm(x)). Attribute names give HF's `layer.0.*` keys."""
+
+    def __init__(self, config: T5Config, has_position_bias: bool):
+        super().__init__()
+        self.SelfAttention = T5SelfAttention(
+            config.d_model, config.num_heads, config.d_kv,
+            num_buckets=config.relative_attention_num_buckets if has_position_bias else None,
+        )
+        self.layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon)
+
+    def forward(self, x: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
+        return x + self.SelfAttention(self.layer_norm(x), attention_bias)
+
+
+class T5FeedForwardSublayer(nn.Module):
+    """x + DenseReluDense(layer_norm(x)). Attribute names give HF's `layer.1.*` keys."""
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        feed_forward = T5GatedFeedForward if config.is_gated_act else T5ReluFeedForward
+        self.DenseReluDense = feed_forward(config.d_model, config.d_ff, config.dense_act_fn)
+        self.layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.DenseReluDense(self.layer_norm(x))
+
+
+class T5EncoderBlock(nn.Module):
+    def __init__(self, config: T5Config, has_position_bias: bool):
+        super().__init__()
+        self.layer = nn.ModuleList(
+            [T5AttentionSublayer(config, has_position_bias), T5FeedForwardSublayer(config)]
+        )
+
+    def forward(self, x: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
+        x = _clamp_float16_overflow(self.layer[0](x, attention_bias))
+        return _clamp_float16_overflow(self.layer[1](x))
+
+
+class T5EncoderStack(nn.Module):
+    """Embedding -> blocks -> final RMS norm, holding the keys under `encoder.`."""
+
+    def __init__(self, config: T5Config, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.embed_tokens = embed_tokens
+        self.block = nn.ModuleList([T5EncoderBlock(config, i == 0) for i in range(config.num_layers)])
+        self.final_layer_norm = T5LayerNorm(config.d_model, config.layer_norm_epsilon)
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+
+    def attention_bias(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """BoolTensor[B, L] (True = token) -> Tensor[B, H, L, L]: position bias, masked keys at dtype's min."""
+        length = attention_mask.shape[1]
+        positions = torch.arange(length, device=attention_mask.device)
+        buckets = relative_position_bucket(
+            positions[None, :] - positions[:, None], self.num_buckets, self.max_distance
+        )
+        table = self.block[0].layer[0].SelfAttention.relative_attention_bias
+        position_bias = table(buckets).permute(2, 0, 1).unsqueeze(0).to(dtype)  # [1, H, L, L]
+        # The dtype's most negative finite value (not -inf), as transformers uses.
+        keys_visible = attention_mask[:, None, None, :]
+        return torch.where(keys_visible, position_bias, torch.finfo(dtype).min).contiguous()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.embed_tokens(input_ids)
+        attention_bias = self.attention_bias(attention_mask, hidden.dtype)
+        for block in self.block:
+            hidden = block(hidden, attention_bias)
+        return self.final_layer_norm(hidden)
+
+
+class T5Encoder(nn.Module):
+    """Hugging Face T5EncoderModel: token ids -> last_hidden_state.
+
+    State-dict keys are HF's: `shared.weight` (also reachable as `encoder.embed_tokens.weight`,
+    the same table), `encoder.block.{i}.layer.{0,1}.*`, `encoder.final_layer_norm.weight`.
+    """
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.config = config
+        self.shared = nn.Embedding(config.vocab_size, config.d_model)
+        self.encoder = T5EncoderStack(config, self.shared)
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any]) -> "T5Encoder":
+        return cls(T5Config.from_dict(raw))
+
+    @property
+    def dim(self) -> int:
+        return self.config.d_model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids LongTensor[B, L], attention_mask Bool/0-1 Tensor[B, L] -> last_hidden_state Tensor[B, L, D]."""
+        if input_ids.dim() != 2:
+            raise InputError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        if attention_mask.shape != input_ids.shape:
+            raise InputError(
+                f"attention_mask shape {tuple(attention_mask.shape)} must equal input_ids shape "
+                f"{tuple(input_ids.shape)}"
+            )
+        return self.encoder(input_ids, attention_mask.to(device=input_ids.device, dtype=torch.bool))
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> "T5Encoder":
+        """Build from a Hugging Face T5 folder: config.json + model.safetensors (or sharded with
+        model.safetensors.index.json). Only safetensors are read; decoder / lm_head weights of a
+        full T5 checkpoint are skipped. Returns the model in eval mode on `device` in `dtype`."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"T5 folder {folder} not found")
+        config = T5Config.from_json_file(folder / CONFIG_FILE)
+        with torch.device("meta"):
+            model = cls(config)
+        state = _read_encoder_weights(_weight_files(folder), model.state_dict(), dtype)
+        model.load_state_dict(state, strict=True, assign=True)
+        return model.to(device).eval()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    single = folder / WEIGHTS_FILE
+    if single.is_file():
+        return [single]
+    index_path = folder / WEIGHTS_INDEX_FILE
+    if index_path.is_file():
+        try:
+            with open(index_path, encoding="utf-8") as handle:
+                weight_map = json.load(handle)["weight_map"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"cannot read shard index {index_path}: {exc}") from exc
+        shards = [folder / name for name in sorted(set(weight_map.values()))]
+        absent = [str(path.name) for path in shards if not path.is_file()]
+        if absent:
+            raise CheckpointError(f"{index_path} names shard(s) missing from {folder}: {absent}")
+        return shards
+    pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
+    if pickles:
+        raise CheckpointError(
+            f"{folder} holds only pickle weights {pickles}; pickle files can run code and are never "
+            "loaded. Convert them to model.safetensors (e.g. save_pretrained(..., safe_serialization=True))"
+        )
+    raise CheckpointError(f"no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in {folder}")
+
+
+def _group_by_prefix(keys: list[str], depth: int = 3) -> str:
+    groups: dict[str, int] = {}
+    for key in keys:
+        prefix = ".".join(key.split(".")[:depth])
+        groups[prefix] = groups.get(prefix, 0) + 1
+    return ", ".join(f"{prefix}.* ({count})" if count > 1 else prefix for prefix, count in groups.items())
+
+
+def _read_encoder_weights(
+    files: list[Path], expected: dict[str, torch.Tensor], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Read the tensors named in `expected` (meta tensors giving shapes) from safetensors files."""
+    state: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    if key.startswith(IGNORED_KEY_PREFIXES):
+                        continue
+                    if key not in expected:
+                        unexpected.append(key)
+                        continue
+                    state[key] = handle.get_tensor(key).to(dtype)
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+
+    embedding = next((state[k] for k in EMBEDDING_KEYS if k in state), None)
+    if embedding is not None:
+        for key in EMBEDDING_KEYS:
+            state[key] = embedding
+    missing = sorted(set(expected) - set(state))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_group_by_prefix(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_group_by_prefix(sorted(unexpected))}")
+        raise CheckpointError(
+            f"T5 checkpoint does not match its config.json ({'; '.join(parts)}); "
+            "check that config.json belongs to these weights"
+        )
+    mismatched = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs config {tuple(meta.shape)}"
+        for key, meta in expected.items()
+        if state[key].shape != meta.shape
+    ]
+    if mismatched:
+        raise CheckpointError(
+            "T5 checkpoint shapes do not match its config.json: " + "; ".join(mismatched[:10])
+            + (f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else "")
+        )
+    return state

@@ -1,0 +1,105 @@
+"""Checkpoint loading: strict, safe (no pickles), weight-norm forms, and errors that list problems."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from stable_audio_core.checkpoint import read_state_dict
+from stable_audio_core.errors import CheckpointError
+from stable_audio_core.factory import load_model
+
+from conftest import perturbed_model, save_checkpoint
+
+
+def _out(model):
+    torch.manual_seed(0)
+    x, t = torch.randn(1, 16, 8), torch.tensor([0.4])
+    inputs = model.condition([{"prompt": 1.0, "seconds_start": 0, "seconds_total": 5}])
+    return model.model_fn(inputs)(x, t), model.autoencoder.decode(torch.randn(1, 16, 8))
+
+
+def test_saved_checkpoint_round_trips_exactly(config, tmp_path):
+    model = perturbed_model(config)
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    loaded = load_model(config, path)
+    for a, b in zip(_out(model), _out(loaded)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_folded_and_parametrized_weight_norm_load_to_the_same_model(config, tmp_path):
+    model = perturbed_model(config)
+    sd = model.state_dict()
+    folded, parametrized = {}, {}
+    for key, value in sd.items():
+        if key.endswith(".weight_g"):
+            stem = key[: -len(".weight_g")]
+            v = sd[stem + ".weight_v"]
+            folded[stem + ".weight"] = value * v / v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
+            parametrized[stem + ".parametrizations.weight.original0"] = value
+        elif key.endswith(".weight_v"):
+            parametrized[key[: -len(".weight_v")] + ".parametrizations.weight.original1"] = value
+        else:
+            folded[key] = value
+            parametrized[key] = value
+    assert len(folded) < len(sd), "the tiny config must contain weight-normed convs"
+    expected = _out(model)
+    for variant in (folded, parametrized):
+        path = tmp_path / "variant.safetensors"
+        save_file({k: v.contiguous() for k, v in variant.items()}, str(path))
+        # Refolding g * v / |v| is exact up to float rounding of the norm.
+        for a, b in zip(expected, _out(load_model(config, path))):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_missing_and_unexpected_keys_are_listed_by_prefix(config, tmp_path):
+    sd = perturbed_model(config).state_dict()
+    del sd["model.model.to_cond_embed.0.weight"]
+    sd["model.model.extra_head.weight"] = torch.zeros(3)
+    path = tmp_path / "bad.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    with pytest.raises(CheckpointError) as info:
+        load_model(config, path)
+    message = str(info.value)
+    assert "missing" in message and "to_cond_embed.0.weight" in message
+    assert "not in the model" in message and "extra_head.weight" in message
+
+
+def test_shape_mismatch_names_both_shapes(config, tmp_path):
+    sd = perturbed_model(config).state_dict()
+    sd["model.model.preprocess_conv.weight"] = torch.zeros(16, 16, 3)
+    path = tmp_path / "bad.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    with pytest.raises(CheckpointError, match=r"preprocess_conv.weight: checkpoint \(16, 16, 3\) vs model \(16, 16, 1\)"):
+        load_model(config, path)
+
+
+def test_keys_outside_the_layout_are_reported(config, tmp_path):
+    sd = perturbed_model(config).state_dict()
+    sd["optimizer.step"] = torch.zeros(1)
+    path = tmp_path / "bad.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    with pytest.raises(CheckpointError, match="outside the stable-audio-tools layout.*optimizer.step"):
+        load_model(config, path)
+
+
+def test_ckpt_files_load_only_as_plain_tensors(config, tmp_path):
+    model = perturbed_model(config)
+    good = tmp_path / "model.ckpt"
+    torch.save({"state_dict": model.state_dict()}, good)
+    assert set(read_state_dict(good)) == set(model.state_dict())
+
+    class NotATensor:
+        pass
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": NotATensor()}}, evil)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        read_state_dict(evil)
+
+
+def test_missing_file_and_garbage_file_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        read_state_dict(tmp_path / "nope.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"hello")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        read_state_dict(junk)

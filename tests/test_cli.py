@@ -1,0 +1,53 @@
+"""The `stable-audio generate` command on a small checkpoint built in the test."""
+
+import json
+
+import soundfile as sf
+
+from stable_audio_host.cli import main as cli_main, output_paths, sanitize_filename
+
+from conftest import perturbed_model, save_checkpoint, tiny_config
+
+
+def _model_files(tmp_path):
+    config = tiny_config()
+    (tmp_path / "model_config.json").write_text(json.dumps(config))
+    save_checkpoint(perturbed_model(config), tmp_path / "model.safetensors")
+    return ["--config", str(tmp_path / "model_config.json"), "--checkpoint", str(tmp_path / "model.safetensors")]
+
+
+def test_generate_writes_stereo_audio_of_the_requested_duration(tmp_path, capsys):
+    out = tmp_path / "out" / "clip.wav"
+    seconds = 800 / 44100
+    code = cli_main(["generate", "3", "--seconds", str(seconds), "--steps", "2", "--seed", "4",
+                     "--sampler", "dpmpp-2m", "-o", str(out), *_model_files(tmp_path)])
+    assert code == 0
+    info = sf.info(str(out))
+    assert info.samplerate == 44100 and info.channels == 2 and info.frames == 800
+    assert "seed 4" in capsys.readouterr().out
+
+
+def test_batch_writes_one_file_per_item_with_its_seed(tmp_path):
+    folder = tmp_path / "renders"
+    code = cli_main(["generate", "2", "--steps", "1", "--batch", "2", "--seed-per-item", "--seed", "10",
+                     "-o", str(folder), "--format", "flac", *_model_files(tmp_path)])
+    assert code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["2_10_0.flac", "2_11_1.flac"]
+
+
+def test_generate_without_a_model_explains_what_to_pass(capsys):
+    assert cli_main(["generate", "hello"]) == 2
+    assert "--config" in capsys.readouterr().err
+
+
+def test_bad_duration_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    code = cli_main(["generate", "1", "--seconds", "999", *_model_files(tmp_path)])
+    assert code == 2
+    assert "longer than the generation window" in capsys.readouterr().err
+
+
+def test_file_names_are_sanitized_and_stay_in_the_output_folder():
+    assert sanitize_filename("../../etc/passwd; rm -rf") == "etc_passwd_rm_-rf"
+    assert sanitize_filename("") == "audio"
+    paths = output_paths("out", "a/b", [1], "wav")
+    assert paths[0].parent.name == "out" and "/" not in paths[0].name

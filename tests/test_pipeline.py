@@ -1,0 +1,141 @@
+"""Generation: seeds, batches, audio-to-audio, noise masks, durations, progress and errors."""
+
+import math
+
+import pytest
+import torch
+
+from stable_audio_core.errors import InputError, NonFiniteError
+from stable_audio_core.pipeline import generate, initial_noise
+
+from conftest import perturbed_model, tiny_config
+
+COND = {"prompt": 2.0, "seconds_start": 0.0, "seconds_total": 0.01}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return perturbed_model(tiny_config(), seed=3)
+
+
+def _gen(model, **kw):
+    args = dict(conditioning=COND, steps=3, cfg_scale=3.0, sampler="dpmpp-2m", seed=11,
+                sigma_min=0.3, sigma_max=50.0)
+    args.update(kw)
+    return generate(model, **args)
+
+
+def test_initial_noise_equals_the_reference_seeding():
+    # stable-audio-tools: torch.manual_seed(seed); torch.randn([B, C, L]).
+    torch.manual_seed(1234)
+    expected = torch.randn(3, 16, 20)
+    torch.testing.assert_close(initial_noise((3, 16, 20), 1234, seed_per_item=False), expected, rtol=0, atol=0)
+
+
+def test_seed_per_item_makes_every_item_reproducible_alone(model):
+    batch = _gen(model, batch_size=3, seed_per_item=True, seed=40)
+    assert batch.seeds == [40, 41, 42]
+    single = _gen(model, batch_size=1, seed=41)
+    torch.testing.assert_close(batch.latents[1:2], single.latents, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(batch.latents[0], batch.latents[1])
+
+
+def test_same_seed_same_audio_different_seed_different_audio(model):
+    a, b, c = _gen(model, seed=5), _gen(model, seed=5), _gen(model, seed=6)
+    torch.testing.assert_close(a.audio, b.audio, rtol=0, atol=0)
+    assert not torch.allclose(a.audio, c.audio)
+
+
+def test_random_seed_is_reported_and_reproduces(model):
+    first = _gen(model, seed=-1)
+    again = _gen(model, seed=first.seeds[0])
+    torch.testing.assert_close(first.audio, again.audio, rtol=0, atol=0)
+
+
+def test_output_is_trimmed_to_seconds_total(model):
+    total = 700 / 44100
+    result = _gen(model, conditioning={**COND, "seconds_total": total}, seconds_total=total)
+    assert result.audio.shape == (1, 2, 700)
+    untrimmed = _gen(model, trim=False)
+    assert untrimmed.audio.shape[-1] == tiny_config()["sample_size"]
+
+
+def test_noise_mask_keeps_the_unmasked_latents_of_the_source(model):
+    source = torch.randn(1, 16, 64, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 1, 64)
+    mask[..., 20:40] = 1.0
+    out = _gen(model, init_latents=source, noise_mask=mask, init_noise_level=50.0, decode=False)
+    torch.testing.assert_close(out.latents[..., :20], source[..., :20])
+    torch.testing.assert_close(out.latents[..., 40:], source[..., 40:])
+    assert (out.latents[..., 20:40] - source[..., 20:40]).abs().max() > 0.1
+
+
+def test_full_mask_equals_plain_audio_to_audio(model):
+    source = torch.randn(1, 16, 64, generator=torch.Generator().manual_seed(2))
+    plain = _gen(model, init_latents=source, init_noise_level=5.0, decode=False)
+    masked = _gen(model, init_latents=source, init_noise_level=5.0, noise_mask=torch.ones(1, 1, 64), decode=False)
+    torch.testing.assert_close(plain.latents, masked.latents, rtol=0, atol=0)
+
+
+def test_init_audio_at_low_noise_stays_close_to_its_encoding(model):
+    audio = 0.3 * torch.randn(2, 1024, generator=torch.Generator().manual_seed(9))
+    encoded = model.autoencoder.encode(audio[None])
+    out = _gen(model, init_audio=(44100, audio), init_noise_level=0.05, decode=False)
+    # At sigma 0.05 the sampler starts 5% of a unit of noise away from the source latents.
+    assert (out.latents - encoded).abs().mean() < 0.2 * encoded.abs().mean() + 0.05
+
+
+def test_negative_prompt_changes_the_guided_result(model):
+    plain = _gen(model)
+    negative = _gen(model, negative_conditioning={**COND, "prompt": 7.0})
+    assert not torch.allclose(plain.latents, negative.latents)
+
+
+def test_progress_callback_sees_every_step(model):
+    seen = []
+    _gen(model, steps=4, callback=lambda info: seen.append(info["i"]))
+    assert seen == [0, 1, 2, 3]
+
+
+def test_callback_exception_interrupts_generation(model):
+    class Stop(Exception):
+        pass
+
+    def stop(info):
+        raise Stop
+    with pytest.raises(Stop):
+        _gen(model, callback=stop)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seconds_total=-1.0), "impossible duration"),
+    (dict(seconds_total=100.0), "longer than the generation window"),
+    (dict(steps=0), "steps must be at least 1"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(noise_mask=torch.ones(1, 1, 64)), "noise_mask needs the source"),
+])
+def test_bad_requests_raise_clear_input_errors(model, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        _gen(model, **kwargs)
+
+
+def test_missing_conditioning_value_names_the_conditioner(model):
+    with pytest.raises(InputError, match="no value for 'seconds_start'"):
+        generate(model, conditioning={"prompt": 1.0, "seconds_total": 1.0}, steps=1)
+
+
+def test_nan_in_the_sampler_output_is_reported_with_stage_and_dtype(model):
+    backbone = model.backbone
+    original = backbone.forward
+    backbone.forward = lambda *a, **k: original(*a, **k) * math.nan
+    try:
+        with pytest.raises(NonFiniteError, match="sampler output \\(torch.float32"):
+            _gen(model)
+    finally:
+        del backbone.forward
+
+
+def test_rectified_flow_model_generates_with_its_defaults():
+    model = perturbed_model(tiny_config(objective="rf_denoiser"), seed=1)
+    out = generate(model, conditioning=COND, steps=3, seed=0)
+    assert out.audio.shape[:2] == (1, 2) and torch.isfinite(out.audio).all()
