@@ -85,8 +85,8 @@ def build_ours(args):
     model.load_state_dict(_load_weights(args.weights))
     fold_weight_norm(model)
 
-    def decode(latents):
-        return model.decode(latents, chunked=args.mode == "chunked", chunk_size=args.chunk_size,
+    def decode(latents, chunked):
+        return model.decode(latents, chunked=chunked, chunk_size=args.chunk_size,
                             overlap=args.overlap)  # fmt: skip
 
     return decode
@@ -99,8 +99,8 @@ def build_reference(args):
                                                    SAMPLE_RATE)  # fmt: skip
     pretransform.model.load_state_dict(_load_weights(args.weights))
 
-    def decode(latents):
-        return pretransform.model.decode_audio(latents, chunked=args.mode == "chunked",
+    def decode(latents, chunked):
+        return pretransform.model.decode_audio(latents, chunked=chunked,
                                                chunk_size=args.chunk_size, overlap=args.overlap)
 
     return decode
@@ -115,15 +115,19 @@ def _load_weights(path):
 def run_child(args) -> None:
     torch.set_num_threads(args.threads)
     decode = (build_reference if args.impl == "reference" else build_ours)(args)
-    latents = latents_for(args.seconds)
+    latents = latents_for(args.seconds[0])
+    chunked = args.mode == "chunked"
     with torch.inference_mode():
-        decode(latents[..., :4])  # warm-up: first-call setup is not decode time
+        decode(latents[..., :8], chunked=False)  # warm-up: first-call setup is not decode time
         before = current_rss_mb()
-        start = time.perf_counter()
-        audio = decode(latents)
-        elapsed = time.perf_counter() - start
+        wall, cpu = [], []
+        for _ in range(args.repeat):
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            audio = decode(latents, chunked=chunked)
+            wall.append(time.perf_counter() - start_wall)
+            cpu.append(time.process_time() - start_cpu)
     np.save(args.out, audio.numpy())
-    print(json.dumps({"seconds_taken": elapsed, "peak_rss_mb": peak_rss_mb(),
+    print(json.dumps({"wall_s": min(wall), "cpu_s": min(cpu), "peak_rss_mb": peak_rss_mb(),
                       "rss_before_mb": before}))  # fmt: skip
 
 
@@ -147,13 +151,29 @@ def run_case(python, impl, mode, seconds, args, weights, workdir):
     command = [python, __file__, "--child", "--impl", impl, "--mode", mode,
                "--seconds", str(seconds), "--channels", str(args.channels),
                "--chunk-size", str(args.chunk_size), "--overlap", str(args.overlap),
-               "--threads", str(args.threads), "--weights", weights, "--out", out]  # fmt: skip
+               "--threads", str(args.threads), "--repeat", str(args.repeat), "--weights", weights, "--out", out]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}, None
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return result, out
+
+
+HEADER = (f"{'audio':>6} {'latents':>7} {'impl':>9} {'mode':>9} {'wall s':>7} {'CPU s':>7} "
+          f"{'peak RSS MB':>11} {'RSS before':>10} {'decode +MB':>10} {'max|diff|':>10} "
+          f"{'max|audio|':>10}")  # fmt: skip
+
+
+def decode_mb(result: dict) -> float:
+    return result["peak_rss_mb"] - result["rss_before_mb"]
+
+
+def format_row(seconds, latents, impl, mode, result, diff, peak) -> str:
+    diff_text = "n/a" if diff is None else f"{diff:.2e}"
+    return (f"{seconds:>5g}s {latents:>7} {impl:>9} {mode:>9} {result['wall_s']:>7.1f} "
+            f"{result['cpu_s']:>7.1f} {result['peak_rss_mb']:>11.0f} {result['rss_before_mb']:>10.0f} "
+            f"{decode_mb(result):>10.0f} {diff_text:>10} {peak:>10.3f}")  # fmt: skip
 
 
 def main() -> None:
@@ -163,6 +183,7 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=128, help="latents per window")
     parser.add_argument("--overlap", type=int, default=32, help="latents; half discarded per edge")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1, help="decodes per case; min time kept")
     parser.add_argument("--max-unchunked-seconds", type=float, default=95,
                         help="skip the unchunked decode above this length (time/memory)")
     parser.add_argument("--reference-python", default=None,
@@ -188,38 +209,33 @@ def main() -> None:
         runs = [("ours", "chunked", sys.executable), ("ours", "unchunked", sys.executable)]
         if args.reference_python:
             runs.append(("reference", "chunked", args.reference_python))
-        header = (f"{'audio':>6} {'latents':>7} {'impl':>9} {'mode':>9} {'time s':>7} "
-                  f"{'peak RSS MB':>11} {'RSS before':>10} {'decode +MB':>10} {'max|diff|':>10} "
-                  f"{'max|audio|':>10}")  # fmt: skip
-        print(header)
-        print("-" * len(header))
+        print(HEADER)
+        print("-" * len(HEADER))
         for seconds in args.seconds:
-            outputs = {}
+            latents = math.ceil(seconds * SAMPLE_RATE / RATIO)
+            results, paths = {}, {}
             for impl, mode, python in runs:
                 if mode == "unchunked" and seconds > args.max_unchunked_seconds:
-                    print(f"{seconds:>5g}s {'':>7} {impl:>9} {mode:>9}  skipped (--max-unchunked-seconds)")
+                    print(f"{seconds:>5g}s {latents:>7} {impl:>9} {mode:>9}  skipped "
+                          "(--max-unchunked-seconds)")  # fmt: skip
                     continue
                 result, path = run_case(python, impl, mode, seconds, args, weights, workdir)
                 if path is None:
-                    print(f"{seconds:>5g}s {'':>7} {impl:>9} {mode:>9}  failed: {result['error']}")
+                    print(f"{seconds:>5g}s {latents:>7} {impl:>9} {mode:>9}  failed: {result['error']}")
                     continue
-                outputs[(impl, mode)] = path
-                result["latents"] = math.ceil(seconds * SAMPLE_RATE / RATIO)
-                outputs[(impl, mode, "result")] = result
-            unchunked = outputs.get(("ours", "unchunked"))
-            full = np.load(unchunked) if unchunked else None
-            for impl, mode, _ in runs:
-                result = outputs.get((impl, mode, "result"))
-                if result is None:
-                    continue
-                audio = np.load(outputs[(impl, mode)])
-                diff = "n/a" if full is None else f"{np.abs(audio - full).max():.2e}"
-                print(f"{seconds:>5g}s {result['latents']:>7} {impl:>9} {mode:>9} "
-                      f"{result['seconds_taken']:>7.1f} {result['peak_rss_mb']:>11.0f} "
-                      f"{result['rss_before_mb']:>10.0f} "
-                      f"{result['peak_rss_mb'] - result['rss_before_mb']:>10.0f} {diff:>10} "
-                      f"{np.abs(audio).max():>10.3f}")  # fmt: skip
-                os.remove(outputs[(impl, mode)])
+                results[impl, mode], paths[impl, mode] = result, path
+            full = np.load(paths["ours", "unchunked"]) if ("ours", "unchunked") in paths else None
+            for (impl, mode), result in results.items():
+                audio = np.load(paths[impl, mode])
+                diff = np.abs(audio - full).max() if full is not None else None
+                print(format_row(seconds, latents, impl, mode, result, diff, np.abs(audio).max()))
+            for path in paths.values():
+                os.remove(path)
+            ours, peer = results.get(("ours", "chunked")), results.get(("reference", "chunked"))
+            if ours and peer:
+                print(f"{'':>6} chunked, reference / ours: CPU time "
+                      f"{peer['cpu_s'] / ours['cpu_s']:.2f}x, decode memory "
+                      f"{decode_mb(peer) / decode_mb(ours):.2f}x")  # fmt: skip
     print("\nmax|diff|: against our unchunked decode of the same latents. decode +MB: peak RSS "
           "minus RSS just before the decode (the decode's own working memory, incl. output).")
 

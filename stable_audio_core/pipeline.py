@@ -130,7 +130,7 @@ def generate(
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     settings = defaults_for(model)
-    steps = int(steps or settings["steps"])
+    steps = settings["steps"] if steps is None else int(steps)
     if steps < 1:
         raise InputError(f"steps must be at least 1, got {steps}")
     cfg_scale = settings["cfg_scale"] if cfg_scale is None else float(cfg_scale)

@@ -11,6 +11,10 @@ from stable_audio_core.factory import load_model
 from conftest import perturbed_model, save_checkpoint
 
 
+class ArbitraryObject:
+    """Stands for any pickled object that is not a tensor: loading it must be refused."""
+
+
 def _out(model):
     torch.manual_seed(0)
     x, t = torch.randn(1, 16, 8), torch.tensor([0.4])
@@ -88,10 +92,8 @@ def test_ckpt_files_load_only_as_plain_tensors(config, tmp_path):
     torch.save({"state_dict": model.state_dict()}, good)
     assert set(read_state_dict(good)) == set(model.state_dict())
 
-    class NotATensor:
-        pass
     evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {"x": NotATensor()}}, evil)
+    torch.save({"state_dict": {"x": ArbitraryObject()}}, evil)
     with pytest.raises(CheckpointError, match="weights_only=True"):
         read_state_dict(evil)
 

@@ -36,7 +36,8 @@ def test_seed_per_item_makes_every_item_reproducible_alone(model):
     batch = _gen(model, batch_size=3, seed_per_item=True, seed=40)
     assert batch.seeds == [40, 41, 42]
     single = _gen(model, batch_size=1, seed=41)
-    torch.testing.assert_close(batch.latents[1:2], single.latents, rtol=1e-5, atol=1e-6)
+    # Same noise and conditioning; only float32 reduction order differs between batch sizes.
+    torch.testing.assert_close(batch.latents[1:2], single.latents, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(batch.latents[0], batch.latents[1])
 
 

@@ -41,8 +41,9 @@ SEED = 20240611
 SAO_1_0 = {"cond_token_dim": 768, "global_cond_dim": 1536, "project_cond_tokens": False,
            "transformer_type": "continuous_transformer", "io_channels": 64, "embed_dim": 1536,
            "depth": 24, "num_heads": 24}
-# model.diffusion.config of Stable Audio Open Small (objective "rf_denoiser"), as published in its
-# model_config.json: T5 tokens projected to the width, LayerNorm on q and k per head.
+# model.diffusion.config of Stable Audio Open Small (objective "rf_denoiser"), reconstructed from
+# public ports of its model_config.json (T5 tokens projected to the width, LayerNorm on q and k per
+# head); it gives 340,879,488 parameters, the model card's 341M.
 SAO_SMALL = {"io_channels": 64, "embed_dim": 1024, "depth": 16, "num_heads": 8,
              "cond_token_dim": 768, "global_cond_dim": 768,
              "transformer_type": "continuous_transformer", "attn_kwargs": {"qk_norm": "ln"}}

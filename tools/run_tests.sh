@@ -20,4 +20,4 @@ case "${1:-}" in
     --heavy) marker=(-m heavy); shift ;;
     --all) marker=(-m "heavy or not heavy"); shift ;;
 esac
-exec "$V" -m pytest -q "${marker[@]}" "$@"
+exec "$V" -m pytest "${marker[@]}" "$@"

@@ -66,7 +66,8 @@ def sample_v(model_fn: ModelFn, noise: torch.Tensor, *, steps: int, sampler: str
 
     model_fn(x: Tensor[B, C, L], t: Tensor[B]) -> v: Tensor[B, C, L], already guided.
     noise: Tensor[B, C, L] standard normal. The start is noise * sigmas[0], plus init_latents
-    (Tensor[B or 1, C, L]) when given (for variations the caller sets sigma_max to the init noise level).
+    (Tensor[B or 1, C, L]) when given; for variations the caller sets sigma_max to the init
+    noise level, as stable-audio-tools' generate_diffusion_cond does.
     noise_mask: Tensor[B or 1, 1, L], 1 = regenerate, 0 = keep init_latents.
     generator: source of the noise drawn by the stochastic samplers.
     Runs without autograd. Returns Tensor[B, C, L], the sampled latents.
