@@ -57,7 +57,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     started = time.time()
     model = load_model(args.config, args.checkpoint, text_encoder=args.text_encoder,
-                       device=args.device, dtype=args.dtype)
+                       device=args.device, dtype=args.dtype, text_encoder_dtype=args.text_encoder_dtype)
     print(f"loaded model in {time.time() - started:.1f} s", file=sys.stderr)
     defaults = defaults_for(model)
     steps = args.steps or defaults["steps"]
@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--text-encoder", default=None, help="local Hugging Face T5 folder")
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    g.add_argument("--text-encoder-dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="T5 precision (default: --dtype; the reference runs T5 in float16)")
     g.add_argument("--threads", type=int, default=None)
     g.set_defaults(func=cmd_generate)
 

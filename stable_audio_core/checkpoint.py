@@ -87,8 +87,14 @@ def adapt_weight_norm(state_dict: dict[str, torch.Tensor], expected: dict[str, t
 
 def load_state_dict_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
     """Load `state_dict` into `module`, raising CheckpointError listing every mismatch."""
-    expected = {k: v.shape for k, v in module.state_dict().items()}
+    own = module.state_dict()
+    expected = {k: v.shape for k, v in own.items()}
     state_dict = adapt_weight_norm(state_dict, expected)
+    # Buffers are derived, not learned (LayerNorm's zero beta, rotary frequencies); repackaged
+    # checkpoints such as ComfyUI's may leave them out, so missing ones keep the built values.
+    buffers = {name for name, _ in module.named_buffers()}
+    for key in (set(expected) - set(state_dict)) & buffers:
+        state_dict[key] = own[key]
     missing = set(expected) - set(state_dict)
     unexpected = set(state_dict) - set(expected)
     mismatched = [

@@ -86,13 +86,19 @@ def attach_text_encoder(model: StableAudioModel, folder: str | Path | None,
 
 def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path | None = None,
                text_encoder: str | Path | None = None, device: str | torch.device = "cpu",
-               dtype: str | torch.dtype = "float32") -> StableAudioModel:
-    """Build the model of `config`, load `checkpoint` (strict), attach a T5 folder if needed."""
+               dtype: str | torch.dtype = "float32",
+               text_encoder_dtype: str | torch.dtype | None = None) -> StableAudioModel:
+    """Build the model of `config`, load `checkpoint` (strict), attach a T5 folder if needed.
+
+    stable-audio-tools runs T5 in float16; pass text_encoder_dtype="float16" to reproduce its
+    text features exactly (the default, the model dtype, is more accurate on the CPU).
+    """
     dtype = parse_dtype(dtype)
+    text_dtype = dtype if text_encoder_dtype is None else parse_dtype(text_encoder_dtype)
     model = build_model(config)
     if checkpoint is not None:
         load_weights(model, read_state_dict(checkpoint), str(checkpoint))
     model.eval().requires_grad_(False)
     model.to(device=device, dtype=dtype)
-    attach_text_encoder(model, text_encoder, device=device, dtype=dtype)
+    attach_text_encoder(model, text_encoder, device=device, dtype=text_dtype)
     return model

@@ -352,8 +352,8 @@ class ChunkWindow:
 
 
 def chunk_windows(length: int, chunk_size: int, overlap: int) -> list[ChunkWindow]:
-    """Cover [0, length) latents with windows of at most `chunk_size`, each discarding
-    overlap // 2 latents at every edge it shares with a neighbour.
+    """Cover [0, length) latents with windows of `chunk_size` (or `length` if shorter), each
+    discarding at least overlap // 2 latents at every edge it shares with a neighbour.
 
     The kept parts tile [0, length) exactly. Where overlap // 2 is at least the network's
     receptive field (in latents), the stitched result equals processing everything at once.
@@ -369,7 +369,11 @@ def chunk_windows(length: int, chunk_size: int, overlap: int) -> list[ChunkWindo
     while keep_start < length:
         start = max(0, keep_start - margin)
         stop = min(length, start + chunk_size)
-        keep_stop = stop if stop == length else stop - margin
+        if stop == length:
+            # The last window reaches back to full size: every window then has one shape,
+            # which the conv backends and the allocator reuse (a new shape costs a setup).
+            start = max(0, length - chunk_size)
+        keep_stop = length if stop == length else stop - margin
         windows.append(ChunkWindow(start, stop, keep_start, keep_stop))
         keep_start = keep_stop
     return windows

@@ -217,10 +217,30 @@ def fold_weight_norm_state(
     return result
 
 
+# torch.nn.utils.parametrizations.weight_norm stores g and v under these suffixes.
+_PARAMETRIZED_SUFFIXES = {
+    ".parametrizations.weight.original0": ".weight_g",
+    ".parametrizations.weight.original1": ".weight_v",
+}
+
+
+def _rename_parametrized(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    result = {}
+    for key, value in state_dict.items():
+        for suffix, replacement in _PARAMETRIZED_SUFFIXES.items():
+            if key.endswith(suffix):
+                key = key[: -len(suffix)] + replacement
+                break
+        result[key] = value
+    return result
+
+
 def match_weight_norm_form(
     state_dict: Mapping[str, Tensor], expected_keys: Iterable[str]
 ) -> dict[str, Tensor]:
-    """Convert each conv in `state_dict` to the form (folded or weight-normed) that
-    `expected_keys` (a model's state-dict keys) uses, so a loader accepts either form."""
+    """Convert each conv in `state_dict` to the form that `expected_keys` (a model's state-dict
+    keys) uses, so a loader accepts any of: `weight_g`/`weight_v` (torch.nn.utils.weight_norm),
+    `parametrizations.weight.original0/1` (its parametrization successor), or a folded `weight`."""
     expected = list(expected_keys)
-    return fold_weight_norm_state(unfold_weight_norm_state(state_dict, expected), expected)
+    renamed = _rename_parametrized(state_dict)
+    return fold_weight_norm_state(unfold_weight_norm_state(renamed, expected), expected)
