@@ -140,3 +140,28 @@ def test_rectified_flow_model_generates_with_its_defaults():
     model = perturbed_model(tiny_config(objective="rf_denoiser"), seed=1)
     out = generate(model, conditioning=COND, steps=3, seed=0)
     assert out.audio.shape[:2] == (1, 2) and torch.isfinite(out.audio).all()
+
+
+def test_text_prompt_flows_through_t5_into_generation(tmp_path):
+    """A tiny T5 folder (fixture weights + a tokenizer built here) conditions a tiny model."""
+    import shutil
+
+    from conftest import FIXTURES, save_checkpoint
+    from stable_audio_core.factory import load_model
+    from test_t5 import build_test_tokenizer
+
+    folder = tmp_path / "t5"
+    shutil.copytree(FIXTURES / "t5" / "relu", folder)
+    build_test_tokenizer().save(str(folder / "tokenizer.json"))
+    config = tiny_config()
+    config["model"]["conditioning"]["configs"][0] = {
+        "id": "prompt", "type": "t5", "config": {"t5_model_name": "local-t5", "max_length": 16}}
+    save_checkpoint(perturbed_model(config), tmp_path / "m.safetensors")
+    model = load_model(config, tmp_path / "m.safetensors", text_encoder=folder)
+    run = lambda prompt: generate(model, prompt, seconds_total=0.01, steps=2, seed=1, sampler="dpmpp-2m",
+                                  decode=False).latents
+    torch.testing.assert_close(run("a b c"), run("a b c"), rtol=0, atol=0)
+    assert not torch.allclose(run("a b c"), run("c a"))
+    tokens = model.condition([{"prompt": "a b", "seconds_start": 0, "seconds_total": 1}]).cross_attn_cond
+    assert tokens.shape == (1, 16 + 2, 32)
+    assert tokens[0, 4:16].abs().max() == 0  # padded T5 positions are zero, as in the reference

@@ -102,20 +102,31 @@ class T5Conditioner(nn.Module):
     def __init__(self, output_dim: int, t5_model_name: str = "t5-base", max_length: int = 128,
                  enable_grad: bool = False, project_out: bool = False):
         super().__init__()
-        if t5_model_name not in self.T5_WIDTHS:
-            raise ConfigError(
-                f"unknown t5_model_name '{t5_model_name}'; known: {sorted(self.T5_WIDTHS)}"
-            )
+        width = self.T5_WIDTHS.get(t5_model_name)
+        if width is None:
+            # A local or custom T5 (a path as name): its width must equal cond_dim, checked when
+            # the encoder is attached, because the projection's shape cannot be known earlier.
+            if project_out:
+                raise ConfigError(
+                    f"t5 conditioner: t5_model_name '{t5_model_name}' is not a known T5 "
+                    f"({sorted(self.T5_WIDTHS)}), so project_out cannot be sized; use a known name"
+                )
+            width = output_dim
         if enable_grad:
             raise ConfigError("t5 conditioner: enable_grad=true (fine-tuning T5) is not supported")
         self.t5_model_name = t5_model_name
         self.max_length = int(max_length)
-        width = self.T5_WIDTHS[t5_model_name]
+        self.width = width
         self.proj_out = nn.Linear(width, output_dim) if (width != output_dim or project_out) else nn.Identity()
         self.text_encoder = None  # set by attach_text_encoder; kept out of the state dict
 
     def attach_text_encoder(self, encoder) -> None:
         """Attach a `T5TextEncoder` (stable_audio_core.text.t5_encoder); it is not a submodule."""
+        if encoder.dim != self.width:
+            raise ConfigError(
+                f"the T5 encoder is {encoder.dim} wide but this model's text conditioner expects "
+                f"{self.width} ({self.t5_model_name}); pass the matching T5 folder"
+            )
         self.__dict__["text_encoder"] = encoder
 
     def forward(self, texts: list[Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
