@@ -130,10 +130,6 @@ def test_scalar_time_is_broadcast_and_inputs_take_the_model_dtype():
     assert out.dtype == torch.bfloat16 and out.shape == (2, 4, 5)
 
 
-def test_guidance_nulls_only_cross_attention_and_prepend_inputs():
-    assert DiffusionTransformer.GUIDANCE_NULL_INPUTS == ("cross_attn_cond", "prepend_cond")
-
-
 @pytest.mark.parametrize("kwargs, message", [
     ({"prepend_cond": torch.randn(1, 2, 8)}, "prepend_cond"),
     ({"cross_attn_cond": torch.randn(1, 3, 31)}, "cross_attn_cond"),

@@ -8,7 +8,7 @@ from the latent positions and passed through a residual 1x1 conv. Parameter name
 the reference's, so a checkpoint's `model.model.<key>` loads here as `<key>`.
 
 Classifier-free guidance is not done here: the caller stacks the conditional and unconditional
-halves on the batch axis (see `GUIDANCE_NULL_INPUTS`).
+halves on the batch axis (`models/stable_audio.py`, `dit_unconditional_inputs`).
 """
 
 from __future__ import annotations
@@ -72,12 +72,6 @@ class DiffusionTransformer(nn.Module):
             does not change the network.
         transformer_options: the block switches (qk norm, feed-forward, norms, rotary).
     """
-
-    # Classifier-free guidance's unconditional half (as stable-audio-tools' DiffusionTransformer.forward
-    # builds it): these inputs become zeros of the same shape (a negative prompt's tokens, with padded
-    # positions zeroed, replace the zero cross-attention tokens); global_embed and input_concat_cond
-    # are shared by both halves. The reference guides only when one of these inputs is present.
-    GUIDANCE_NULL_INPUTS = ("cross_attn_cond", "prepend_cond")
 
     def __init__(
         self,
