@@ -72,16 +72,60 @@ def load_weights(model: StableAudioModel, state_dict: dict[str, torch.Tensor], w
     return text_encoder
 
 
+# Published t5-base encoder settings, for T5 weights embedded in a ComfyUI single-file checkpoint.
+T5_BASE_CONFIG = {"model_type": "t5", "vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 3072,
+                  "num_layers": 12, "num_heads": 12, "relative_attention_num_buckets": 32,
+                  "relative_attention_max_distance": 128, "layer_norm_epsilon": 1e-6,
+                  "feed_forward_proj": "relu", "pad_token_id": 0, "eos_token_id": 1}
+
+
+def _embedded_t5(weights: dict[str, torch.Tensor], folder: Path | None):
+    """T5 weights stored as `<name>.transformer.<hf key>` (ComfyUI) -> a loaded T5Encoder."""
+    import json
+
+    from .models.t5 import T5Encoder
+    stems = {key.split(".transformer.", 1)[0] for key in weights if ".transformer." in key}
+    if len(stems) != 1:
+        raise CheckpointError(f"cannot tell the T5 weights among text_encoders.* keys (found {sorted(stems)})")
+    prefix = stems.pop() + ".transformer."
+    hf = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    config_path = None if folder is None else Path(folder) / "config.json"
+    raw = json.loads(config_path.read_text()) if config_path and config_path.is_file() else T5_BASE_CONFIG
+    encoder = T5Encoder.from_config(raw)
+    # The token embedding is tied: files store it as shared.weight, embed_tokens.weight or both.
+    expected = encoder.state_dict()
+    for name, twin in (("shared.weight", "encoder.embed_tokens.weight"),
+                       ("encoder.embed_tokens.weight", "shared.weight")):
+        if name in expected and name not in hf and twin in hf:
+            hf[name] = hf[twin]
+    hf = {k: v for k, v in hf.items() if k in expected or not k.endswith(("embed_tokens.weight", "shared.weight"))}
+    load_state_dict_strict(encoder, hf, "the checkpoint's text_encoders.* (T5) weights")
+    return encoder.eval().requires_grad_(False)
+
+
 def attach_text_encoder(model: StableAudioModel, folder: str | Path | None,
-                        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
-    """Give every T5 conditioner its encoder, read from a local Hugging Face T5 folder."""
+                        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                        embedded: dict[str, torch.Tensor] | None = None) -> None:
+    """Give every T5 conditioner its encoder: weights from a local Hugging Face T5 folder, or the
+    ones embedded in the checkpoint (ComfyUI's single file) with the folder's tokenizer.json."""
     t5s = [c for c in model.conditioner.conditioners.values() if isinstance(c, T5Conditioner)]
-    if not t5s or folder is None:
+    if not t5s or (folder is None and not embedded):
         return
     from .text.t5_encoder import T5TextEncoder
-    shared = T5TextEncoder.from_folder(folder, dtype=dtype, device=device)
+    from .text.tokenizer import TextTokenizer
+    if embedded:
+        if folder is None:
+            raise InputError(
+                "the checkpoint carries T5 weights but no tokenizer: pass a folder holding the T5 "
+                "tokenizer.json as text_encoder / --text-encoder"
+            )
+        t5 = _embedded_t5(embedded, folder).to(device=device, dtype=dtype)
+        tokenizer = TextTokenizer.from_folder(folder, default_pad_token_id=t5.config.pad_token_id)
+    else:
+        shared = T5TextEncoder.from_folder(folder, dtype=dtype, device=device)
+        t5, tokenizer = shared.model, shared.tokenizer
     for conditioner in t5s:  # one set of weights, each conditioner with its own max_length
-        conditioner.attach_text_encoder(T5TextEncoder(shared.tokenizer, shared.model, conditioner.max_length))
+        conditioner.attach_text_encoder(T5TextEncoder(tokenizer, t5, conditioner.max_length))
 
 
 def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path | None = None,
@@ -96,9 +140,10 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     dtype = parse_dtype(dtype)
     text_dtype = dtype if text_encoder_dtype is None else parse_dtype(text_encoder_dtype)
     model = build_model(config)
+    embedded = None
     if checkpoint is not None:
-        load_weights(model, read_state_dict(checkpoint), str(checkpoint))
+        embedded = load_weights(model, read_state_dict(checkpoint), str(checkpoint))
     model.eval().requires_grad_(False)
     model.to(device=device, dtype=dtype)
-    attach_text_encoder(model, text_encoder, device=device, dtype=text_dtype)
+    attach_text_encoder(model, text_encoder, device=device, dtype=text_dtype, embedded=embedded)
     return model

@@ -105,3 +105,42 @@ def test_missing_file_and_garbage_file_errors(tmp_path):
     junk.write_bytes(b"hello")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         read_state_dict(junk)
+
+
+def test_comfyui_single_file_with_embedded_t5_loads_with_a_tokenizer_folder(tmp_path):
+    """ComfyUI's repackaged file: the model keys plus T5 under text_encoders.t5base.transformer.*"""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from conftest import FIXTURES, tiny_config
+    from stable_audio_core.errors import InputError
+    from stable_audio_core.pipeline import generate
+    from test_t5 import build_test_tokenizer
+
+    config = tiny_config()
+    config["model"]["conditioning"]["configs"][0] = {
+        "id": "prompt", "type": "t5", "config": {"t5_model_name": "local-t5", "max_length": 8}}
+    model = perturbed_model(config)
+    t5_weights = load_file(str(FIXTURES / "t5" / "relu" / "model.safetensors"))
+    single = dict(model.state_dict())
+    single.update({f"text_encoders.t5base.transformer.{k}": v for k, v in t5_weights.items()})
+    path = tmp_path / "comfy.safetensors"
+    save_file({k: v.contiguous() for k, v in single.items()}, str(path))
+
+    tokenizer_only = tmp_path / "tok"
+    tokenizer_only.mkdir()
+    build_test_tokenizer().save(str(tokenizer_only / "tokenizer.json"))
+    shutil.copy(FIXTURES / "t5" / "relu" / "config.json", tokenizer_only / "config.json")
+    with pytest.raises(InputError, match="tokenizer"):
+        load_model(config, path)
+    from_file = load_model(config, path, text_encoder=tokenizer_only)
+
+    full_folder = tmp_path / "t5"
+    shutil.copytree(FIXTURES / "t5" / "relu", full_folder)
+    build_test_tokenizer().save(str(full_folder / "tokenizer.json"))
+    save_checkpoint(model, tmp_path / "plain.safetensors")
+    from_folder = load_model(config, tmp_path / "plain.safetensors", text_encoder=full_folder)
+    run = lambda m: generate(m, "a b", seconds_total=0.01, steps=2, seed=3, decode=False).latents
+    torch.testing.assert_close(run(from_file), run(from_folder), rtol=0, atol=0)
