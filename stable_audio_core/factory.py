@@ -9,7 +9,7 @@ import torch
 from .checkpoint import load_state_dict_strict, read_state_dict
 from .config import ModelConfig, load_model_config
 from .errors import CheckpointError, InputError
-from .models.conditioners import T5Conditioner
+from .models.conditioners import CLAPTextConditioner, T5Conditioner
 from .models.stable_audio import StableAudioModel
 
 # Checkpoint key prefixes (stable-audio-tools layout) -> submodule of StableAudioModel.
@@ -106,8 +106,16 @@ def _embedded_t5(weights: dict[str, torch.Tensor], folder: Path | None):
 def attach_text_encoder(model: StableAudioModel, folder: str | Path | None,
                         device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                         embedded: dict[str, torch.Tensor] | None = None) -> None:
-    """Give every T5 conditioner its encoder: weights from a local Hugging Face T5 folder, or the
-    ones embedded in the checkpoint (ComfyUI's single file) with the folder's tokenizer.json."""
+    """Give every text conditioner its encoder: CLAP from a local Hugging Face CLAP folder; T5 from
+    a local T5 folder, or from the weights embedded in the checkpoint (ComfyUI's single file) with
+    the folder's tokenizer.json."""
+    claps = [c for c in model.conditioner.conditioners.values() if isinstance(c, CLAPTextConditioner)]
+    if claps and folder is not None:
+        from .text.clap_encoder import ClapTextEncoder
+        # stable-audio-tools keeps CLAP in float32 whatever the diffusion model's dtype.
+        clap = ClapTextEncoder.from_folder(folder, device=device)
+        for conditioner in claps:
+            conditioner.attach_text_encoder(clap)
     t5s = [c for c in model.conditioner.conditioners.values() if isinstance(c, T5Conditioner)]
     if not t5s or (folder is None and not embedded):
         return

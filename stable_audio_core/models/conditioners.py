@@ -145,16 +145,78 @@ class T5Conditioner(nn.Module):
         return embeddings, mask
 
 
+class CLAPTextConditioner(nn.Module):
+    """Text through a frozen CLAP text tower (loaded separately from a local HF CLAP folder).
+
+    With use_text_features, the tokens are one hidden layer of the text encoder (feature_layer_ix,
+    -2 = penultimate; 77 tokens, padded positions kept as the encoder left them, as the reference
+    does) and the mask marks real tokens. Otherwise a single token: the L2-normalised joint-space
+    text embedding. Then proj_out. Only proj_out is in a stable-audio-tools checkpoint; the
+    reference's clap_ckpt_path (a laion-clap file) is accepted but the weights come from the
+    attached encoder. The reference fixes the widths at 768 (roberta-base) and 512 (joint space);
+    `text_width` / `embedding_dim` are for other CLAP sizes (Python only, not a config key).
+    """
+
+    def __init__(self, output_dim: int, clap_ckpt_path: str | None = None, use_text_features: bool = False,
+                 feature_layer_ix: int = -1, audio_model_type: str = "HTSAT-base", enable_fusion: bool = True,
+                 project_out: bool = False, finetune: bool = False, *, text_width: int = 768,
+                 embedding_dim: int = 512):
+        super().__init__()
+        if finetune:
+            raise ConfigError("clap_text conditioner: finetune=true (training CLAP) is not supported")
+        if not isinstance(feature_layer_ix, int) or isinstance(feature_layer_ix, bool):
+            raise ConfigError(f"clap_text conditioner: feature_layer_ix must be an int, got {feature_layer_ix!r}")
+        self.clap_ckpt_path = clap_ckpt_path
+        self.use_text_features = bool(use_text_features)
+        self.feature_layer_ix = feature_layer_ix
+        self.width = text_width if self.use_text_features else embedding_dim
+        self.proj_out = (nn.Linear(self.width, output_dim) if (self.width != output_dim or project_out)
+                         else nn.Identity())
+        self.text_encoder = None  # set by attach_text_encoder; kept out of the state dict
+
+    def attach_text_encoder(self, encoder) -> None:
+        """Attach a `ClapTextEncoder` (stable_audio_core.text.clap_encoder); it is not a submodule."""
+        width = encoder.hidden_size if self.use_text_features else encoder.projection_dim
+        if width != self.width:
+            what = "hidden size" if self.use_text_features else "projection dim"
+            raise InputError(
+                f"the CLAP text encoder's {what} is {width}, but this clap_text conditioner expects "
+                f"{self.width}; use the CLAP model the diffusion checkpoint was trained with"
+            )
+        self.__dict__["text_encoder"] = encoder
+
+    def forward(self, texts: list[Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.text_encoder is None:
+            raise InputError(
+                "this model's text conditioner needs a CLAP text encoder; pass the folder of a local "
+                "Hugging Face CLAP model (config.json, *.safetensors, tokenizer.json) as text_encoder "
+                "/ --text-encoder"
+            )
+        texts = ["" if t is None else str(t) for t in texts]
+        if self.use_text_features:
+            tokens, mask = self.text_encoder.encode(texts, layer_ix=self.feature_layer_ix)
+        else:
+            tokens = self.text_encoder.embed(texts).unsqueeze(1)
+            mask = torch.ones(tokens.shape[0], 1)
+        tokens, mask = tokens.to(device), mask.to(device)
+        if not isinstance(self.proj_out, nn.Identity):
+            tokens = tokens.to(self.proj_out.weight.dtype)
+        return self.proj_out(tokens), mask
+
+
 CONDITIONER_TYPES: dict[str, Callable[..., nn.Module]] = {
     "number": NumberConditioner,
     "int": IntConditioner,
     "t5": T5Conditioner,
+    "clap_text": CLAPTextConditioner,
 }
 
 _CONDITIONER_ARGS = {
     "number": {"min_val", "max_val"},
     "int": {"min_val", "max_val"},
     "t5": {"t5_model_name", "max_length", "enable_grad", "project_out"},
+    "clap_text": {"clap_ckpt_path", "use_text_features", "feature_layer_ix", "audio_model_type",
+                  "enable_fusion", "project_out", "finetune"},
 }
 
 

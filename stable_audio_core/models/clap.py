@@ -1,0 +1,185 @@
+"""CLAP (Wu et al. 2023): a text tower and an audio tower projecting into one embedding space,
+loaded from a local Hugging Face folder (config.json + model.safetensors in transformers'
+`ClapModel` key layout, e.g. laion/clap-htsat-unfused). Inference only; no transformers needed.
+
+The towers live in clap_text.py (RoBERTa) and clap_audio.py (HTSAT). Either can be loaded alone:
+Stable Audio's `clap_text` conditioner needs only the text tower.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import Tensor, nn
+
+from ..errors import CheckpointError, InputError
+from .clap_audio import ClapAudioModel, relative_position_index
+from .clap_config import CONFIG_FILE, ClapConfig
+from .clap_text import ClapTextModel
+# Hugging Face folder reading is shared with the T5 loader (single file, shards, pickle refusal).
+from .t5 import _group_by_prefix, _weight_files
+
+TOWERS = ("text", "audio")
+# Checkpoint key prefixes of each tower (our module `text` holds keys `text.<checkpoint key>`).
+TOWER_PREFIXES = {"text": ("text_model.", "text_projection."), "audio": ("audio_model.", "audio_projection.")}
+LOGIT_SCALE_KEYS = ("logit_scale_a", "logit_scale_t")
+
+
+class ClapModel(nn.Module):
+    """CLAP's two towers (`text`, `audio`; either may be None) and the learned logit scales."""
+
+    def __init__(self, config: ClapConfig, towers: tuple[str, ...] = TOWERS):
+        super().__init__()
+        unknown = sorted(set(towers) - set(TOWERS))
+        if unknown or not towers:
+            raise InputError(f"towers must be a non-empty subset of {list(TOWERS)}, got {list(towers)}")
+        self.config = config
+        self.text = ClapTextModel(config.text) if "text" in towers else None
+        self.audio = ClapAudioModel(config.audio) if "audio" in towers else None
+        # log of the inverse temperature for audio->text and text->audio logits.
+        self.logit_scale_a = nn.Parameter(torch.tensor(0.0))
+        self.logit_scale_t = nn.Parameter(torch.tensor(0.0))
+
+    @property
+    def projection_dim(self) -> int:
+        return self.config.projection_dim
+
+    def _tower(self, name: str) -> nn.Module:
+        tower = getattr(self, name)
+        if tower is None:
+            raise InputError(f"this CLAP model was loaded without its {name} tower; load it with towers=('text', 'audio')")
+        return tower
+
+    def text_embedding(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """LongTensor[B, L] -> Tensor[B, P], L2-normalised (laion-clap's get_text_embedding)."""
+        return F.normalize(self._tower("text")(input_ids, attention_mask).text_embeds, dim=-1)
+
+    def audio_embedding(self, input_features: Tensor, is_longer: Tensor | None = None) -> Tensor:
+        """Tensor[B, C, T, F] log-mel -> Tensor[B, P], L2-normalised."""
+        return F.normalize(self._tower("audio")(input_features, is_longer).audio_embeds, dim=-1)
+
+    def logits(self, text_embeds: Tensor, audio_embeds: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalised Tensor[Bt, P], Tensor[Ba, P] -> (logits_per_text [Bt, Ba], logits_per_audio
+        [Ba, Bt]): cosine similarities scaled by exp(logit_scale_t) and exp(logit_scale_a)."""
+        similarity = text_embeds @ audio_embeds.t()
+        return similarity * self.logit_scale_t.exp(), similarity.t() * self.logit_scale_a.exp()
+
+    @classmethod
+    def from_config(cls, raw: dict) -> "ClapModel":
+        return cls(ClapConfig.from_dict(raw))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        towers: tuple[str, ...] = TOWERS,
+    ) -> "ClapModel":
+        """Load a Hugging Face CLAP folder: config.json + model.safetensors (or shards with
+        model.safetensors.index.json). Only safetensors are read. The checkpoint must hold exactly
+        the keys of the requested towers (keys of a tower not requested are skipped); anything
+        missing, extra or mis-shaped raises CheckpointError listing it. Returns the model in eval
+        mode on `device`, floating tensors in `dtype`."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"CLAP folder {folder} not found")
+        config = ClapConfig.from_json_file(folder / CONFIG_FILE)
+        with torch.device("meta"):
+            model = cls(config, towers)
+        expected = {_checkpoint_key(key): value for key, value in model.state_dict().items()}
+        skipped = tuple(p for name in TOWERS if name not in towers for p in TOWER_PREFIXES[name])
+        state = _read_weights(_weight_files(folder), expected, skipped, config, dtype)
+        model.load_state_dict({_model_key(key): value for key, value in state.items()}, strict=True, assign=True)
+        return model.to(device).eval()
+
+
+def _checkpoint_key(model_key: str) -> str:
+    """Our key -> transformers' key: the tower attribute is not part of the checkpoint's names."""
+    tower, _, rest = model_key.partition(".")
+    return rest if tower in TOWERS else model_key
+
+
+def _model_key(checkpoint_key: str) -> str:
+    for tower, prefixes in TOWER_PREFIXES.items():
+        if checkpoint_key.startswith(prefixes):
+            return f"{tower}.{checkpoint_key}"
+    return checkpoint_key
+
+
+def _derived_buffers(config: ClapConfig) -> dict[str, Tensor]:
+    """Buffers transformers saves but this implementation computes: {key suffix or key: value}.
+    A checkpoint may hold them or not; when it does, they must have these values."""
+    positions = config.text.max_position_embeddings
+    return {
+        "text_model.embeddings.position_ids": torch.arange(positions)[None],
+        "text_model.embeddings.token_type_ids": torch.zeros(1, positions, dtype=torch.long),
+        ".relative_position_index": relative_position_index(config.audio.window_size),
+    }
+
+
+def _derived_value(key: str, derived: dict[str, Tensor]) -> Tensor | None:
+    if key in derived:
+        return derived[key]
+    if key.endswith(".relative_position_index"):
+        return derived[".relative_position_index"]
+    return None
+
+
+def _read_weights(files: list[Path], expected: dict[str, Tensor], skipped: tuple[str, ...],
+                  config: ClapConfig, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Tensors named in `expected` (meta tensors giving shapes), cast to dtype when floating."""
+    derived = _derived_buffers(config)
+    state: dict[str, Tensor] = {}
+    unexpected: list[str] = []
+    wrong_derived: list[str] = []
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    if skipped and key.startswith(skipped):
+                        continue
+                    if key.endswith(".num_batches_tracked"):  # BatchNorm training counter
+                        continue
+                    reference = _derived_value(key, derived)
+                    if reference is not None:
+                        if not torch.equal(handle.get_tensor(key).long(), reference):
+                            wrong_derived.append(key)
+                        continue
+                    if key not in expected:
+                        unexpected.append(key)
+                        continue
+                    tensor = handle.get_tensor(key)
+                    state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        except CheckpointError:
+            raise
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+
+    missing = sorted(set(expected) - set(state))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_group_by_prefix(missing, 4)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_group_by_prefix(sorted(unexpected), 4)}")
+    if wrong_derived:
+        shown = ", ".join(wrong_derived[:5]) + (f" (and {len(wrong_derived) - 5} more)" if len(wrong_derived) > 5 else "")
+        problems.append(f"buffers with values this implementation does not reproduce: {shown}")
+    if problems:
+        raise CheckpointError(
+            f"CLAP checkpoint does not match its config.json ({'; '.join(problems)}); check that "
+            "config.json belongs to these weights (a fused model has enable_fusion: true)"
+        )
+    mismatched = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs config {tuple(meta.shape)}"
+        for key, meta in expected.items() if state[key].shape != meta.shape
+    ]
+    if mismatched:
+        raise CheckpointError(
+            "CLAP checkpoint shapes do not match its config.json: " + "; ".join(mismatched[:10])
+            + (f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else "")
+        )
+    return state
