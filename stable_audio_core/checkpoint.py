@@ -16,9 +16,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-
-_PARAMETRIZED_G = ".parametrizations.weight.original0"
-_PARAMETRIZED_V = ".parametrizations.weight.original1"
+from .models.layers import match_weight_norm_form
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -59,37 +57,11 @@ def _group(keys) -> str:
     return "\n".join(lines)
 
 
-def adapt_weight_norm(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size]) -> dict:
-    """Bring weight-norm keys into the form the model expects (g/v pairs or folded weights)."""
-    sd = {}
-    for key, value in state_dict.items():
-        if key.endswith(_PARAMETRIZED_G):
-            key = key[: -len(_PARAMETRIZED_G)] + ".weight_g"
-        elif key.endswith(_PARAMETRIZED_V):
-            key = key[: -len(_PARAMETRIZED_V)] + ".weight_v"
-        sd[key] = value
-    for key in list(sd):
-        if key.endswith(".weight") and key not in expected:
-            stem = key[: -len(".weight")]
-            if stem + ".weight_g" in expected and stem + ".weight_v" in expected:
-                weight = sd.pop(key)
-                dims = tuple(range(1, weight.dim()))
-                sd[stem + ".weight_g"] = weight.norm(dim=dims, keepdim=True)
-                sd[stem + ".weight_v"] = weight
-        elif key.endswith(".weight_g") and key not in expected:
-            stem = key[: -len(".weight_g")]
-            if stem + ".weight" in expected and stem + ".weight_v" in sd:
-                g, v = sd.pop(key), sd.pop(stem + ".weight_v")
-                dims = tuple(range(1, v.dim()))
-                sd[stem + ".weight"] = g * v / v.norm(dim=dims, keepdim=True)
-    return sd
-
-
 def load_state_dict_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
     """Load `state_dict` into `module`, raising CheckpointError listing every mismatch."""
     own = module.state_dict()
     expected = {k: v.shape for k, v in own.items()}
-    state_dict = adapt_weight_norm(state_dict, expected)
+    state_dict = match_weight_norm_form(state_dict, expected)
     # Buffers are derived, not learned (LayerNorm's zero beta, rotary frequencies); repackaged
     # checkpoints such as ComfyUI's may leave them out, so missing ones keep the built values.
     buffers = {name for name, _ in module.named_buffers()}

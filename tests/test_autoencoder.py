@@ -165,7 +165,11 @@ def test_chunked_encode_equals_unchunked_encode_including_trailing_samples():
 
 def _decoder_input_lengths(model: AudioAutoencoder, **decode_kwargs) -> list[int]:
     lengths = []
-    hook = model.decoder.register_forward_pre_hook(lambda _, args: lengths.append(args[0].shape[-1]))
+
+    def record(_, args):
+        lengths.append(args[0].shape[-1])
+
+    hook = model.decoder.register_forward_pre_hook(record)
     try:
         with torch.no_grad():
             model.decode(torch.randn(1, 4, 50), **decode_kwargs)

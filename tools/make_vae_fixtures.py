@@ -19,6 +19,7 @@ stable_audio_core (imported from this checkout) and prints the max abs differenc
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -111,7 +112,8 @@ CASES = {
 
 
 def build_reference(config: dict):
-    pretransform = create_pretransform_from_config(json.loads(json.dumps(config)), SAMPLE_RATE)
+    # The reference factory edits the dicts it is given: hand it a copy.
+    pretransform = create_pretransform_from_config(copy.deepcopy(config), SAMPLE_RATE)
     with torch.no_grad():
         for parameter in pretransform.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
@@ -146,14 +148,15 @@ def write_fixtures() -> None:
         audio = 0.5 * torch.randn(batch, io_channels, length)
         tensors = {f"state.{k}": v.contiguous() for k, v in pretransform.model.state_dict().items()}
         tensors.update(reference_outputs(pretransform, audio))
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(OUT_DIR / f"{name}.safetensors"))
+        path = OUT_DIR / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
         manifest[name] = {"pretransform": config, "sample_rate": SAMPLE_RATE, "seed": SEED}
-        size = (OUT_DIR / f"{name}.safetensors").stat().st_size
+        size = path.stat().st_size
         print(f"{name}: {len(tensors)} tensors, {size / 1024:.1f} KiB")
     (OUT_DIR / "cases.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
     with torch.device("meta"):
-        sao = create_pretransform_from_config(json.loads(json.dumps(SAO_1_0_PRETRANSFORM)), SAMPLE_RATE)
+        sao = create_pretransform_from_config(copy.deepcopy(SAO_1_0_PRETRANSFORM), SAMPLE_RATE)
     keys = {
         "pretransform": SAO_1_0_PRETRANSFORM,
         "parameter_count": sum(p.numel() for p in sao.parameters()),

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..config import check_keys, require
 from ..errors import ConfigError, InputError
 from .layers import Snake, WNConv1d, WNConvTranspose1d
 
@@ -28,24 +29,6 @@ from .layers import Snake, WNConv1d, WNConvTranspose1d
 RESIDUAL_DILATIONS = (1, 3, 9)
 # Added to softplus(scale) so the VAE's standard deviation never reaches zero.
 VAE_MIN_STD = 1e-4
-
-
-def check_config_keys(config: Mapping, allowed: Sequence[str], where: str) -> None:
-    """Raise ConfigError naming the unknown keys of `config` and the allowed ones."""
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"{where} must be a JSON object (dict), got {type(config).__name__}")
-    unknown = sorted(set(config) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"{where} has unknown key(s) {unknown}; allowed keys are {sorted(allowed)}. "
-            "Remove or rename them."
-        )
-
-
-def _require(config: Mapping, key: str, where: str):
-    if key not in config:
-        raise ConfigError(f"{where} is missing the required key '{key}'")
-    return config[key]
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,6 +82,21 @@ class EncoderBlock(nn.Module):
         return self.layers(x)
 
 
+class NearestUpsample(nn.Module):
+    """Repeat every sample `stride` times, then zero-pad (stride - 1, stride) so that a
+    following conv of kernel 2 * stride keeps the length (torch's padding="same", done here
+    to skip its warning about even kernels):
+    Tensor[B, C, T] -> Tensor[B, C, T * stride + 2 * stride - 1]."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        repeated = x.repeat_interleave(self.stride, dim=-1)
+        return F.pad(repeated, (self.stride - 1, self.stride))
+
+
 class DecoderBlock(nn.Module):
     """Upsampling (transposed conv, or nearest + conv), then residual units:
     Tensor[B, C_in, T] -> Tensor[B, C_out, T * stride]."""
@@ -114,10 +112,8 @@ class DecoderBlock(nn.Module):
         super().__init__()
         if use_nearest_upsample:
             upsample = nn.Sequential(
-                nn.Upsample(scale_factor=stride, mode="nearest"),
-                WNConv1d(
-                    in_channels, out_channels, kernel_size=2 * stride, bias=False, padding="same"
-                ),
+                NearestUpsample(stride),
+                WNConv1d(in_channels, out_channels, kernel_size=2 * stride, bias=False),
             )
         else:
             upsample = WNConvTranspose1d(
@@ -162,10 +158,10 @@ class OobleckEncoder(nn.Module):
     strides[i]. `latent_dim` is the encoder's output width (2 x the VAE latent size).
     """
 
-    CONFIG_KEYS = (
+    CONFIG_KEYS = frozenset({
         "in_channels", "channels", "latent_dim", "c_mults", "strides", "use_snake",
         "antialias_activation",
-    )  # fmt: skip
+    })  # fmt: skip
 
     def __init__(
         self,
@@ -197,8 +193,8 @@ class OobleckEncoder(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, config: Mapping) -> OobleckEncoder:
-        check_config_keys(config, cls.CONFIG_KEYS, "oobleck encoder 'config'")
+    def from_config(cls, config: dict) -> OobleckEncoder:
+        check_keys(config, cls.CONFIG_KEYS, "oobleck encoder 'config'")
         return cls(**config)
 
     def forward(self, audio: Tensor) -> Tensor:
@@ -208,10 +204,10 @@ class OobleckEncoder(nn.Module):
 class OobleckDecoder(nn.Module):
     """Latents Tensor[B, latent_dim, L] -> audio Tensor[B, out_channels, L * prod(strides)]."""
 
-    CONFIG_KEYS = (
+    CONFIG_KEYS = frozenset({
         "out_channels", "channels", "latent_dim", "c_mults", "strides", "use_snake",
         "antialias_activation", "use_nearest_upsample", "final_tanh",
-    )  # fmt: skip
+    })  # fmt: skip
 
     def __init__(
         self,
@@ -248,8 +244,8 @@ class OobleckDecoder(nn.Module):
         )  # fmt: skip
 
     @classmethod
-    def from_config(cls, config: Mapping) -> OobleckDecoder:
-        check_config_keys(config, cls.CONFIG_KEYS, "oobleck decoder 'config'")
+    def from_config(cls, config: dict) -> OobleckDecoder:
+        check_keys(config, cls.CONFIG_KEYS, "oobleck decoder 'config'")
         return cls(**config)
 
     def forward(self, latents: Tensor) -> Tensor:
@@ -269,8 +265,8 @@ class VAEBottleneck(nn.Module):
         return 2 * latent_dim
 
     @classmethod
-    def from_config(cls, config: Mapping) -> VAEBottleneck:
-        check_config_keys(config, (), "vae bottleneck 'config'")
+    def from_config(cls, config: dict) -> VAEBottleneck:
+        check_keys(config, set(), "vae bottleneck 'config'")
         return cls()
 
     @staticmethod
@@ -330,9 +326,9 @@ class PassThroughBottleneck(nn.Module):
 # `in_channels`, `latent_dim` (output width), `downsampling_ratio` and `exact_ratio` (output
 # length is exactly input // ratio); a decoder exposes `latent_dim`, `out_channels`,
 # `downsampling_ratio` and `exact_ratio` (output length is exactly input * ratio).
-ENCODER_TYPES: dict[str, Callable[[Mapping], nn.Module]] = {"oobleck": OobleckEncoder.from_config}
-DECODER_TYPES: dict[str, Callable[[Mapping], nn.Module]] = {"oobleck": OobleckDecoder.from_config}
-BOTTLENECK_TYPES: dict[str, Callable[[Mapping], nn.Module]] = {"vae": VAEBottleneck.from_config}
+ENCODER_TYPES: dict[str, Callable[[dict], nn.Module]] = {"oobleck": OobleckEncoder.from_config}
+DECODER_TYPES: dict[str, Callable[[dict], nn.Module]] = {"oobleck": OobleckDecoder.from_config}
+BOTTLENECK_TYPES: dict[str, Callable[[dict], nn.Module]] = {"vae": VAEBottleneck.from_config}
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +463,9 @@ class AudioAutoencoder(nn.Module):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise InputError(f"{what} must be a Tensor[B, C, T], got {shape}")
         if x.shape[1] != channels:
-            raise InputError(f"{what} has {x.shape[1]} channels, this autoencoder expects {channels}")
+            raise InputError(
+                f"{what} has {x.shape[1]} channels, this autoencoder expects {channels}"
+            )
         if x.shape[2] < min_length:
             raise InputError(f"{what} has length {x.shape[2]}, the minimum is {min_length}")
         if x.device != self._parameter().device:
@@ -582,19 +580,20 @@ class AudioAutoencoder(nn.Module):
 # Building from a stable-audio-tools config
 # --------------------------------------------------------------------------------------------
 
-PRETRANSFORM_KEYS = ("type", "config", "scale", "chunked", "iterate_batch", "model_half",
-                     "enable_grad")  # fmt: skip
-AUTOENCODER_KEYS = ("encoder", "decoder", "bottleneck", "latent_dim", "downsampling_ratio",
-                    "io_channels", "in_channels", "out_channels")  # fmt: skip
-ENCODER_SECTION_KEYS = ("type", "config", "requires_grad")
-DECODER_SECTION_KEYS = ("type", "config", "requires_grad", "soft_clip")
-BOTTLENECK_SECTION_KEYS = ("type", "config")
+PRETRANSFORM_KEYS = frozenset({"type", "config", "scale", "chunked", "iterate_batch",
+                               "model_half", "enable_grad"})  # fmt: skip
+AUTOENCODER_KEYS = frozenset({"encoder", "decoder", "bottleneck", "latent_dim",
+                              "downsampling_ratio", "io_channels", "in_channels",
+                              "out_channels"})  # fmt: skip
+ENCODER_SECTION_KEYS = frozenset({"type", "config", "requires_grad"})
+DECODER_SECTION_KEYS = frozenset({"type", "config", "requires_grad", "soft_clip"})
+BOTTLENECK_SECTION_KEYS = frozenset({"type", "config"})
 
 
-def _build_part(registry: Mapping[str, Callable], section: Mapping, allowed: Sequence[str],
+def _build_part(registry: Mapping[str, Callable], section: dict, allowed: frozenset[str],
                 where: str) -> nn.Module:  # fmt: skip
-    check_config_keys(section, allowed, where)
-    type_name = _require(section, "type", where)
+    check_keys(section, allowed, where)
+    type_name = require(section, "type", where)
     if type_name not in registry:
         raise ConfigError(
             f"{where} has unknown type {type_name!r}; supported types are {sorted(registry)}"
@@ -602,7 +601,7 @@ def _build_part(registry: Mapping[str, Callable], section: Mapping, allowed: Seq
     return registry[type_name](section.get("config", {}))
 
 
-def build_autoencoder(pretransform_config: Mapping, sample_rate: int) -> AudioAutoencoder:
+def build_autoencoder(pretransform_config: dict, sample_rate: int) -> AudioAutoencoder:
     """Build the autoencoder from a stable-audio-tools `model.pretransform` dict:
     {"type": "autoencoder", "config": {"encoder", "decoder", "bottleneck", "latent_dim",
     "downsampling_ratio", "io_channels", ...}, "scale"?, "chunked"?, "iterate_batch"?,
@@ -612,19 +611,19 @@ def build_autoencoder(pretransform_config: Mapping, sample_rate: int) -> AudioAu
     "enable_grad" is true, and in float16 when "model_half" is true.
     """
     where = "pretransform config"
-    check_config_keys(pretransform_config, PRETRANSFORM_KEYS, where)
-    kind = _require(pretransform_config, "type", where)
+    check_keys(pretransform_config, PRETRANSFORM_KEYS, where)
+    kind = require(pretransform_config, "type", where)
     if kind != "autoencoder":
         raise ConfigError(f"{where} has type {kind!r}; only 'autoencoder' is supported")
-    config = _require(pretransform_config, "config", where)
+    config = require(pretransform_config, "config", where)
     where = "pretransform 'config'"
-    if isinstance(config, Mapping) and "pretransform" in config:
+    if isinstance(config, dict) and "pretransform" in config:
         raise ConfigError(f"{where}: a nested 'pretransform' inside the autoencoder is not "
                           "supported; remove it")  # fmt: skip
-    check_config_keys(config, AUTOENCODER_KEYS, where)
-    encoder = _build_part(ENCODER_TYPES, _require(config, "encoder", where),
+    check_keys(config, AUTOENCODER_KEYS, where)
+    encoder = _build_part(ENCODER_TYPES, require(config, "encoder", where),
                           ENCODER_SECTION_KEYS, "autoencoder 'encoder'")  # fmt: skip
-    decoder_section = _require(config, "decoder", where)
+    decoder_section = require(config, "decoder", where)
     decoder = _build_part(DECODER_TYPES, decoder_section, DECODER_SECTION_KEYS,
                           "autoencoder 'decoder'")  # fmt: skip
     if config.get("bottleneck") is None:
@@ -636,10 +635,10 @@ def build_autoencoder(pretransform_config: Mapping, sample_rate: int) -> AudioAu
         encoder,
         decoder,
         bottleneck,
-        latent_dim=_require(config, "latent_dim", where),
-        downsampling_ratio=_require(config, "downsampling_ratio", where),
+        latent_dim=require(config, "latent_dim", where),
+        downsampling_ratio=require(config, "downsampling_ratio", where),
         sample_rate=sample_rate,
-        io_channels=_require(config, "io_channels", where),
+        io_channels=require(config, "io_channels", where),
         in_channels=config.get("in_channels"),
         out_channels=config.get("out_channels"),
         scale=pretransform_config.get("scale", 1.0),
