@@ -1,4 +1,4 @@
-"""The `stable-audio` command: generate audio from text, check parity with the reference."""
+"""The `stable-audio` command: generate audio from text, run workflows, check parity with the reference."""
 
 from __future__ import annotations
 
@@ -102,6 +102,41 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .executor import NodeExecutionError, WorkflowInvalid
+    from .runtime import Folders, Interrupted
+    from .session import Session
+    from .workflow import WorkflowFileError
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    folders = Folders(models=Path(args.models), input=Path(args.input), output=Path(args.output))
+    try:
+        session = Session(folders, device=args.device, show_progress=not args.quiet, pack_folder=args.pack)
+        started = time.time()
+
+        def announce(node_id: str, class_type: str, index: int, total: int) -> None:
+            if not args.quiet:
+                name = session.pack.display_names.get(class_type, class_type)
+                print(f"[{index}/{total}] node {node_id}: {name}", file=sys.stderr)
+
+        result = session.run_file(args.workflow, args.set, on_node=announce)
+    except WorkflowInvalid as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (WorkflowFileError, NodeExecutionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, WorkflowFileError) else 1
+    except Interrupted:
+        print("interrupted", file=sys.stderr)
+        return 130
+    for path in session.saved_files(result):
+        print(path)
+    print(f"ran {len(result.executed)} node(s) in {time.time() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stable-audio", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generation window in seconds (default: the model's sample_size)")
     g.add_argument("--steps", type=int, default=None, help="default: the model's (SAO 1.0: 100)")
     g.add_argument("--cfg-scale", type=float, default=None, help="default: the model's (SAO 1.0: 7)")
-    g.add_argument("--cfg-rescale", type=float, default=0.0, help="CFG rescale phi in [0, 1]")
+    g.add_argument("--cfg-rescale", type=float, default=None,
+                   help="CFG rescale phi in [0, 1] (default: the model's; paper U-Net 0.4, DiT 0)")
     g.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's")
     g.add_argument("--schedule", choices=SCHEDULES, default="polyexponential")
     g.add_argument("--sigma-min", type=float, default=None)
@@ -138,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="T5 precision (default: --dtype; the reference runs T5 in float16)")
     g.add_argument("--threads", type=int, default=None)
     g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("run", help="run a ComfyUI workflow (UI or API format) without ComfyUI")
+    r.add_argument("workflow", help="workflow .json (saved from ComfyUI, or from workflows/)")
+    r.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="override an input; NODE is a node id, title or class (repeatable), "
+                        "e.g. --set Sampler.seed=42 --set 'T5 Encode.positive=rain on a roof'")
+    r.add_argument("--models", default="models", help="folder with checkpoints/ and text_encoders/")
+    r.add_argument("--input", default="input", help="folder LoadAudio reads from")
+    r.add_argument("--output", default="output", help="folder SaveAudio writes to")
+    r.add_argument("--device", default="auto", help="what 'auto' devices mean: cpu, cuda, ...")
+    r.add_argument("--pack", default=None, help="node pack folder (default: this repository)")
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.set_defaults(func=cmd_run)
 
     p = sub.add_parser("parity", help="recompute reference fixtures and report max abs errors")
     p.add_argument("fixtures", nargs="+", help="PATH/NAME of fixtures (NAME.json, NAME.*.safetensors)")

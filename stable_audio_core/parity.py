@@ -90,7 +90,8 @@ def run_parity(base: str | Path) -> list[TensorReport]:
     x, t = ref["x"], ref["t"]
     ours["model_out_cfg1"] = model.model_fn(inputs, 1.0)(x, t)
     scale = meta.get("model_out_cfg7_scale", 7.0)
-    ours["model_out_cfg7"] = model.model_fn(inputs, scale, negative, rescale=0.0)(x, t)
+    # The reference's call sets rescale_cfg=True: each backbone's default rescale (DiT 0, U-Net 0.4).
+    ours["model_out_cfg7"] = model.model_fn(inputs, scale, negative)(x, t)
 
     sampler = meta["sampler"]
     result = generate(

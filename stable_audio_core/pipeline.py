@@ -15,7 +15,8 @@ import torch
 
 from .audio import prepare_audio
 from .errors import InputError
-from .models.stable_audio import StableAudioModel
+from .models.conditioners import Conditioning, MultiConditioner
+from .models.stable_audio import ModelInputs, StableAudioModel, assemble_inputs
 from .postprocess import check_finite, trim_silence
 
 # The reference's recommended settings for each objective (SAO 1.0 model card / SAO Small card).
@@ -67,12 +68,13 @@ def initial_noise(shape: tuple[int, ...], seed: int, seed_per_item: bool,
 
 
 def window_length(model: StableAudioModel, sample_size: int | None) -> int:
-    """Audio samples of the generation window, rounded up to whole latent frames."""
+    """Audio samples of the generation window, rounded up to a length the model accepts: whole
+    latent frames, as many as the backbone needs (a U-Net: a multiple of its downsampling)."""
     size = int(sample_size or model.config.sample_size)
     if size <= 0:
         raise InputError(f"sample_size must be positive, got {size}")
-    ratio = model.downsampling_ratio
-    return math.ceil(size / ratio) * ratio
+    multiple = model.min_input_length
+    return math.ceil(size / multiple) * multiple
 
 
 def _metadata(prompt, seconds_start, seconds_total, batch_size, extra: dict | None) -> list[dict]:
@@ -101,7 +103,7 @@ def generate(
     negative_conditioning: dict | list[dict] | None = None,
     steps: int | None = None,
     cfg_scale: float | None = None,
-    cfg_rescale: float = 0.0,
+    cfg_rescale: float | None = None,
     sampler: str | None = None,
     schedule: str = "polyexponential",
     sigma_min: float | None = None,
@@ -118,6 +120,8 @@ def generate(
     callback: ProgressCallback | None = None,
     decode: bool = True,
     trim: bool = True,
+    inputs: ModelInputs | None = None,
+    negative_inputs: ModelInputs | None = None,
 ) -> GenerationResult:
     """Generate audio. Unset sampling arguments take the model's recommended defaults.
 
@@ -126,6 +130,11 @@ def generate(
     `init_audio` (sample_rate, Tensor[C, T]) or `init_latents` ([B, C, L]) start from existing
     audio at `init_noise_level` (sigma_max); `noise_mask` ([B or 1, 1, L] latents, 1 = regenerate,
     0 = keep the source) restricts what changes, for inpainting and continuation.
+    `cfg_rescale` None applies what stable-audio-tools applies to the model's backbone (0 for the
+    DiT, 0.4 for the U-Net).
+    `inputs` / `negative_inputs` are conditioning already encoded (see `encode_conditioners` and
+    `assemble_conditioning`), batch 1 or batch_size; then `prompt` and `conditioning` stay unset
+    and `seconds_total` only sets the trim point and the window check.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
@@ -156,14 +165,23 @@ def generate(
     noise = initial_noise((batch_size, model.io_channels, latent_length), seed, seed_per_item, device)
     seeds = [seed + i for i in range(batch_size)] if seed_per_item else [seed] * batch_size
 
-    metadata = (_as_batch(conditioning, batch_size) if conditioning is not None
-                else _metadata(prompt, seconds_start, seconds_total, batch_size, None))
-    inputs = model.condition(metadata)
     negative = None
-    if negative_conditioning is not None or negative_prompt is not None:
-        neg_meta = (_as_batch(negative_conditioning, batch_size) if negative_conditioning is not None
-                    else _metadata(negative_prompt, seconds_start, seconds_total, batch_size, None))
-        negative = model.condition(neg_meta)
+    if inputs is not None:
+        if any(v is not None for v in (prompt, conditioning, negative_prompt, negative_conditioning)):
+            raise InputError("give encoded inputs or prompt/conditioning, not both")
+        inputs = batch_inputs(inputs, batch_size)
+        if negative_inputs is not None:
+            negative = batch_inputs(negative_inputs, batch_size)
+    else:
+        if negative_inputs is not None:
+            raise InputError("negative_inputs needs inputs; use negative_prompt otherwise")
+        metadata = (_as_batch(conditioning, batch_size) if conditioning is not None
+                    else _metadata(prompt, seconds_start, seconds_total, batch_size, None))
+        inputs = model.condition(metadata)
+        if negative_conditioning is not None or negative_prompt is not None:
+            neg_meta = (_as_batch(negative_conditioning, batch_size) if negative_conditioning is not None
+                        else _metadata(negative_prompt, seconds_start, seconds_total, batch_size, None))
+            negative = model.condition(neg_meta)
 
     if init_audio is not None:
         if init_latents is not None:
@@ -222,3 +240,84 @@ def _run_sampler(model, model_fn, noise, steps, sampler, schedule, sigma_min, si
         sigma_max=settings["sigma_max"] if sigma_max is None else sigma_max,
         init_latents=init_latents, noise_mask=noise_mask, generator=generator, callback=callback,
     )
+
+
+# --- conditioning in parts: text and timing encoded separately, then assembled -------------------
+# (the node pack encodes text once in one node and timing in another; generate takes the result)
+
+def conditioner_ids(model: StableAudioModel, types: tuple[str, ...] | None = None) -> list[str]:
+    """Ids of the model's conditioners in config order, only those of config `types` if given."""
+    return [spec.id for spec in model.config.conditioners if types is None or spec.type in types]
+
+
+def encode_conditioners(model: StableAudioModel, metadata: list[dict[str, Any]],
+                        ids: list[str]) -> Conditioning:
+    """Run only the conditioners `ids` over metadata dicts (one per item) -> {id: (tokens, mask)}."""
+    unknown = [i for i in ids if i not in model.conditioner.conditioners]
+    if unknown:
+        raise InputError(f"this model has no conditioner(s) {unknown}; it has "
+                         f"{list(model.conditioner.conditioners)}")
+    subset = MultiConditioner({i: model.conditioner.conditioners[i] for i in ids},
+                              model.conditioner.default_keys)
+    with torch.no_grad():
+        return subset(metadata, model.device)
+
+
+def assemble_conditioning(model: StableAudioModel, parts: Conditioning) -> ModelInputs:
+    """Encoded parts of every conditioner the backbone reads -> its ModelInputs (model dtype)."""
+    config = model.config
+    used = dict.fromkeys(config.cross_attention_cond_ids + config.global_cond_ids
+                         + config.input_concat_ids + config.prepend_cond_ids)
+    missing = [i for i in used if i not in parts]
+    if missing:
+        raise InputError(f"conditioning lacks {missing}; this model reads {list(used)} "
+                         f"(encode text with the model's text encoder, timing with seconds_start/"
+                         f"seconds_total)")
+    batches = {tokens.shape[0] for tokens, _ in parts.values()}
+    if len(batches) > 1:
+        raise InputError(f"conditioning parts have different batch sizes {sorted(batches)}")
+    return assemble_inputs(parts, config).to(model.dtype)
+
+
+def batch_inputs(inputs: ModelInputs, batch_size: int) -> ModelInputs:
+    """Repeat batch-1 ModelInputs to batch_size; inputs already of batch_size pass unchanged."""
+    fields = {}
+    for name, value in inputs.__dict__.items():
+        if value is not None and value.shape[0] != batch_size:
+            if value.shape[0] != 1:
+                raise InputError(f"conditioning has batch {value.shape[0]} ({name}) but the latents "
+                                 f"have batch {batch_size}; use batch 1 or the same batch size")
+            value = value.expand(batch_size, *value.shape[1:])
+        fields[name] = value
+    return ModelInputs(**fields)
+
+
+# --- time <-> latent frames, and the denoise strength of audio-to-audio --------------------------
+
+def seconds_to_frames(model: StableAudioModel, seconds: float, rounding: str = "round") -> int:
+    """Latent frames covering `seconds` of audio at the model's rate ('round', 'ceil' or 'floor')."""
+    exact = seconds * model.sample_rate / model.downsampling_ratio
+    ops = {"round": round, "ceil": math.ceil, "floor": math.floor}
+    if rounding not in ops:
+        raise InputError(f"rounding must be one of {sorted(ops)}, got {rounding!r}")
+    return int(ops[rounding](exact - 1e-9 if rounding == "ceil" else exact))
+
+
+def denoise_to_noise_level(model: StableAudioModel, denoise: float, sigma_min: float | None = None,
+                           sigma_max: float | None = None) -> float:
+    """A denoise strength in (0, 1] -> the init_noise_level where audio-to-audio starts.
+
+    v objective: log-linear between sigma_min and sigma_max (the spacing of the default
+    polyexponential rho=1 schedule), so 1 starts from pure noise at sigma_max and small values
+    keep more of the source. Rectified flow: the start time denoise * sigma_max (at most 1).
+    """
+    if not 0 < denoise <= 1:
+        raise InputError(f"denoise must be in (0, 1], got {denoise}")
+    settings = defaults_for(model)
+    high = settings["sigma_max"] if sigma_max is None else float(sigma_max)
+    if model.objective != "v":
+        return min(1.0, high) * denoise
+    low = settings["sigma_min"] if sigma_min is None else float(sigma_min)
+    if not 0 < low < high:
+        raise InputError(f"need 0 < sigma_min < sigma_max, got {low}, {high}")
+    return math.exp(math.log(low) + denoise * (math.log(high) - math.log(low)))

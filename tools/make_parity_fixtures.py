@@ -4,6 +4,13 @@ Run in the reference environment (../shared/reference-env/setup.sh):
     HF_HUB_OFFLINE=1 /tmp/sat-ref/bin/python tools/make_parity_fixtures.py --out tests/fixtures/parity
     HF_HUB_OFFLINE=1 /tmp/sat-ref/bin/python tools/make_parity_fixtures.py --out /tmp/fx \
         --shape sao-small --seed 7 --embed-dim 128 --depth 3 --sampler euler --name custom
+    HF_HUB_OFFLINE=1 /tmp/sat-ref/bin/python tools/make_parity_fixtures.py --out /tmp/fx \
+        --shape paper-unet --seed 4 --latent-frames 48 --unet-options '{"patch_size": 2}' --name u
+
+Shapes: 'sao-1.0' and 'sao-small' (DiT), 'paper-unet' (Stable Audio 1.0's adp_cfg_1d U-Net with
+`int` per-second timing embeddings; --embed-dim is its base width, --depth its blocks per level,
+--heads its attention heads, --unet-options JSON merged into its config). --vae picks the
+pretransform from VAE_TYPES, so switching the VAE is a change of that name.
 
 Each fixture NAME is three files:
   NAME.json               {model_config, conditioning, [negative_conditioning], sampler, seed}
@@ -39,11 +46,42 @@ def vae_config(channels: int, latent_dim: int) -> dict:
     }
 
 
+# VAE type -> builder of its (small) pretransform config from (channels, latent_dim).
+VAE_TYPES = {"oobleck": vae_config}
+
+# The paper U-Net's int timing tables are cut from 512 to 256 seconds to keep a fixture under 1 MB.
+PAPER_UNET_MAX_SECONDS = 256
+
+
+def paper_unet_config(channels: int, blocks: int, heads: int, cond_dim: int, latent_dim: int,
+                      options: dict | None = None) -> dict:
+    """Stable Audio 1.0's adp_cfg_1d structure, scaled down: a factor-1 first downsampling with an
+    extra residual block, a level that widens (like 1024 -> 1280), self- and cross-attention in one
+    level and in the bottleneck, FiLM time conditioning."""
+    config = {"in_channels": latent_dim, "context_embedding_features": cond_dim,
+              "context_embedding_max_length": 5, "channels": channels, "resnet_groups": 4,
+              "kernel_multiplier_downsample": 2, "multipliers": [1, 2, 2, 2], "factors": [1, 2, 2],
+              "num_blocks": [blocks + 1] + [blocks] * 2, "attentions": [0, 1, 0, 1],
+              "attention_heads": heads, "attention_multiplier": 1, "context_features_multiplier": 1,
+              "use_nearest_upsample": False, "use_skip_scale": True, "use_context_time": True}
+    config.update(options or {})
+    return config
+
+
 def model_config(shape: str, embed_dim: int, depth: int, heads: int, cond_dim: int,
-                 latent_dim: int, vae_channels: int, latent_frames: int) -> dict:
-    """A small config with the structure of SAO 1.0 ('sao-1.0') or SAO Small ('sao-small')."""
+                 latent_dim: int, vae_channels: int, latent_frames: int, vae: str = "oobleck",
+                 unet_options: dict | None = None) -> dict:
+    """A small config with the structure of SAO 1.0 ('sao-1.0'), SAO Small ('sao-small') or the
+    Stable Audio 1.0 paper's U-Net ('paper-unet')."""
     number = lambda cid, hi: {"id": cid, "type": "number", "config": {"min_val": 0, "max_val": hi}}
-    if shape == "sao-1.0":
+    per_second = lambda cid: {"id": cid, "type": "int",
+                              "config": {"min_val": 0, "max_val": PAPER_UNET_MAX_SECONDS}}
+    if shape == "paper-unet":
+        conditioners = [number("prompt", 10), per_second("seconds_start"), per_second("seconds_total")]
+        diffusion = {"cross_attention_cond_ids": ["prompt", "seconds_start", "seconds_total"],
+                     "type": "adp_cfg_1d",
+                     "config": paper_unet_config(embed_dim, depth, heads, cond_dim, latent_dim, unet_options)}
+    elif shape == "sao-1.0":
         conditioners = [number("prompt", 10), number("seconds_start", 512), number("seconds_total", 512)]
         diffusion = {"cross_attention_cond_ids": ["prompt", "seconds_start", "seconds_total"],
                      "global_cond_ids": ["seconds_start", "seconds_total"], "type": "dit",
@@ -62,10 +100,12 @@ def model_config(shape: str, embed_dim: int, depth: int, heads: int, cond_dim: i
                                 "attn_kwargs": {"qk_norm": "ln"}}}
     else:
         raise SystemExit(f"unknown shape {shape}")
+    pretransform = VAE_TYPES[vae](vae_channels, latent_dim)
+    ratio = pretransform["config"]["downsampling_ratio"]
     return {
-        "model_type": "diffusion_cond", "sample_size": latent_frames * 16, "sample_rate": 44100,
+        "model_type": "diffusion_cond", "sample_size": latent_frames * ratio, "sample_rate": 44100,
         "audio_channels": 2,
-        "model": {"pretransform": vae_config(vae_channels, latent_dim),
+        "model": {"pretransform": pretransform,
                   "conditioning": {"configs": conditioners, "cond_dim": cond_dim},
                   "diffusion": diffusion, "io_channels": latent_dim},
     }
@@ -76,8 +116,10 @@ def conditioning_for(shape: str, batch: int, negative: bool = False) -> list[dic
     for i in range(batch):
         value = 1.5 + 3.0 * i + (4.0 if negative else 0.0)
         item = {"prompt": value, "seconds_total": 20.0 + 7 * i}
-        if shape == "sao-1.0":
+        if shape in ("sao-1.0", "paper-unet"):
             item["seconds_start"] = 3.0 * i
+        if shape == "paper-unet":  # int conditioners index a table: whole seconds
+            item["seconds_start"], item["seconds_total"] = 3 * i, 20 + 7 * i
         items.append(item)
     return items
 
@@ -91,12 +133,14 @@ def perturb_(model: torch.nn.Module, seed: int) -> None:
 
 def make_fixture(out: Path, name: str, shape: str, seed: int, embed_dim: int, depth: int,
                  heads: int, cond_dim: int, latent_dim: int, vae_channels: int, latent_frames: int,
-                 batch: int, sampler: str, steps: int, cfg_scale: float, with_negative: bool) -> None:
+                 batch: int, sampler: str, steps: int, cfg_scale: float, with_negative: bool,
+                 vae: str = "oobleck", unet_options: dict | None = None) -> None:
     from safetensors.torch import save_file
     from stable_audio_tools.inference.generation import generate_diffusion_cond
     from stable_audio_tools.models.factory import create_model_from_config
 
-    config = model_config(shape, embed_dim, depth, heads, cond_dim, latent_dim, vae_channels, latent_frames)
+    config = model_config(shape, embed_dim, depth, heads, cond_dim, latent_dim, vae_channels, latent_frames,
+                          vae, unet_options)
     torch.manual_seed(seed)
     model = create_model_from_config(config).eval()
     perturb_(model, seed)
@@ -151,6 +195,7 @@ def make_fixture(out: Path, name: str, shape: str, seed: int, embed_dim: int, de
         io["gen_audio"] = model.pretransform.decode(latents)
 
     out.mkdir(parents=True, exist_ok=True)
+    # model_out_cfg7 used rescale_cfg=True: the DiT's scale_phi is 0 there, the U-Net's 0.4.
     meta = {"model_config": config, "conditioning": conditioning, "sampler": sampler_cfg, "seed": seed,
             "model_out_cfg7_scale": guided_scale,
             "reference": "stable-audio-tools 0.0.19, torch " + torch.__version__}
@@ -171,6 +216,12 @@ DEFAULT_SET = [
          batch=1, sampler="dpmpp-2m", steps=4, cfg_scale=7.0, with_negative=True),
     dict(name="saosmall_dit_rf_euler", shape="sao-small", seed=3, embed_dim=64, depth=2, heads=2,
          batch=2, sampler="euler", steps=6, cfg_scale=1.0, with_negative=False),
+    # The paper's U-Net (adp_cfg_1d) with int timing: guidance against the learned unconditional
+    # embedding with the reference's 0.4 rescale, a batch, and a negative prompt.
+    dict(name="paperunet_v_dpmpp2m", shape="paper-unet", seed=11, embed_dim=16, depth=1, heads=2,
+         batch=2, sampler="dpmpp-2m", steps=6, cfg_scale=6.0, with_negative=False, vae="oobleck"),
+    dict(name="paperunet_v_negative", shape="paper-unet", seed=13, embed_dim=16, depth=1, heads=2,
+         batch=1, sampler="dpmpp-2m", steps=4, cfg_scale=6.0, with_negative=True, vae="oobleck"),
 ]
 
 
@@ -178,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--name", help="write one custom fixture instead of the default set")
-    ap.add_argument("--shape", choices=["sao-1.0", "sao-small"], default="sao-1.0")
+    ap.add_argument("--shape", choices=["sao-1.0", "sao-small", "paper-unet"], default="sao-1.0")
+    ap.add_argument("--vae", choices=sorted(VAE_TYPES), default="oobleck")
+    ap.add_argument("--unet-options", type=json.loads, default=None,
+                    help='paper-unet: JSON merged into the U-Net config, e.g. \'{"patch_size": 2}\'')
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--embed-dim", type=int, default=64)
     ap.add_argument("--depth", type=int, default=2)
@@ -188,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vae-channels", type=int, default=8)
     ap.add_argument("--latent-frames", type=int, default=32)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--sampler", default=None, help="dpmpp-2m/euler (v: k-diffusion names; rf: euler)")
+    ap.add_argument("--sampler", default=None, help="exact (noise-free) samplers only: dpmpp-2m for v models, euler/dpmpp for rf")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--cfg-scale", type=float, default=6.0)
     ap.add_argument("--negative", action="store_true")
@@ -203,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = args.sampler or ("euler" if args.shape == "sao-small" else "dpmpp-2m")
     make_fixture(args.out, args.name, args.shape, args.seed, args.embed_dim, args.depth, args.heads,
                  batch=args.batch, sampler=sampler, steps=args.steps, cfg_scale=args.cfg_scale,
-                 with_negative=args.negative, **common)
+                 with_negative=args.negative, vae=args.vae, unet_options=args.unet_options, **common)
     return 0
 
 

@@ -83,8 +83,8 @@ def dit_unconditional_inputs(inputs: ModelInputs, negative: ModelInputs | None) 
 
 
 def _dit_call(net: nn.Module) -> Callable[..., torch.Tensor]:
-    def call(x, t, cross_attn_cond=None, global_embed=None, input_concat_cond=None,
-             prepend_cond=None, prepend_cond_mask=None):
+    def call(x, t, cross_attn_cond=None, cross_attn_mask=None, global_embed=None,
+             input_concat_cond=None, prepend_cond=None, prepend_cond_mask=None):
         # The reference DiT ignores the cross-attention mask; padded T5 tokens are zero instead.
         return net(x, t, cross_attn_cond=cross_attn_cond, global_embed=global_embed,
                    input_concat_cond=input_concat_cond, prepend_cond=prepend_cond,
@@ -97,9 +97,43 @@ def _build_dit(config: ModelConfig) -> nn.Module:
     return DiffusionTransformer.from_config(config.diffusion_config, objective=config.objective)
 
 
+def unet_unconditional_inputs(inputs: ModelInputs, negative: ModelInputs | None) -> dict:
+    """The U-Net's unconditional side (stable-audio-tools' UNetCFG1d): every cross-attention token
+    becomes the learned `fixed_embedding` row at its position, or, with a negative prompt, the
+    negative tokens with the learned rows at the negative's padded positions. The cross-attention
+    mask (the positive one), global embedding and concatenated channels are shared by both halves."""
+    if inputs.cross_attn_cond is None:
+        return {}
+    batch, length = inputs.cross_attn_cond.shape[:2]
+    device = inputs.cross_attn_cond.device
+    if negative is None or negative.cross_attn_cond is None:
+        return {"fixed_embedding_mask": torch.ones(batch, length, dtype=torch.bool, device=device)}
+    tokens = negative.cross_attn_cond.to(inputs.cross_attn_cond.dtype)
+    if tokens.shape != inputs.cross_attn_cond.shape:
+        raise InputError(
+            f"negative conditioning tokens have shape {tuple(tokens.shape)} but the positive ones "
+            f"have {tuple(inputs.cross_attn_cond.shape)}; use the same batch size and token count for both"
+        )
+    keep = (torch.ones(batch, length, dtype=torch.bool, device=device) if negative.cross_attn_mask is None
+            else negative.cross_attn_mask.to(device).bool())
+    return {"cross_attn_cond": tokens, "fixed_embedding_mask": ~keep}
+
+
+def _unet_call(net: nn.Module) -> Callable[..., torch.Tensor]:
+    return net  # UNet1d.forward takes the ModelInputs names (and fixed_embedding_mask) as they are
+
+
+def _build_unet(config: ModelConfig) -> nn.Module:
+    from .unet import UNet1d
+    return UNet1d.from_config(config.diffusion_config, objective=config.objective)
+
+
 # Backbone type -> (constructor, call adapter, unconditional-side builder).
+# A backbone may also define `required_length_multiple` (latent frames; default 1) and
+# `default_cfg_rescale` (the guidance rescale the reference applies to it; default 0).
 BACKBONES: dict[str, tuple[Callable, Callable, Callable]] = {
     "dit": (_build_dit, _dit_call, dit_unconditional_inputs),
+    "adp_cfg_1d": (_build_unet, _unet_call, unet_unconditional_inputs),
 }
 
 
@@ -166,6 +200,17 @@ class StableAudioModel(nn.Module):
         return self.config.audio_channels
 
     @property
+    def min_input_length(self) -> int:
+        """Audio windows must be a multiple of this many samples (the reference's min_input_length):
+        the VAE's downsampling ratio times the backbone's required latent multiple."""
+        return self.downsampling_ratio * int(getattr(self.backbone, "required_length_multiple", 1))
+
+    @property
+    def default_cfg_rescale(self) -> float:
+        """The CFG rescale stable-audio-tools' generate_diffusion_cond applies to this backbone."""
+        return float(getattr(self.backbone, "default_cfg_rescale", 0.0))
+
+    @property
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
@@ -180,9 +225,12 @@ class StableAudioModel(nn.Module):
         return assemble_inputs(conditioning, self.config).to(self.dtype)
 
     def model_fn(self, inputs: ModelInputs, cfg_scale: float = 1.0,
-                 negative: ModelInputs | None = None, rescale: float = 0.0) -> ModelFn:
-        """model_fn(x, t) -> backbone output (v), classifier-free guided when cfg_scale != 1."""
+                 negative: ModelInputs | None = None, rescale: float | None = None) -> ModelFn:
+        """model_fn(x, t) -> backbone output (v), classifier-free guided when cfg_scale != 1.
+
+        rescale None takes the backbone's default (what stable-audio-tools applies to it)."""
         call = self._call_adapter(self.backbone)
-        kwargs = {k: v for k, v in inputs.__dict__.items() if k != "cross_attn_mask"}
+        kwargs = dict(inputs.__dict__)
         null = self._null_builder(inputs, negative) if cfg_scale != 1.0 else None
+        rescale = self.default_cfg_rescale if rescale is None else rescale
         return guided_model_fn(call, kwargs, null, cfg_scale, rescale)

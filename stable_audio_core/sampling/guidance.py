@@ -17,7 +17,9 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _stack(cond: torch.Tensor | None, uncond: torch.Tensor | None) -> torch.Tensor | None:
     if cond is None:
-        return None
+        # An input only the unconditional half sets (a flag such as the U-Net's
+        # fixed_embedding_mask) is off, i.e. zero, in the conditional half.
+        return None if uncond is None else torch.cat([torch.zeros_like(uncond), uncond], dim=0)
     return torch.cat([cond, cond if uncond is None else uncond], dim=0)
 
 
@@ -36,13 +38,14 @@ def guided_model_fn(net: Callable[..., torch.Tensor], inputs: dict, null_inputs:
     """Return model_fn(x, t) that applies classifier-free guidance around `net(x, t, **inputs)`.
 
     `null_inputs` holds the unconditional (or negative-prompt) side of every input that differs;
-    inputs absent from it are shared by both halves. With cfg_scale == 1 or nothing to guide,
-    the model is called once, unbatched.
+    inputs absent from it are shared by both halves, and inputs only it names are zero in the
+    conditional half. With cfg_scale == 1 or nothing to guide, the model is called once, unbatched.
     """
     if cfg_scale == 1.0 or not null_inputs:
         return lambda x, t: net(x, t, **inputs)
 
-    batched = {name: _stack(value, null_inputs.get(name)) for name, value in inputs.items()}
+    names = list(inputs) + [name for name in null_inputs if name not in inputs]
+    batched = {name: _stack(inputs.get(name), null_inputs.get(name)) for name in names}
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = net(torch.cat([x, x]), torch.cat([t, t]), **batched)

@@ -1,0 +1,87 @@
+"""Audio output nodes: trimming to the requested length and saving files."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ..stable_audio_core.audio import WRITE_FORMATS, write_audio
+from ..stable_audio_core.postprocess import trim_silence
+from . import files, metadata
+from .datatypes import AUDIO, CATEGORY, audio_parts, make_audio
+
+
+def available_formats() -> list[str]:
+    """The formats this soundfile build can write (MP3 needs libsndfile 1.1 or newer). Without
+    soundfile the node still lists its formats; saving then says what to install."""
+    try:
+        import soundfile
+    except ImportError:
+        return list(WRITE_FORMATS)
+    have = soundfile.available_formats()
+    return [fmt for fmt, name in WRITE_FORMATS.items() if name in have]
+
+
+class TrimSilence:
+    DESCRIPTION = ("Cuts the silence after the content: at seconds_total when it is given (connect "
+                   "Timing Condition's output), else where the energy detector finds the last "
+                   "frame above threshold_db.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (AUDIO,)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("The trimmed audio.",)
+    FUNCTION = "trim"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "audio": (AUDIO, {"tooltip": "Decoded audio."}),
+            "seconds_total": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10000.0, "step": 0.01,
+                              "tooltip": "Keep this many seconds; 0 detects the end by energy."}),
+            "threshold_db": ("FLOAT", {"default": -60.0, "min": -160.0, "max": 0.0, "step": 1.0,
+                             "tooltip": "Frames quieter than this (dBFS) count as silence."}),
+        }}
+
+    def trim(self, audio, seconds_total, threshold_db):
+        waveform, rate = audio_parts(audio)
+        trimmed = trim_silence(waveform, rate, seconds_total or None, threshold_db)
+        return (make_audio(trimmed, rate),)
+
+
+class SaveAudio:
+    DESCRIPTION = ("Saves audio under the output folder (FLAC, WAV, OGG, MP3 where supported). "
+                   "FLAC files carry the workflow and prompt as tags, so dropping one on ComfyUI "
+                   "reopens the workflow; other formats get a .json sidecar.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "audio": (AUDIO, {"tooltip": "The audio to save (every item of the batch)."}),
+            "filename_prefix": ("STRING", {"default": "audio/StableAudio", "tooltip":
+                                "Sub-folder and file name stem inside the output folder."}),
+            "format": (available_formats(), {"default": "flac", "tooltip":
+                       "FLAC (lossless, workflow embedded), WAV (16-bit), OGG Vorbis, MP3."}),
+        }, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    def save(self, audio, filename_prefix, format, prompt=None, extra_pnginfo=None):
+        waveform, rate = audio_parts(audio)
+        tags = {}
+        if prompt is not None:
+            tags["prompt"] = json.dumps(prompt)
+        for key, value in (extra_pnginfo or {}).items():
+            tags[key] = json.dumps(value)
+        results = []
+        for item in waveform:
+            path, filename, subfolder = files.output_path(filename_prefix, format)
+            write_audio(path, item.to(torch.float32), rate, format)
+            if tags and format == "flac":
+                metadata.write_flac_tags(path, tags)
+            elif tags:
+                metadata.write_sidecar(path, tags)
+            results.append({"filename": filename, "subfolder": subfolder, "type": "output"})
+        return {"ui": {"audio": results}}

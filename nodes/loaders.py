@@ -1,0 +1,119 @@
+"""Loading nodes: the model (config + weights + text encoder) and audio files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ..stable_audio_core import config as core_config
+from ..stable_audio_core.audio import prepare_audio, read_audio
+from ..stable_audio_core.errors import InputError
+from ..stable_audio_core.factory import load_model
+from . import files, hooks
+from .datatypes import AUDIO, CATEGORY, MODEL, make_audio
+
+BUNDLED_CONFIGS = Path(core_config.__file__).parent / "configs"
+BUNDLED_PREFIX = "bundled/"
+
+
+def _config_choices() -> list[str]:
+    bundled = sorted(BUNDLED_PREFIX + p.name for p in BUNDLED_CONFIGS.glob("*.json"))
+    return ["auto"] + bundled + files.list_files("checkpoints", files.CONFIG_SUFFIXES)
+
+
+def _config_path(config: str, checkpoint: Path) -> Path:
+    """'auto': <checkpoint stem>.json or model_config.json next to the checkpoint."""
+    if config.startswith(BUNDLED_PREFIX):
+        return BUNDLED_CONFIGS / config[len(BUNDLED_PREFIX):]
+    if config != "auto":
+        return files.resolve("checkpoints", config)
+    candidates = [checkpoint.with_suffix(".json"), checkpoint.parent / "model_config.json"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"no model config found for {checkpoint.name} (looked for "
+                     f"{[c.name for c in candidates]} beside it); choose one in 'config'")
+
+
+class LoadCheckpoint:
+    DESCRIPTION = ("Loads a Stable Audio model: a stable-audio-tools model_config.json and its "
+                   ".safetensors weights from the checkpoints folder, plus the Hugging Face T5 folder "
+                   "from text_encoders when the config has a T5 text conditioner.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The diffusion model, its VAE and conditioners, ready for the other "
+                       "Stable Audio nodes.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "ckpt_name": (files.list_files("checkpoints", files.CHECKPOINT_SUFFIXES), {
+                "tooltip": "Model weights in stable-audio-tools' layout (e.g. Stable Audio Open "
+                           "1.0's model.safetensors), from models/checkpoints."}),
+            "config": (_config_choices(), {"default": "auto", "tooltip":
+                       "The model_config.json. 'auto' uses <checkpoint name>.json or "
+                       "model_config.json beside the checkpoint; 'bundled/' configs ship with the pack."}),
+            "text_encoder": (["none"] + files.list_model_folders("text_encoders"), {
+                "default": "none", "tooltip": "Folder of a Hugging Face T5 encoder (config.json, "
+                "model.safetensors, tokenizer.json) under models/text_encoders; t5-base for "
+                "Stable Audio Open. 'none' for models without a T5 conditioner."}),
+            "device": (["auto", "cpu", "cuda", "mps"], {
+                "default": "auto", "tooltip": "Where the model runs; 'auto' is the host's device."}),
+            "dtype": (["auto", "float32", "float16", "bfloat16"], {
+                "default": "auto", "tooltip": "Weight precision; 'auto' is float32 on the CPU and "
+                "float16 on a GPU. Use float32 if you get NaN errors."}),
+        }}
+
+    def load(self, ckpt_name, config, text_encoder, device, dtype):
+        checkpoint = files.resolve("checkpoints", ckpt_name)
+        device = hooks.default_device() if device == "auto" else device
+        if dtype == "auto":
+            dtype = "float32" if str(device).startswith("cpu") else "float16"
+        encoder = None if text_encoder == "none" else files.resolve("text_encoders", text_encoder)
+        model = load_model(_config_path(config, checkpoint), checkpoint, text_encoder=encoder,
+                           device=device, dtype=dtype)
+        return (model,)
+
+
+class LoadAudio:
+    DESCRIPTION = ("Loads an audio file from the input folder (WAV, FLAC, OGG, MP3). With a model "
+                   "connected the audio is resampled to the model's rate and mono becomes stereo.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (AUDIO,)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("ComfyUI AUDIO: waveform [1, C, T] and sample_rate.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            # No audio_upload: frontend 1.35's upload widget works only on ComfyUI's own LoadAudio.
+            "audio": (files.list_files("input", files.AUDIO_SUFFIXES), {
+                "tooltip": "An audio file in the input folder (upload with ComfyUI's Load Audio)."}),
+        }, "optional": {
+            "model": (MODEL, {"tooltip": "Resample to this model's sample rate and channel count."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, audio):
+        try:
+            files.resolve("input", audio)
+        except InputError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, audio, **_):
+        try:
+            return hashlib.sha256(files.resolve("input", audio).read_bytes()).hexdigest()
+        except (InputError, OSError):
+            return float("nan")
+
+    def load(self, audio, model=None):
+        waveform, rate = read_audio(files.resolve("input", audio))
+        if model is None:
+            return (make_audio(prepare_audio(waveform, rate, rate, max(2, waveform.shape[0])), rate),)
+        waveform = prepare_audio(waveform, rate, model.sample_rate, model.audio_channels)
+        return (make_audio(waveform, model.sample_rate),)

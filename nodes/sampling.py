@@ -1,0 +1,101 @@
+"""Sampling nodes: the empty latent window and the DPM-Solver++ sampler."""
+
+from __future__ import annotations
+
+import torch
+
+from ..stable_audio_core.pipeline import denoise_to_noise_level, generate, seconds_to_frames
+from ..stable_audio_core.sampling.samplers import RF_SAMPLERS, SAMPLERS
+from ..stable_audio_core.sampling.schedules import SCHEDULES
+from . import hooks
+from .datatypes import CATEGORY, CONDITIONING, LATENT, MODEL, latent_parts, make_latent
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFE  # the sampler's own noise uses seed + 1, which must fit 64 bits
+
+
+class EmptyLatentAudio:
+    DESCRIPTION = ("An empty latent window of the given length for text-to-audio: the length in "
+                   "latent frames follows from the loaded model's sample rate and VAE "
+                   "downsampling ratio.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (LATENT,)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("ComfyUI LATENT {'samples': zeros [B, C, L], 'type': 'audio'}.",)
+    FUNCTION = "empty"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "The model whose latent rate sets the length."}),
+            "seconds": ("FLOAT", {"default": 47.0, "min": 0.1, "max": 3600.0, "step": 0.1,
+                        "tooltip": "Window length in seconds (Stable Audio Open 1.0 was trained "
+                                   "on 47 s, Small on 11 s); at least the requested seconds_total."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64,
+                           "tooltip": "How many clips to generate at once."}),
+        }}
+
+    def empty(self, model, seconds, batch_size):
+        frames = max(1, seconds_to_frames(model, seconds, "ceil"))
+        return (make_latent(torch.zeros(batch_size, model.io_channels, frames)),)
+
+
+class DPMSolverSampler:
+    DESCRIPTION = ("Generates latents with DPM-Solver++ (2M, 2M SDE, 3M SDE) or Euler under "
+                   "classifier-free guidance. A latent with audio in it and denoise below 1 gives "
+                   "audio-to-audio; a latent noise mask regenerates only where it is 1.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (LATENT,)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The sampled latents, for VAE Decode.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        samplers = ["default"] + list(dict.fromkeys([*SAMPLERS, *RF_SAMPLERS]))
+        return {"required": {
+            "model": (MODEL, {"tooltip": "The loaded Stable Audio model."}),
+            "conditioning": (CONDITIONING, {"tooltip": "From Timing Condition."}),
+            "latent": (LATENT, {"tooltip": "Empty Latent Audio for text-to-audio, or VAE Encode "
+                                "output (with an optional noise mask) to start from audio."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                     "tooltip": "Seed of the initial noise; the same seed gives the same noise as "
+                                "stable-audio-tools on the CPU."}),
+            "steps": ("INT", {"default": 100, "min": 1, "max": 10000,
+                      "tooltip": "Sampler steps (Stable Audio Open 1.0: 100; Small: 8)."}),
+            "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                    "tooltip": "Classifier-free guidance scale; 1 disables guidance (Small uses 1)."}),
+            "sampler": (samplers, {"default": "default", "tooltip":
+                        "'default' is the model's recommendation (1.0: dpmpp-3m-sde; Small: "
+                        "pingpong). dpmpp-* and euler serve v-objective models; euler, dpmpp and "
+                        "pingpong rectified-flow ones."}),
+            "schedule": (list(SCHEDULES), {"default": "polyexponential",
+                         "tooltip": "Noise schedule of v-objective models."}),
+            "sigma_min": ("FLOAT", {"default": 0.3, "min": 0.0001, "max": 1000.0, "step": 0.01,
+                          "tooltip": "Lowest noise level (v objective)."}),
+            "sigma_max": ("FLOAT", {"default": 500.0, "min": 0.001, "max": 10000.0, "step": 0.1,
+                          "tooltip": "Highest noise level (v objective; rectified flow clamps to 1)."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                        "tooltip": "How much of the input latent to replace: 1 = all (text-to-audio, "
+                                   "inpainting), lower keeps more of the source (audio-to-audio)."}),
+            "cfg_rescale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                            "tooltip": "Rescale the guided prediction toward the conditional one's "
+                                       "std (0 = off); tames high cfg."}),
+        }}
+
+    def sample(self, model, conditioning, latent, seed, steps, cfg, sampler, schedule, sigma_min,
+               sigma_max, denoise, cfg_rescale):
+        samples, mask = latent_parts(latent, model)
+        progress = hooks.Progress(steps)
+        noise_level = denoise_to_noise_level(model, denoise, sigma_min, sigma_max) if denoise < 1 else None
+        result = generate(
+            model, inputs=conditioning["positive"], negative_inputs=conditioning["negative"],
+            seconds_start=conditioning["seconds_start"], seconds_total=conditioning["seconds_total"],
+            steps=steps, cfg_scale=cfg, cfg_rescale=cfg_rescale,
+            sampler=None if sampler == "default" else sampler, schedule=schedule,
+            sigma_min=sigma_min, sigma_max=sigma_max, seed=seed, batch_size=samples.shape[0],
+            sample_size=samples.shape[-1] * model.downsampling_ratio,
+            # Zeros as the source add nothing to the start: text-to-audio is the same call.
+            init_latents=samples, init_noise_level=noise_level, noise_mask=mask,
+            callback=lambda info: progress.update(info["i"] + 1, info["steps"]), decode=False,
+        )
+        return (make_latent(result.latents, mask, like=latent),)

@@ -1,0 +1,143 @@
+"""The shipped workflows (workflows/*.json): in sync with their generator, laid out for the
+frontend, and each one runs in the host on a tiny checkpoint built here, producing audio of the
+requested duration. The inpainting workflow changes nothing outside its range but the seams."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+
+import pytest
+import soundfile as sf
+import torch
+
+from test_nodes_helpers import RATIO, ROOT, SAMPLE_RATE, TINY_MODEL, make_folders, session
+
+WORKFLOWS = ["text_to_audio", "audio_to_audio", "inpaint", "continuation"]
+FRAME_SECONDS = RATIO / SAMPLE_RATE  # one latent frame
+# Per workflow: overrides for the tiny model, and the duration asked for (seconds_total).
+SETTINGS = {
+    "text_to_audio": (["StableAudio_EmptyLatentAudio.seconds=2.0", "StableAudio_TimingCondition.seconds_total=1.5"], 1.5),
+    "audio_to_audio": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LoadAudio.audio=clip.wav"], 3.0),
+    "inpaint": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LatentNoiseMask.start_seconds=1.0",
+                 "StableAudio_LatentNoiseMask.end_seconds=2.0"], 3.0),
+    "continuation": (["StableAudio_TimingCondition.seconds_total=4.0", "StableAudio_LatentPad.seconds=1.0"], 4.0),
+}
+
+
+def load(name: str) -> dict:
+    return json.loads((ROOT / "workflows" / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return make_folders(tmp_path_factory.mktemp("workflows"))
+
+
+@pytest.fixture(scope="module")
+def host(folders):
+    return session(folders)
+
+
+def test_workflow_files_are_what_the_generator_writes():
+    sys.path.insert(0, str(ROOT / "workflows"))
+    try:
+        import make_workflows
+    finally:
+        sys.path.remove(str(ROOT / "workflows"))
+    rendered = make_workflows.render()
+    assert sorted(rendered) == sorted(f"{n}{ext}" for n in WORKFLOWS for ext in (".json", ".api.json"))
+    stale = [name for name, text in rendered.items() if (ROOT / "workflows" / name).read_text() != text]
+    assert stale == [], "run python workflows/make_workflows.py"
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_ui_format_converts_to_the_api_file(host, name):
+    prompt, workflow = host.prepare(load(f"{name}.json"))
+    assert workflow is not None
+    assert prompt == load(f"{name}.api.json")
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_ui_layout_is_sensible(name):
+    ui = load(f"{name}.json")
+    boxes = [(n["pos"][0], n["pos"][1], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]) for n in ui["nodes"]]
+    overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+    assert overlaps == []
+    link_ids = {link[0] for link in ui["links"]}
+    used = {i["link"] for n in ui["nodes"] for i in n["inputs"] if i["link"] is not None}
+    assert used == link_ids and ui["last_link_id"] == max(link_ids)
+    assert ui["last_node_id"] == max(n["id"] for n in ui["nodes"])
+    assert all(0 <= n["pos"][0] < 3000 and 0 <= n["pos"][1] < 1200 for n in ui["nodes"])
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_workflow_runs_in_the_host_and_gives_the_requested_duration(host, folders, name):
+    sets, seconds = SETTINGS[name]
+
+    result = host.run(load(f"{name}.json"), TINY_MODEL + sets)
+
+    files = host.saved_files(result)
+    assert len(files) == 1 and files[0].suffix == ".flac"
+    info = sf.info(str(files[0]))
+    assert info.samplerate == SAMPLE_RATE and info.channels == 2
+    assert abs(info.frames / info.samplerate - seconds) <= FRAME_SECONDS
+
+
+def test_api_format_runs_too_and_reuses_cached_nodes(host):
+    sets, seconds = SETTINGS["text_to_audio"]
+    host.run(load("text_to_audio.json"), TINY_MODEL + sets)
+
+    again = host.run(load("text_to_audio.api.json"), TINY_MODEL + sets)
+    reseeded = host.run(load("text_to_audio.api.json"), TINY_MODEL + sets + ["5.seed=43"])
+
+    assert again.executed == []  # the same graph: everything cached, nothing written again
+    assert sorted(reseeded.executed, key=int) == ["5", "6", "7", "8"]  # sampler and what follows
+
+
+def test_inpainting_changes_only_the_range_and_one_chunk_overlap_around_it(host):
+    sets, _ = SETTINGS["inpaint"]
+    ui = load("inpaint.json")
+    reconstruction_ui = copy.deepcopy(ui)  # the same graph with the sampler bypassed: decode(encode(clip))
+    next(n for n in reconstruction_ui["nodes"] if n["type"] == "StableAudio_DPMSolverSampler")["mode"] = 4
+    overlap = next(n for n in ui["nodes"] if n["type"] == "StableAudio_VAEDecode")["widgets_values"][1]
+
+    inpainted = host.run(ui, TINY_MODEL + sets)
+    without_sampler = [s for s in TINY_MODEL if "Sampler" not in s]
+    reconstructed = host.run(reconstruction_ui, without_sampler + sets)
+
+    source_latents = inpainted.outputs["11"][0]["samples"]
+    sampled = inpainted.outputs["5"][0]
+    mask = sampled["noise_mask"][0, 0].bool()
+    first, last = int(mask.nonzero()[0]), int(mask.nonzero()[-1]) + 1
+    assert (first, last) == (round(1.0 / FRAME_SECONDS), round(2.0 / FRAME_SECONDS))
+    # Latents outside the mask end exactly on the source's.
+    assert torch.equal(sampled["samples"][..., ~mask], source_latents[..., ~mask])
+
+    audio = inpainted.outputs["7"][0]["waveform"]
+    reference = reconstructed.outputs["7"][0]["waveform"]
+    assert audio.shape == reference.shape == (1, 2, 3 * SAMPLE_RATE)
+    changed = ((audio - reference).abs().amax(dim=(0, 1)) > 1e-6).nonzero()
+    seam = overlap * RATIO
+    first_changed, last_changed = int(changed[0]), int(changed[-1]) + 1
+    # Outside [start - overlap, end + overlap) the audio is the untouched reconstruction
+    # (bit-identical: same latents, same chunk windows); inside the range it changed.
+    assert first * RATIO - seam <= first_changed and last_changed <= last * RATIO + seam
+    inside = (audio - reference)[..., first * RATIO:last * RATIO].abs().mean().item()
+    assert inside > 1e-3
+    print(f"inpaint: changed samples [{first_changed}, {last_changed}) for mask samples "
+          f"[{first * RATIO}, {last * RATIO}); seams reach {(first * RATIO - first_changed) / RATIO:.1f} and "
+          f"{(last_changed - last * RATIO) / RATIO:.1f} latent frames (allowed {overlap}); mean change inside {inside:.3f}")
+
+
+def test_continuation_keeps_the_clip_and_adds_the_requested_seconds(host):
+    sets, seconds = SETTINGS["continuation"]
+    result = host.run(load("continuation.json"), TINY_MODEL + sets)
+
+    source = result.outputs["11"][0]["samples"]
+    extended = result.outputs["5"][0]["samples"]
+    assert extended.shape[-1] == source.shape[-1] + round(1.0 / FRAME_SECONDS)
+    assert torch.equal(extended[..., :source.shape[-1]], source)
+    assert result.outputs["7"][0]["waveform"].shape[-1] == seconds * SAMPLE_RATE

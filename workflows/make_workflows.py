@@ -1,0 +1,163 @@
+"""Write the shipped workflows from the short descriptions below, in both ComfyUI formats:
+<name>.json (UI format: opens in the frontend, laid out in columns) and <name>.api.json (API
+format, converted from the UI file by the host exactly as it converts any saved workflow).
+
+    python workflows/make_workflows.py        # after changing a node's inputs or these graphs
+
+tests/test_workflows.py checks that the committed files equal what this script writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+P = "StableAudio_"
+
+# Each node: id -> (class key without prefix, column, row, widget values, links {input: (id, slot)}).
+# Widget values follow INPUT_TYPES order; "seed" is followed by its control_after_generate value.
+MODEL = {1: ("LoadCheckpoint", 0, 0, ["stable-audio-open-1.0.safetensors", "bundled/stable_audio_open_1.0.json",
+                                        "t5-base", "auto", "auto"], {})}
+TEXT = {2: ("T5Encode", 1, 0, ["128 BPM tech house drum loop, punchy kick, crisp hats", "low quality, distorted"],
+            {"model": (1, 0)})}
+
+
+def timing(seconds_total: float) -> dict:
+    return {3: ("TimingCondition", 2, 0, [0.0, seconds_total], {"model": (1, 0), "text": (2, 0)})}
+
+
+def sampler(latent_from: int, denoise: float, column: int = 3) -> dict:
+    return {5: ("DPMSolverSampler", column, 0, [42, "randomize", 100, 7.0, "default", "polyexponential",
+                                               0.3, 500.0, denoise, 0.0],
+                {"model": (1, 0), "conditioning": (3, 0), "latent": (latent_from, 0)})}
+
+
+def output(column: int) -> dict:
+    return {6: ("VAEDecode", column, 0, [128, 32], {"model": (1, 0), "latent": (5, 0)}),
+            7: ("TrimSilence", column + 1, 0, [0.0, -60.0], {"audio": (6, 0), "seconds_total": (3, 1)}),
+            8: ("SaveAudio", column + 1, 1, ["audio/stable_audio", "flac"], {"audio": (7, 0)})}
+
+
+def load_clip(row: int = 1) -> dict:
+    return {10: ("LoadAudio", 1, row, ["clip.wav"], {"model": (1, 0)}),
+            11: ("VAEEncode", 2, row, [], {"model": (1, 0), "audio": (10, 0)})}
+
+
+WORKFLOWS = {
+    "text_to_audio": ({**MODEL, **TEXT, **timing(30.0),
+                       4: ("EmptyLatentAudio", 2, 1, [47.0, 1], {"model": (1, 0)}),
+                       **sampler(4, 1.0), **output(4)},
+                      "Text to audio: describe the sound, set seconds_total (at most the empty "
+                      "latent's seconds), queue. Put the checkpoint in models/checkpoints and the T5 "
+                      "folder in models/text_encoders."),
+    "audio_to_audio": ({**MODEL, **TEXT, **timing(10.0), **load_clip(), **sampler(11, 0.6), **output(4)},
+                       "Audio to audio: put a clip in input/ and choose it in Load Audio. denoise sets "
+                       "how much changes (1 = everything). seconds_total = the clip's length."),
+    "inpaint": ({**MODEL, **TEXT, **timing(10.0), **load_clip(),
+                 12: ("LatentNoiseMask", 3, 1, [4.0, 6.0, "regenerate range"], {"model": (1, 0), "latent": (11, 0)}),
+                 **sampler(12, 1.0, column=4), **output(5)},
+                "Inpaint: regenerates start..end seconds of the clip and keeps the rest (the VAE "
+                "smooths the seams). Chain more noise masks for more ranges."),
+    "continuation": ({**MODEL, **TEXT, **timing(20.0), **load_clip(),
+                      13: ("LatentPad", 3, 1, [10.0, "end"], {"model": (1, 0), "latent": (11, 0)}),
+                      **sampler(13, 1.0, column=4), **output(5)},
+                     "Continuation: extends the clip by 'seconds' and keeps the original. "
+                     "seconds_total = clip length + added seconds."),
+}
+COLUMN_WIDTH, ROW_HEIGHT, WIDTH = 400, 330, 340
+
+
+def _height(cls) -> int:
+    spec = cls.INPUT_TYPES()
+    rows, extra = 0, 0
+    for category in ("required", "optional"):
+        for entry in (spec.get(category) or {}).values():
+            rows += 1
+            options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            extra += 70 if options.get("multiline") else 0
+    return 40 + 26 * max(rows, len(cls.RETURN_TYPES)) + extra
+
+
+def build_ui(nodes: dict, note: str, classes: dict) -> dict:
+    from stable_audio_host.workflow import is_widget, widget_slots
+
+    links, ui_nodes, link_id = [], {}, 0
+    for node_id, (kind, column, row, values, _) in nodes.items():
+        cls = classes[P + kind]
+        ui_nodes[node_id] = {
+            "id": node_id, "type": P + kind, "pos": [50 + column * COLUMN_WIDTH, 80 + row * ROW_HEIGHT],
+            "size": [WIDTH, _height(cls)], "flags": {}, "order": 0, "mode": 0, "inputs": [],
+            "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
+                        for i, (n, t) in enumerate(zip(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), cls.RETURN_TYPES))],
+            "properties": {"Node name for S&R": P + kind}, "widgets_values": list(values)}
+        assert len(values) == len(widget_slots(cls)), (kind, values, widget_slots(cls))
+    for node_id, (kind, _, _, _, inputs) in nodes.items():
+        spec = classes[P + kind].INPUT_TYPES()
+        for category in ("required", "optional"):
+            for name, entry in (spec.get(category) or {}).items():
+                options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+                widget = is_widget(entry[0], options)
+                if widget and name not in inputs:
+                    continue
+                slot_in = {"name": name, "type": entry[0], "link": None}
+                if widget:
+                    slot_in["widget"] = {"name": name}
+                if name in inputs:
+                    link_id += 1
+                    source, slot = inputs[name]
+                    out = ui_nodes[source]["outputs"][slot]
+                    links.append([link_id, source, slot, node_id, len(ui_nodes[node_id]["inputs"]), out["type"]])
+                    out["links"].append(link_id)
+                    slot_in["link"] = link_id
+                ui_nodes[node_id]["inputs"].append(slot_in)
+    order = _order(nodes)
+    for index, node_id in enumerate(order):
+        ui_nodes[node_id]["order"] = index
+    note_id = max(nodes) + 1
+    ui_nodes[note_id] = {"id": note_id, "type": "Note", "pos": [50, 80 + 2 * ROW_HEIGHT], "size": [WIDTH + COLUMN_WIDTH, 120],
+                         "flags": {}, "order": len(order), "mode": 0, "inputs": [], "outputs": [],
+                         "properties": {}, "widgets_values": [note], "color": "#432", "bgcolor": "#653"}
+    right = max(n["pos"][0] for n in ui_nodes.values()) + WIDTH + 30
+    groups = [
+        {"id": 1, "title": "Model and prompt", "bounding": [20, 10, 2 * COLUMN_WIDTH + WIDTH - 340, 2 * ROW_HEIGHT - 20],
+         "color": "#3f789e", "font_size": 24, "flags": {}},
+        {"id": 2, "title": "Generate and save", "bounding": [20 + 2 * COLUMN_WIDTH, 10, right - 20 - 2 * COLUMN_WIDTH,
+                                                             2 * ROW_HEIGHT - 20],
+         "color": "#8A8", "font_size": 24, "flags": {}},
+    ]
+    return {"last_node_id": note_id, "last_link_id": link_id,
+            "nodes": [ui_nodes[i] for i in sorted(ui_nodes)], "links": links, "groups": groups,
+            "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+
+
+def _order(nodes: dict) -> list[int]:
+    done: list[int] = []
+    while len(done) < len(nodes):
+        for node_id, (_, _, _, _, inputs) in sorted(nodes.items()):
+            if node_id not in done and all(src in done for src, _ in inputs.values()):
+                done.append(node_id)
+    return done
+
+
+def render() -> dict[str, str]:
+    """File name -> text, for every workflow in both formats."""
+    sys.path.insert(0, str(ROOT))
+    from stable_audio_host.pack import load_pack
+    from stable_audio_host.workflow import ui_to_api
+
+    classes = load_pack(ROOT).classes
+    files = {}
+    for name, (nodes, note) in WORKFLOWS.items():
+        ui = build_ui(nodes, note, classes)
+        files[f"{name}.json"] = json.dumps(ui, indent=1) + "\n"
+        files[f"{name}.api.json"] = json.dumps(ui_to_api(ui, classes), indent=1) + "\n"
+    return files
+
+
+if __name__ == "__main__":
+    for filename, text in render().items():
+        (HERE / filename).write_text(text)
+        print(HERE / filename)
