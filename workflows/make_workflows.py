@@ -130,7 +130,7 @@ def build_ui(nodes: dict, note: str, classes: dict) -> dict:
     ]
     return {"last_node_id": note_id, "last_link_id": link_id,
             "nodes": [ui_nodes[i] for i in sorted(ui_nodes)], "links": links, "groups": groups,
-            "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+            "config": {}, "extra": {"ds": {"scale": 0.65, "offset": [90, 60]}}, "version": 0.4}
 
 
 def _order(nodes: dict) -> list[int]:
