@@ -11,6 +11,7 @@ from . import hooks
 from .datatypes import CATEGORY, CONDITIONING, LATENT, MODEL, latent_parts, make_latent
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFE  # the sampler's own noise uses seed + 1, which must fit 64 bits
+MODEL_DEFAULT_RESCALE = -1.0  # cfg_rescale widget value meaning "the model's own default"
 
 
 class EmptyLatentAudio:
@@ -77,9 +78,12 @@ class DPMSolverSampler:
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
                         "tooltip": "How much of the input latent to replace: 1 = all (text-to-audio, "
                                    "inpainting), lower keeps more of the source (audio-to-audio)."}),
-            "cfg_rescale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+            "cfg_rescale": ("FLOAT", {"default": MODEL_DEFAULT_RESCALE, "min": MODEL_DEFAULT_RESCALE,
+                            "max": 1.0, "step": 0.01,
                             "tooltip": "Rescale the guided prediction toward the conditional one's "
-                                       "std (0 = off); tames high cfg."}),
+                                       "std (0 = off); tames high cfg. -1 (any negative value) = "
+                                       "the model's default, as stable-audio-tools applies it: "
+                                       "0.4 for the paper's U-Net, 0 for the DiTs."}),
         }}
 
     def sample(self, model, conditioning, latent, seed, steps, cfg, sampler, schedule, sigma_min,
@@ -90,7 +94,7 @@ class DPMSolverSampler:
         result = generate(
             model, inputs=conditioning["positive"], negative_inputs=conditioning["negative"],
             seconds_start=conditioning["seconds_start"], seconds_total=conditioning["seconds_total"],
-            steps=steps, cfg_scale=cfg, cfg_rescale=cfg_rescale,
+            steps=steps, cfg_scale=cfg, cfg_rescale=None if cfg_rescale < 0 else cfg_rescale,
             sampler=None if sampler == "default" else sampler, schedule=schedule,
             sigma_min=sigma_min, sigma_max=sigma_max, seed=seed, batch_size=samples.shape[0],
             sample_size=samples.shape[-1] * model.downsampling_ratio,

@@ -352,6 +352,28 @@ def test_text_timing_and_sampler_nodes_equal_one_core_generate_call(pack, node, 
     assert torch.equal(sampled["samples"], reference.latents)
 
 
+def test_sampler_cfg_rescale_defaults_to_the_models_own_rescale(pack, node, model, monkeypatch):
+    # -1 (the widget default) hands None to generate, which applies the backbone's default
+    # (paper U-Net 0.4, DiT 0); a value >= 0 is passed through.
+    cls = pack.classes["StableAudio_DPMSolverSampler"]
+    options = cls.INPUT_TYPES()["required"]["cfg_rescale"][1]
+    assert options["default"] == options["min"] == -1.0 and "model's default" in options["tooltip"]
+    module = sys.modules[cls.__module__]
+    passed, real_generate = [], module.generate
+
+    def spy(*args, **kwargs):
+        passed.append(kwargs["cfg_rescale"])
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(module, "generate", spy)
+    conditioning, _ = _condition(node, model)
+    latent = node("EmptyLatentAudio")(model, 1.0, 1)[0]
+    for value in (-1.0, 0.0, 0.7):
+        node("DPMSolverSampler")(model, conditioning, latent, 1,
+                                 **{**SAMPLER_ARGS, "steps": 1, "cfg_rescale": value})
+    assert passed == [None, 0.0, 0.7]
+
+
 def test_empty_latent_length_follows_the_models_rate_and_ratio(node, model):
     latent = node("EmptyLatentAudio")(model, 1.0, 2)[0]
     assert latent["type"] == "audio"

@@ -10,7 +10,8 @@ Run in the reference environment (../shared/reference-env/setup.sh):
 Shapes: 'sao-1.0' and 'sao-small' (DiT), 'paper-unet' (Stable Audio 1.0's adp_cfg_1d U-Net with
 `int` per-second timing embeddings; --embed-dim is its base width, --depth its blocks per level,
 --heads its attention heads, --unet-options JSON merged into its config). --vae picks the
-pretransform from VAE_TYPES, so switching the VAE is a change of that name.
+pretransform from VAE_TYPES ('oobleck', or 'dac' = Stable Audio 1.0's 1/1024 VAE, the default for
+paper-unet; --vae-channels is its base width), so switching the VAE is a change of that name.
 
 Each fixture NAME is three files:
   NAME.json               {model_config, conditioning, [negative_conditioning], sampler, seed}
@@ -46,8 +47,27 @@ def vae_config(channels: int, latent_dim: int) -> dict:
     }
 
 
+def dac_vae_config(channels: int, latent_dim: int) -> dict:
+    """Stable Audio 1.0's VAE (type "dac": strides 4-4-8-8, rates 8-8-4-4, ratio 1024, VAE
+    bottleneck), scaled down: the encoder widens from `channels` to 16 x channels, the decoder
+    narrows from 16 x channels back to `channels`."""
+    return {
+        "type": "autoencoder",
+        "config": {
+            "encoder": {"type": "dac", "config": {"in_channels": 2, "latent_dim": latent_dim * 2,
+                                                  "d_model": channels, "strides": [4, 4, 8, 8]}},
+            "decoder": {"type": "dac", "config": {"out_channels": 2, "latent_dim": latent_dim,
+                                                  "channels": 16 * channels, "rates": [8, 8, 4, 4]}},
+            "bottleneck": {"type": "vae"},
+            "latent_dim": latent_dim, "downsampling_ratio": 1024, "io_channels": 2,
+        },
+    }
+
+
 # VAE type -> builder of its (small) pretransform config from (channels, latent_dim).
-VAE_TYPES = {"oobleck": vae_config}
+VAE_TYPES = {"oobleck": vae_config, "dac": dac_vae_config}
+# The VAE each shape uses unless --vae says otherwise: the paper's U-Net sits on the DAC VAE.
+DEFAULT_VAE = {"sao-1.0": "oobleck", "sao-small": "oobleck", "paper-unet": "dac"}
 
 # The paper U-Net's int timing tables are cut from 512 to 256 seconds to keep a fixture under 1 MB.
 PAPER_UNET_MAX_SECONDS = 256
@@ -216,12 +236,15 @@ DEFAULT_SET = [
          batch=1, sampler="dpmpp-2m", steps=4, cfg_scale=7.0, with_negative=True),
     dict(name="saosmall_dit_rf_euler", shape="sao-small", seed=3, embed_dim=64, depth=2, heads=2,
          batch=2, sampler="euler", steps=6, cfg_scale=1.0, with_negative=False),
-    # The paper's U-Net (adp_cfg_1d) with int timing: guidance against the learned unconditional
-    # embedding with the reference's 0.4 rescale, a batch, and a negative prompt.
+    # The paper's U-Net (adp_cfg_1d) with int timing on the 1/1024 DAC VAE: guidance against the
+    # learned unconditional embedding with the reference's 0.4 rescale, a batch, and a negative
+    # prompt. 8 latents (8192 samples) keep the audio tensors of a fixture near 200 KB.
     dict(name="paperunet_v_dpmpp2m", shape="paper-unet", seed=11, embed_dim=16, depth=1, heads=2,
-         batch=2, sampler="dpmpp-2m", steps=6, cfg_scale=6.0, with_negative=False, vae="oobleck"),
+         batch=2, sampler="dpmpp-2m", steps=6, cfg_scale=6.0, with_negative=False, vae="dac",
+         vae_channels=2, latent_frames=8),
     dict(name="paperunet_v_negative", shape="paper-unet", seed=13, embed_dim=16, depth=1, heads=2,
-         batch=1, sampler="dpmpp-2m", steps=4, cfg_scale=6.0, with_negative=True, vae="oobleck"),
+         batch=1, sampler="dpmpp-2m", steps=4, cfg_scale=6.0, with_negative=True, vae="dac",
+         vae_channels=2, latent_frames=8),
 ]
 
 
@@ -230,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--name", help="write one custom fixture instead of the default set")
     ap.add_argument("--shape", choices=["sao-1.0", "sao-small", "paper-unet"], default="sao-1.0")
-    ap.add_argument("--vae", choices=sorted(VAE_TYPES), default="oobleck")
+    ap.add_argument("--vae", choices=sorted(VAE_TYPES), default=None,
+                    help="pretransform type (default: dac for paper-unet, oobleck for the DiTs)")
     ap.add_argument("--unet-options", type=json.loads, default=None,
                     help='paper-unet: JSON merged into the U-Net config, e.g. \'{"patch_size": 2}\'')
     ap.add_argument("--seed", type=int, default=0)
@@ -252,12 +276,13 @@ def main(argv: list[str] | None = None) -> int:
                   latent_frames=args.latent_frames)
     if args.name is None:
         for spec in DEFAULT_SET:
-            make_fixture(args.out, **spec, **common)
+            make_fixture(args.out, **{**common, **spec})  # a spec's own sizes win
         return 0
     sampler = args.sampler or ("euler" if args.shape == "sao-small" else "dpmpp-2m")
     make_fixture(args.out, args.name, args.shape, args.seed, args.embed_dim, args.depth, args.heads,
                  batch=args.batch, sampler=sampler, steps=args.steps, cfg_scale=args.cfg_scale,
-                 with_negative=args.negative, vae=args.vae, unet_options=args.unet_options, **common)
+                 with_negative=args.negative, vae=args.vae or DEFAULT_VAE[args.shape],
+                 unet_options=args.unet_options, **common)
     return 0
 
 

@@ -10,7 +10,9 @@ parameter, and saves `<case>.safetensors` with the state dict (`state.<key>`, we
 form as the reference saves it), the input `audio`, the posterior `mean` (divided by the
 pretransform scale), `decoded` (the reference pretransform's decode of that mean), `kl`, and
 `sampled` (a posterior draw after torch.manual_seed(SEED)). `cases.json` holds the configs;
-`sao_1_0_vae_keys.json` the key -> shape list of the full Stable Audio Open 1.0 VAE.
+`sao_1_0_vae_keys.json` the key -> shape list of the full Stable Audio Open 1.0 VAE, and
+`paper_dac_vae_keys.json` that of the full Stable Audio 1.0 (paper) DAC-type VAE as configured in
+stable_audio_core/configs/stable_audio_paper_unet.json. The `dac_shape` case is a tiny DAC-type VAE.
 
 --check N: additionally builds N random tiny configs, loads the same weights into
 stable_audio_core (imported from this checkout) and prints the max abs differences.
@@ -33,6 +35,7 @@ from stable_audio_tools.models.factory import create_pretransform_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "tests" / "fixtures" / "vae"
+PAPER_CONFIG = REPO / "stable_audio_core" / "configs" / "stable_audio_paper_unet.json"
 SEED = 1234
 SAMPLE_RATE = 44100
 
@@ -93,6 +96,40 @@ def pretransform_config(*, io_channels, channels, c_mults, strides, latent_dim, 
     return result
 
 
+def dac_pretransform_config(*, d_model, strides, channels, rates, latent_dim, io_channels=None,
+                            encoder_latent_dim="vae", scale=None, iterate_batch=None,
+                            bottleneck=True):  # fmt: skip
+    """A model.pretransform dict for a tiny DAC-type VAE (Stable Audio 1.0's encoder/decoder type).
+
+    io_channels None leaves the parts' in/out channels at the reference's mono default;
+    encoder_latent_dim "vae" gives the encoder a 1x1 projection to 2 * latent_dim (latent_dim
+    without a bottleneck), None leaves it out (the encoder's own width must then fit)."""
+    encoder_config = {"d_model": d_model, "strides": strides}
+    decoder_config = {"latent_dim": latent_dim, "channels": channels, "rates": rates}
+    if io_channels is not None:
+        encoder_config["in_channels"] = io_channels
+        decoder_config["out_channels"] = io_channels
+    if encoder_latent_dim == "vae":
+        encoder_latent_dim = 2 * latent_dim if bottleneck else latent_dim
+    if encoder_latent_dim is not None:
+        encoder_config["latent_dim"] = encoder_latent_dim
+    config = {
+        "encoder": {"type": "dac", "config": encoder_config},
+        "decoder": {"type": "dac", "config": decoder_config},
+        "latent_dim": latent_dim,
+        "downsampling_ratio": int(torch.tensor(strides).prod()),
+        "io_channels": 1 if io_channels is None else io_channels,
+    }
+    if bottleneck:
+        config["bottleneck"] = {"type": "vae"}
+    result = {"type": "autoencoder", "config": config}
+    if scale is not None:
+        result["scale"] = scale
+    if iterate_batch is not None:
+        result["iterate_batch"] = iterate_batch
+    return result
+
+
 # name -> (pretransform config, batch size, audio length in samples)
 CASES = {
     # Stable Audio Open 1.0's shape (5 blocks, ratio 2048, snake, no final tanh), width 1.
@@ -108,6 +145,11 @@ CASES = {
                                                strides=[2, 3], latent_dim=2, use_snake=True,
                                                nearest=True, soft_clip=True, final_tanh=False),
                            1, 6 * 10),
+    # Stable Audio 1.0's VAE shape (type "dac": strides 4-4-8-8, rates 8-8-4-4, ratio 1024,
+    # stereo, VAE bottleneck), widths cut to d_model 1 / decoder channels 16.
+    "dac_shape": (dac_pretransform_config(io_channels=2, d_model=1, strides=[4, 4, 8, 8],
+                                          channels=16, rates=[8, 8, 4, 4], latent_dim=3,
+                                          iterate_batch=True), 1, 3 * 1024 + 100),
 }  # fmt: skip
 
 
@@ -165,6 +207,18 @@ def write_fixtures() -> None:
     (OUT_DIR / "sao_1_0_vae_keys.json").write_text(json.dumps(keys, separators=(",", ":")) + "\n")
     print(f"SAO 1.0 VAE: {keys['parameter_count']:,} parameters, {len(keys['state_dict'])} keys")
 
+    paper = json.loads(PAPER_CONFIG.read_text())["model"]["pretransform"]
+    with torch.device("meta"):
+        vae = create_pretransform_from_config(copy.deepcopy(paper), SAMPLE_RATE)
+    keys = {
+        "pretransform": paper,
+        "parameter_count": sum(p.numel() for p in vae.parameters()),
+        "state_dict": [[k, list(v.shape)] for k, v in vae.model.state_dict().items()],
+    }
+    (OUT_DIR / "paper_dac_vae_keys.json").write_text(json.dumps(keys, separators=(",", ":")) + "\n")
+    print(f"paper (SA 1.0) DAC VAE: {keys['parameter_count']:,} parameters, "
+          f"{len(keys['state_dict'])} keys")
+
 
 def random_case(rng: random.Random):
     depth = rng.randint(1, 3)
@@ -183,6 +237,27 @@ def random_case(rng: random.Random):
     return config, rng.randint(1, 2), length
 
 
+def random_dac_case(rng: random.Random):
+    depth = rng.randint(1, 3)
+    strides = [rng.choice([2, 4, 3]) for _ in range(depth)]
+    d_model = rng.randint(1, 3)
+    latent_dim = rng.randint(1, 4)
+    bottleneck = rng.random() < 0.85
+    # Without a projection the encoder's own width d_model * 2^depth is the latent width.
+    project = bottleneck or rng.random() < 0.7
+    if not project:
+        latent_dim = d_model * 2**depth
+    config = dac_pretransform_config(
+        d_model=d_model, strides=strides, channels=2**depth * rng.randint(1, 3),
+        rates=list(reversed(strides)), latent_dim=latent_dim,
+        io_channels=rng.choice([None, 1, 2]), encoder_latent_dim="vae" if project else None,
+        scale=rng.choice([None, 0.7]), iterate_batch=rng.random() < 0.3, bottleneck=bottleneck,
+    )  # fmt: skip
+    ratio = config["config"]["downsampling_ratio"]
+    length = ratio * rng.randint(2, 20) + rng.randint(0, ratio - 1)
+    return config, rng.randint(1, 2), length
+
+
 def check_against_core(count: int) -> None:
     sys.path.insert(0, str(REPO))
     from stable_audio_core.models.autoencoder import build_autoencoder
@@ -190,6 +265,7 @@ def check_against_core(count: int) -> None:
     rng = random.Random(7)
     cases = [(name, *spec) for name, spec in CASES.items()]
     cases += [(f"random{i}", *random_case(rng)) for i in range(count)]
+    cases += [(f"random_dac{i}", *random_dac_case(rng)) for i in range(count)]
     print(f"{'case':>20} {'keys':>5} {'mean':>9} {'decoded':>9} {'sampled':>9} {'kl':>9} "
           f"{'|decoded|':>9}")  # fmt: skip
     worst = 0.0

@@ -31,7 +31,7 @@ def timing(seconds_total: float) -> dict:
 
 def sampler(latent_from: int, denoise: float, column: int = 3) -> dict:
     return {5: ("DPMSolverSampler", column, 0, [42, "randomize", 100, 7.0, "default", "polyexponential",
-                                               0.3, 500.0, denoise, 0.0],
+                                               0.3, 500.0, denoise, -1.0],
                 {"model": (1, 0), "conditioning": (3, 0), "latent": (latent_from, 0)})}
 
 

@@ -8,7 +8,8 @@ Semantics follow stable-audio-tools 0.0.19 (`OobleckEncoder`, `OobleckDecoder`, 
 `decoder.layers.…`), in weight-normed (`weight_g`/`weight_v`) form until folded.
 
 Encoder, decoder and bottleneck types are looked up in small registries (`ENCODER_TYPES`,
-`DECODER_TYPES`, `BOTTLENECK_TYPES`); another architecture registers its `from_config` there.
+`DECODER_TYPES`, `BOTTLENECK_TYPES`); another architecture registers its `from_config` there, as
+Stable Audio 1.0's "dac" encoder and decoder (models/dac_vae.py) do.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch.nn import functional as F
 
 from ..config import check_keys, require
 from ..errors import ConfigError, InputError
+from .dac_vae import DACDecoder, DACEncoder
 from .layers import Snake, WNConv1d, WNConvTranspose1d
 
 # Dilations of the three residual units in every Oobleck block (stable-audio-tools' choice).
@@ -326,8 +328,14 @@ class PassThroughBottleneck(nn.Module):
 # `in_channels`, `latent_dim` (output width), `downsampling_ratio` and `exact_ratio` (output
 # length is exactly input // ratio); a decoder exposes `latent_dim`, `out_channels`,
 # `downsampling_ratio` and `exact_ratio` (output length is exactly input * ratio).
-ENCODER_TYPES: dict[str, Callable[[dict], nn.Module]] = {"oobleck": OobleckEncoder.from_config}
-DECODER_TYPES: dict[str, Callable[[dict], nn.Module]] = {"oobleck": OobleckDecoder.from_config}
+ENCODER_TYPES: dict[str, Callable[[dict], nn.Module]] = {
+    "oobleck": OobleckEncoder.from_config,
+    "dac": DACEncoder.from_config,  # Stable Audio 1.0's VAE (models/dac_vae.py)
+}
+DECODER_TYPES: dict[str, Callable[[dict], nn.Module]] = {
+    "oobleck": OobleckDecoder.from_config,
+    "dac": DACDecoder.from_config,
+}
 BOTTLENECK_TYPES: dict[str, Callable[[dict], nn.Module]] = {"vae": VAEBottleneck.from_config}
 
 

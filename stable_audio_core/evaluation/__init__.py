@@ -1,0 +1,1 @@
+"""Evaluation: the paper's timing experiment, CLAP-based prompt adherence, reconstruction metrics."""
