@@ -154,7 +154,8 @@ class CLAPTextConditioner(nn.Module):
     text embedding. Then proj_out. Only proj_out is in a stable-audio-tools checkpoint; the
     reference's clap_ckpt_path (a laion-clap file) is accepted but the weights come from the
     attached encoder. The reference fixes the widths at 768 (roberta-base) and 512 (joint space);
-    `text_width` / `embedding_dim` are for other CLAP sizes (Python only, not a config key).
+    the config keys `text_width` / `embedding_dim` (this project's extension, absent from
+    stable-audio-tools configs) declare other CLAP sizes, such as the bundled default model's.
     """
 
     def __init__(self, output_dim: int, clap_ckpt_path: str | None = None, use_text_features: bool = False,
@@ -216,7 +217,7 @@ _CONDITIONER_ARGS = {
     "int": {"min_val", "max_val"},
     "t5": {"t5_model_name", "max_length", "enable_grad", "project_out"},
     "clap_text": {"clap_ckpt_path", "use_text_features", "feature_layer_ix", "audio_model_type",
-                  "enable_fusion", "project_out", "finetune"},
+                  "enable_fusion", "project_out", "finetune", "text_width", "embedding_dim"},
 }
 
 
