@@ -1,4 +1,5 @@
-"""The `stable-audio` command: generate audio from text, run workflows, check parity with the reference."""
+"""The `stable-audio` command: generate audio from text, run workflows, check parity with the reference,
+train models (`train`, `encode-latents`)."""
 
 from __future__ import annotations
 
@@ -193,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fixtures", nargs="+", help="PATH/NAME of fixtures (NAME.json, NAME.*.safetensors)")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_parity)
+
+    from .train_cli import add_encode_parser, add_train_parser
+    add_train_parser(sub)
+    add_encode_parser(sub)
     return parser
 
 

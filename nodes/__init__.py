@@ -8,6 +8,7 @@ from .conditioning import CLAPEncode, T5Encode, TimingCondition
 from .latent_tools import LatentConcat, LatentCrop, LatentNoiseMask, LatentPad
 from .loaders import LoadAudio, LoadCheckpoint
 from .sampling import DPMSolverSampler, EmptyLatentAudio
+from .training import TRAINING_NODES
 from .vae import VAEDecode, VAEEncode
 
 PREFIX = "StableAudio_"
@@ -28,6 +29,7 @@ _NODES = [
     (LatentCrop, "Latent Crop"),
     (LatentConcat, "Latent Concat"),
     (LatentPad, "Latent Pad"),
+    *TRAINING_NODES,
 ]
 
 NODE_CLASS_MAPPINGS = {PREFIX + cls.__name__: cls for cls, _ in _NODES}

@@ -15,21 +15,78 @@ from .errors import AudioFileError, InputError
 WRITE_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
 
 
-def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
-    """Read an audio file -> (Tensor[C, T] float32 in [-1, 1], sample_rate)."""
+def read_audio(path: str | Path, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, int]:
+    """Read an audio file, or its frames [start, stop) -> (Tensor[C, T] float32 in [-1, 1], rate)."""
     import soundfile as sf
     path = Path(path)
     if not path.is_file():
         raise AudioFileError(f"audio file not found: {path}")
     try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:
+            frames = handle.frames
+            start = max(0, min(int(start), frames))
+            stop = None if stop is None else max(start, min(int(stop), frames))
+            if handle.format in ("MP3", "OGG"):
+                # libsndfile's MP3 and Vorbis seeks are not always sample-accurate (Vorbis near
+                # the end of a file): decode these from the start instead.
+                data = handle.read(-1 if stop is None else stop, dtype="float32", always_2d=True)[start:]
+            else:
+                handle.seek(start)
+                data = handle.read(-1 if stop is None else stop - start, dtype="float32", always_2d=True)
+            sample_rate = handle.samplerate
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
         raise AudioFileError(
             f"{path} could not be decoded as audio ({exc}); supported: WAV, FLAC, OGG/Vorbis, MP3"
         ) from exc
-    if data.shape[0] == 0:
+    if frames == 0:
         raise AudioFileError(f"{path} holds no audio samples")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+
+
+def audio_info(path: str | Path) -> tuple[int, int]:
+    """(number of frames, sample rate) of an audio file, from its header."""
+    import soundfile as sf
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(f"audio file not found: {path}")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:
+        raise AudioFileError(
+            f"{path} could not be decoded as audio ({exc}); supported: WAV, FLAC, OGG/Vorbis, MP3"
+        ) from exc
+    if info.frames <= 0:
+        raise AudioFileError(f"{path} holds no audio samples")
+    return int(info.frames), int(info.samplerate)
+
+
+def resampled_length(length: int, orig_rate: int, new_rate: int) -> int:
+    """Samples that `resample` returns for `length` input samples."""
+    g = math.gcd(orig_rate, new_rate)
+    return math.ceil((new_rate // g) * length / (orig_rate // g))
+
+
+def read_audio_window(path: str | Path, start: int, length: int, target_rate: int) -> torch.Tensor:
+    """Samples [start, start + length) of the file resampled to `target_rate` -> Tensor[C, <= length]
+    (shorter where the file ends), decoding only the source frames the resampling filter needs:
+    the result equals slicing `resample(read_audio(path)[0], rate, target_rate)`."""
+    frames, rate = audio_info(path)
+    if rate == target_rate:
+        return read_audio(path, start, start + length)[0]
+    g = math.gcd(rate, target_rate)
+    down, up = rate // g, target_rate // g
+    width = _kernel_width(up, down)
+    total = resampled_length(frames, rate, target_rate)
+    stop = min(start + length, total)
+    if stop <= start:
+        return read_audio(path, 0, 1)[0][:, :0]
+    # Output sample o is computed from input [o // up * down - width, o // up * down + width + down);
+    # a segment starting at a multiple of `down` keeps the filter phases aligned with the full file.
+    first = max(0, (start // up - math.ceil(width / down)) * down)
+    last = min(frames, (stop - 1) // up * down + width + down)
+    segment, _ = read_audio(path, first, last)
+    offset = first // down * up
+    return resample(segment, rate, target_rate)[:, start - offset : stop - offset]
 
 
 def write_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, fmt: str | None = None,
@@ -60,6 +117,11 @@ def write_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, fmt: st
     return path
 
 
+def _kernel_width(up: int, down: int, zeros: int = 24, rolloff: float = 0.945) -> int:
+    """Half-width, in input samples, of the resampling filter for up/down."""
+    return math.ceil(zeros * down / (min(up, down) * rolloff))
+
+
 def _sinc_kernels(up: int, down: int, zeros: int = 24, rolloff: float = 0.945) -> tuple[torch.Tensor, int]:
     """Hann-windowed sinc kernels, one per output phase, for resampling by up/down.
 
@@ -67,7 +129,7 @@ def _sinc_kernels(up: int, down: int, zeros: int = 24, rolloff: float = 0.945) -
     sinc (cutoff `rolloff` x the lower Nyquist) at the input offsets around that time.
     """
     cutoff = min(up, down) * rolloff
-    width = math.ceil(zeros * down / cutoff)
+    width = _kernel_width(up, down, zeros, rolloff)
     idx = torch.arange(-width, width + down, dtype=torch.float64)[None] / down
     phases = -torch.arange(up, dtype=torch.float64)[:, None] / up
     t = (phases + idx) * cutoff

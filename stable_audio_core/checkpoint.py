@@ -19,9 +19,35 @@ from .errors import CheckpointError
 from .models.layers import match_weight_norm_form
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file into a flat {key: tensor} dict on the CPU."""
+# What a training run folder holds (see training/state.py): a `latest` file naming the newest
+# complete checkpoint folder, each folder holding the exported weights under this name.
+RUN_LATEST_FILE = "latest"
+RUN_MODEL_FILE = "model.safetensors"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a training run folder (-> its latest checkpoint's weights), or one
+    checkpoint folder of a run (-> its weights)."""
     path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / RUN_MODEL_FILE).is_file():
+        return path / RUN_MODEL_FILE
+    latest = path / RUN_LATEST_FILE
+    if latest.is_file():
+        named = path / latest.read_text().strip()
+        if (named / RUN_MODEL_FILE).is_file():
+            return named / RUN_MODEL_FILE
+    raise CheckpointError(
+        f"{path} is a folder but neither a training run (with a '{RUN_LATEST_FILE}' file naming a "
+        f"complete checkpoint) nor a checkpoint folder holding {RUN_MODEL_FILE}"
+    )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint into a flat {key: tensor} dict on the CPU. `path` is a file, or a training
+    run folder / checkpoint folder (see `resolve_checkpoint`)."""
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":

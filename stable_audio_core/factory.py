@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .acceleration import compile_backbone, prepare_for_inference
 from .checkpoint import load_state_dict_strict, read_state_dict
 from .config import ModelConfig, load_model_config
 from .errors import CheckpointError, InputError
@@ -139,11 +140,16 @@ def attach_text_encoder(model: StableAudioModel, folder: str | Path | None,
 def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path | None = None,
                text_encoder: str | Path | None = None, device: str | torch.device = "cpu",
                dtype: str | torch.dtype = "float32",
-               text_encoder_dtype: str | torch.dtype | None = None) -> StableAudioModel:
+               text_encoder_dtype: str | torch.dtype | None = None,
+               compile: bool = False) -> StableAudioModel:
     """Build the model of `config`, load `checkpoint` (strict), attach a T5 folder if needed.
 
     stable-audio-tools runs T5 in float16; pass text_encoder_dtype="float16" to reproduce its
     text features exactly (the default, the model dtype, is more accurate on the CPU).
+    The model comes back ready for inference (`acceleration.prepare_for_inference`: eval, no
+    gradients, oneDNN linears on the CPU). dtype="bfloat16" is the fast
+    opt-in on GPUs and CPUs with native bfloat16 (see benchmarks/README.md for its tolerance).
+    compile=True wraps the diffusion backbone in torch.compile (opt-in; slow first calls).
     """
     dtype = parse_dtype(dtype)
     text_dtype = dtype if text_encoder_dtype is None else parse_dtype(text_encoder_dtype)
@@ -151,7 +157,13 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     embedded = None
     if checkpoint is not None:
         embedded = load_weights(model, read_state_dict(checkpoint), str(checkpoint))
-    model.eval().requires_grad_(False)
     model.to(device=device, dtype=dtype)
+    prepare_for_inference(model)
     attach_text_encoder(model, text_encoder, device=device, dtype=text_dtype, embedded=embedded)
+    for conditioner in model.conditioner.conditioners.values():  # text encoders are not submodules
+        encoder = getattr(getattr(conditioner, "text_encoder", None), "model", None)
+        if isinstance(encoder, torch.nn.Module):
+            prepare_for_inference(encoder)
+    if compile:
+        compile_backbone(model)
     return model

@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from stable_audio_core.acceleration import prepare_for_inference
 from stable_audio_core.checkpoint import read_state_dict
 from stable_audio_core.errors import CheckpointError
 from stable_audio_core.factory import load_model
@@ -26,6 +27,7 @@ def test_saved_checkpoint_round_trips_exactly(config, tmp_path):
     model = perturbed_model(config)
     path = save_checkpoint(model, tmp_path / "m.safetensors")
     loaded = load_model(config, path)
+    prepare_for_inference(model)  # the inference form load_model returns (same kernels)
     for a, b in zip(_out(model), _out(loaded)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -144,3 +146,18 @@ def test_comfyui_single_file_with_embedded_t5_loads_with_a_tokenizer_folder(tmp_
     from_folder = load_model(config, tmp_path / "plain.safetensors", text_encoder=full_folder)
     run = lambda m: generate(m, "a b", seconds_total=0.01, steps=2, seed=3, decode=False).latents
     torch.testing.assert_close(run(from_file), run(from_folder), rtol=0, atol=0)
+
+
+def test_a_training_run_folder_reads_as_its_latest_complete_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+    from stable_audio_core.checkpoint import CheckpointError, read_state_dict, resolve_checkpoint
+    for step, value in ((100, 1.0), (200, 2.0)):
+        folder = tmp_path / "run" / "checkpoints" / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        save_file({"w": torch.full((2,), value)}, str(folder / "model.safetensors"))
+    (tmp_path / "run" / "latest").write_text("checkpoints/step-00000100\n")
+    assert read_state_dict(tmp_path / "run")["w"].tolist() == [1.0, 1.0]   # what latest names
+    step_200 = tmp_path / "run" / "checkpoints" / "step-00000200"
+    assert resolve_checkpoint(step_200) == step_200 / "model.safetensors"
+    with pytest.raises(CheckpointError, match="neither a training run"):
+        read_state_dict(tmp_path / "run" / "checkpoints")

@@ -24,6 +24,8 @@ from test_nodes_helpers import RATIO, ROOT, SAMPLE_RATE, make_folders, write_cli
 CATEGORY = "audio/stable audio"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 OUR_TYPES = ("STABLE_AUDIO_MODEL", "STABLE_AUDIO_TEXT", "STABLE_AUDIO_CONDITIONING", "AUDIO", "LATENT", "FLOAT")
+# The training pack (nodes/training) adds its dataset recipe and passes checkpoint paths as STRING.
+OUR_TYPES += ("STABLE_AUDIO_DATASET", "STRING")
 
 # Every node key of ComfyUI v0.8.0 (its /object_info plus nodes defined in nodes.py, comfy_extras
 # and comfy_api_nodes that need optional dependencies): ours must differ.

@@ -2,7 +2,7 @@
 
 - `Snake`: the periodic activation x + sin^2(alpha * x) / beta, per channel (Ziyin et al. 2020;
   the separate-beta form is BigVGAN's SnakeBeta).
-- `WNConv1d` / `WNConvTranspose1d`: convolutions with a weight-normalised kernel
+- `WNConv1d` / `WNConvTranspose1d` / `WNConv2d`: convolutions with a weight-normalised kernel
   w = g * v / ||v|| (Salimans & Kingma 2016), stored as `weight_g` / `weight_v` exactly as
   `torch.nn.utils.weight_norm(module, dim=0)` stores them, so checkpoints load unchanged.
 - `fold_weight_norm` turns every such conv into a plain `weight` for inference;
@@ -64,20 +64,43 @@ class Snake(nn.Module):
         value = parameter.reshape(1, -1, 1)
         return value.exp() if self.alpha_logscale else value
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Tensor[B, C, T] -> Tensor[B, C, T]."""
+    def _coefficients(self) -> tuple[Tensor, Tensor]:
+        """(alpha, 1 / (beta + eps)) as Tensor[1, C, 1] on the linear scale."""
         alpha = self._per_channel(self.alpha)
         beta = alpha if self.beta is None else self._per_channel(self.beta)
-        inverse_beta = 1.0 / (beta + SNAKE_EPS)
+        return alpha, 1.0 / (beta + SNAKE_EPS)
+
+    def _cached_coefficients(self) -> tuple[Tensor, Tensor]:
+        """_coefficients() computed once per parameter state (inference: no graph to keep). The
+        key changes when a parameter is replaced, moved, cast or modified in place; parameters
+        created under torch.inference_mode have no version counter and are never cached."""
+        parameters = [p for p in (self.alpha, self.beta) if p is not None]
+        if any(p.is_inference() for p in parameters):
+            return self._coefficients()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
+        cached = self.__dict__.get("_coefficient_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, self._coefficients())
+            self.__dict__["_coefficient_cache"] = cached
+        return cached[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Tensor[B, C, T] -> Tensor[B, C, T]."""
         needs_graph = torch.is_grad_enabled() and (
-            x.requires_grad or alpha.requires_grad or inverse_beta.requires_grad
+            x.requires_grad or self.alpha.requires_grad
+            or (self.beta is not None and self.beta.requires_grad)
         )
         if needs_graph:
+            alpha, inverse_beta = self._coefficients()
             return x + inverse_beta * torch.sin(x * alpha).pow(2)
-        # Inference: one temporary instead of four; same operations, same result.
+        # Inference: one temporary and four passes over it (x * alpha, sin, square, then
+        # x + s * 1/beta fused in addcmul) instead of six tensors; the same value up to rounding.
+        alpha, inverse_beta = self._cached_coefficients()
         out = x * alpha
-        out.sin_().pow_(2).mul_(inverse_beta)
-        return out.add_(x)
+        out.sin_()
+        out.mul_(out)
+        return torch.addcmul(x, out, inverse_beta, out=out)
 
 
 def _norm_except_dim0(weight: Tensor) -> Tensor:
@@ -135,6 +158,21 @@ class WNConv1d(_WeightNormed, nn.Conv1d):
 
     def forward(self, x: Tensor) -> Tensor:
         """Tensor[B, C_in, T] -> Tensor[B, C_out, T']."""
+        return self._conv_forward(x, self.kernel(), self.bias)
+
+
+class WNConv2d(_WeightNormed, nn.Conv2d):
+    """nn.Conv2d with a weight-normalised kernel (the VAE's STFT discriminator uses it).
+
+    State-dict keys: `weight_g` [out, 1, 1, 1], `weight_v` [out, in/groups, kh, kw], `bias` [out].
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._split_weight()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Tensor[B, C_in, H, W] -> Tensor[B, C_out, H', W']."""
         return self._conv_forward(x, self.kernel(), self.bias)
 
 

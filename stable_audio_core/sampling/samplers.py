@@ -41,9 +41,14 @@ def gaussian_noise(x: torch.Tensor, generator: torch.Generator | None = None) ->
     noise whatever device sampling runs on. generator=None uses torch's global generator.
     """
     draw_device = generator.device if generator is not None else x.device
+    # CPU noise for a GPU run: copy from pinned memory, asynchronously, so the draw does not
+    # wait for the GPU to finish the step.
+    pinned = draw_device.type == "cpu" and x.device.type == "cuda"
 
     def draw(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         sample = torch.randn(x.shape, generator=generator, device=draw_device, dtype=x.dtype)
+        if pinned:
+            return sample.pin_memory().to(x.device, non_blocking=True)
         return sample.to(x.device)
 
     return draw
@@ -57,6 +62,12 @@ def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.
 def _level_per_item(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A scalar noise level as Tensor[B] in x's dtype, the form denoisers take."""
     return sigma * x.new_ones([x.shape[0]])
+
+
+def _is_last(levels: list[float], i: int) -> bool:
+    """Whether step i lands on noise level 0. `levels` is sigmas.tolist(), read once per sampling
+    run, so branching never reads a device tensor (no host-device sync per step on a GPU)."""
+    return levels[i + 1] == 0
 
 
 def _finish_step(x: torch.Tensor, i: int, sigmas: torch.Tensor, denoised: torch.Tensor,
@@ -92,12 +103,13 @@ def _dpmpp_2m(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, half_log
               callback: StepCallback | None, project: Projection | None) -> torch.Tensor:
     """DPM-Solver++(2M) on a path x = alpha(s) x0 + s eps, with lambda(s) = log(alpha(s) / s)."""
     previous, h_previous = None, None
+    levels = sigmas.tolist()
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, _level_per_item(sigma, x))
         h = half_log_snr(sigma_next) - half_log_snr(sigma)
         estimate = denoised
-        if previous is not None and sigma_next != 0:
+        if previous is not None and not _is_last(levels, i):
             estimate = _dpmpp_2m_blend(denoised, previous, h, h_previous)
         x = (sigma_next / sigma) * x - signal_scale(sigma_next) * (-h).expm1() * estimate
         previous, h_previous = denoised, h
@@ -119,10 +131,11 @@ def dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """DPM-Solver++(2M) SDE (Lu et al. 2022), midpoint correction, eta = 1: each step draws noise."""
     noise = gaussian_noise(x) if noise is None else noise
     previous, h_previous = None, None
+    levels = sigmas.tolist()
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, _level_per_item(sigma, x))
-        if sigma_next == 0:
+        if _is_last(levels, i):
             x = denoised  # the last step lands on the estimate itself
         else:
             h = sigma.log() - sigma_next.log()
@@ -142,10 +155,11 @@ def dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """DPM-Solver++(3M) SDE, eta = 1: third-order multistep exponential integrator with noise."""
     noise = gaussian_noise(x) if noise is None else noise
     history = []  # (denoised, h) of the previous steps, newest first
+    levels = sigmas.tolist()
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, _level_per_item(sigma, x))
-        if sigma_next == 0:
+        if _is_last(levels, i):
             x = denoised
         else:
             h = sigma.log() - sigma_next.log()
@@ -190,10 +204,11 @@ def rf_pingpong(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """Ping-pong sampling for distilled flow models: jump to the clean estimate, then re-noise it
     to the next time with fresh noise (stable-audio-tools' sample_flow_pingpong)."""
     noise = gaussian_noise(x) if noise is None else noise
+    levels = sigmas.tolist()
     for i in range(len(sigmas) - 1):
         t, t_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, _level_per_item(t, x))
-        if t_next == 0:
+        if _is_last(levels, i):
             x = denoised  # (1 - 0) * denoised + 0 * noise, without drawing the unused noise
         else:
             x = (1 - t_next) * denoised + t_next * noise(t, t_next)

@@ -1,0 +1,473 @@
+"""Time the same work for stable_audio_core and each peer on this machine, on identical weights.
+
+    python benchmarks/run.py --device cpu --out benchmarks/RESULTS.md [--comfyui /tmp/comfy] [--quick]
+
+Work items (sizes in harness/workloads.py; "reduced" depth on CPU, full size on GPU):
+  e2e-sao    text to audio, SAO 1.0 architecture: T5 + timing conditioning, CFG sampling with
+             dpmpp-3m-sde at fixed steps, VAE decode
+  e2e-unet   the same with the paper's U-Net (adp_cfg_1d) and its VAE
+  vae-<s>s   VAE decode of <s> seconds of latents (SAO 1.0 Oobleck VAE)
+  call-<m>-<n>  one guided diffusion-model call at batch 2 (CFG) on n latent frames (m: sao/unet)
+
+Parties, each in its own process and environment: ours (public API, float32), ours-bf16 (the
+opt-in dtype="bfloat16"), sat (stable-audio-tools, --sat-python), diffusers (StableAudioPipeline,
+--diffusers-python, weights converted by key mapping), comfyui (ComfyUI's own implementation from
+--comfyui FOLDER with --comfyui-python). A party without a venv is skipped; one that does not
+implement an item (diffusers/ComfyUI have no U-Net) has no row there.
+
+Method: one worker process per party and item builds its model once, does one untimed warm-up
+run, then the parties run in turn, A B C .. C B A .., --repeats times (so drift and other load
+hit everyone alike). Reported: median wall time, the median of the per-round ratios peer / ours
+(> 1: we are faster), the peak RSS of a run (VmHWM reset before each run; weights included) and,
+on GPU, peak CUDA memory. Agreement: one extra untimed run per pair on identical inputs, with the
+deterministic dpmpp-2m sampler where the timed sampler draws noise (the reference's SDE samplers
+use a torchsde Brownian tree no one else reproduces), and our side adopting the peer's
+conventions where they differ (stable-audio-tools' float16 T5; ComfyUI's unconditional tokens
+that keep the timing embeddings); the max abs difference of the outputs is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(HERE / "harness"), str(REPO)]
+
+import numpy as np  # noqa: E402
+
+import workloads as W  # noqa: E402
+from protocol import READY, RESULT  # noqa: E402
+
+OURS = ("ours", "ours-bf16", "ours-compile")
+WORKERS = {"ours": "ours.py", "ours-bf16": "ours.py", "ours-compile": "ours.py", "sat": "sat.py",
+           "diffusers": "diffusers_peer.py", "comfyui": "comfyui.py"}
+# Which parties implement which model family.
+FAMILIES = {"sao": ("ours", "ours-bf16", "ours-compile", "sat", "diffusers", "comfyui"),
+            "unet": ("ours", "ours-bf16", "ours-compile", "sat")}
+
+
+# --------------------------------------------------------------------------------------------
+# Files every party reads
+# --------------------------------------------------------------------------------------------
+
+def prepare_files(workdir: Path, scale: str, unet_vae: str, vae_seconds: list[float]) -> dict:
+    """Configs, checkpoints, the T5 folder and latents; reused when the config is unchanged."""
+    from checkpoints import write_latents, write_model, write_t5_folder
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    t5 = workdir / f"t5-{scale}"
+    t5_config = W.t5_config(scale)
+    if not (t5 / "config.json").is_file() or json.loads((t5 / "config.json").read_text()) != t5_config:
+        print(f"writing {t5} ...", flush=True)
+        write_t5_folder(t5, t5_config, W.SEED)
+    files["t5"] = str(t5)
+    for family, config in (("sao", W.sao_config(scale)), ("unet", W.unet_config(scale, unet_vae))):
+        config_path = workdir / f"{family}-{scale}.model_config.json"
+        checkpoint = workdir / f"{family}-{scale}.safetensors"
+        if not checkpoint.is_file() or not config_path.is_file() or json.loads(config_path.read_text()) != config:
+            print(f"writing {checkpoint} ...", flush=True)
+            count = write_model(config, checkpoint, W.SEED)
+            config_path.write_text(json.dumps(config, indent=1))
+            (workdir / f"{family}-{scale}.params").write_text(str(count))
+        files[family] = {"config": str(config_path), "checkpoint": str(checkpoint),
+                         "params": int((workdir / f"{family}-{scale}.params").read_text())}
+    for seconds in vae_seconds:
+        path = workdir / f"latents-{seconds:g}s.npy"
+        if not path.is_file():
+            write_latents(path, W.vae_latent_frames(seconds))
+        files[f"latents-{seconds:g}"] = str(path)
+    return files
+
+
+# --------------------------------------------------------------------------------------------
+# Worker processes
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Worker:
+    party: str
+    process: subprocess.Popen
+    log: Path
+    error: str | None = None
+    environment: dict = field(default_factory=dict)
+
+    def _read(self, marker: str) -> dict:
+        for line in self.process.stdout:
+            if line.startswith(marker):
+                return json.loads(line[len(marker):])
+        return {"error": f"worker exited (code {self.process.wait()}); log: {self.log}\n" + tail(self.log)}
+
+    def request(self, **request) -> dict:
+        if self.error:
+            return {"error": self.error}
+        try:
+            self.process.stdin.write(json.dumps({"op": "run", **request}) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            self.error = "worker died; log: " + str(self.log)
+            return {"error": self.error}
+        reply = self._read(RESULT)
+        if "error" in reply and self.process.poll() is not None:
+            self.error = reply["error"]
+        return reply
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start_worker(party: str, python: str, spec: dict, workdir: Path, env: dict) -> Worker:
+    name = f"{spec['name']}-{party}"
+    spec_path = workdir / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    log = workdir / f"{name}.log"
+    command = [python, str(HERE / "workers" / WORKERS[party]), "--spec", str(spec_path)]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=open(log, "w"), text=True, bufsize=1, env=env,
+                               cwd=spec.get("cwd", str(REPO)))
+    worker = Worker(party, process, log)
+    ready = worker._read(READY)
+    if "error" in ready:
+        worker.error = ready["error"].strip().splitlines()[-1] if ready["error"].strip() else "failed"
+        (workdir / f"{name}.error.txt").write_text(ready["error"])
+        worker.close()
+    else:
+        worker.environment = ready.get("environment", {})
+    return worker
+
+
+# --------------------------------------------------------------------------------------------
+# Items
+# --------------------------------------------------------------------------------------------
+
+def item_specs(plan: dict, files: dict, args) -> list[dict]:
+    device = args.device
+    base = {"device": device, "threads": args.threads, "prompt": W.PROMPT, "seed": W.SEED,
+            "cfg_scale": W.CFG_SCALE, "sampler": W.SAMPLER, "agreement_sampler": W.AGREEMENT_SAMPLER,
+            "sigma_min": W.SIGMA_MIN, "sigma_max": W.SIGMA_MAX, "t": W.DIFFUSION_TIME, "t5": files["t5"]}
+    specs = []
+    for family in ("sao", "unet"):
+        if f"e2e-{family}" not in args.items:
+            continue
+        config = json.loads(Path(files[family]["config"]).read_text())
+        sizes = plan["e2e"][family]
+        samples = W.window_samples(config, sizes["seconds"])
+        specs.append({**base, **files[family], "name": f"e2e-{family}", "item": "e2e", "family": family,
+                      "steps": sizes["steps"], "sample_size": samples,
+                      "seconds_total": int(samples / W.SAMPLE_RATE * 1000) / 1000,
+                      "what": f"{samples / W.SAMPLE_RATE:.1f} s, {sizes['steps']} steps {W.SAMPLER}, CFG {W.CFG_SCALE:g}"})
+    if "vae" in args.items:
+        for seconds in plan["vae_seconds"]:
+            specs.append({**base, **files["sao"], "name": f"vae-{seconds:g}s", "item": "vae", "family": "sao",
+                          "latents": files[f"latents-{seconds:g}"], "seconds_total": seconds,
+                          "what": f"{W.vae_latent_frames(seconds)} latents -> {seconds:g} s stereo"})
+    for family in ("sao", "unet"):
+        if f"call-{family}" not in args.items:
+            continue
+        config = json.loads(Path(files[family]["config"]).read_text())
+        for frames in plan["call_frames"]:
+            frames = -(-frames // W.latent_multiple(config)) * W.latent_multiple(config)
+            seconds = frames * W.downsampling_ratio(config) / W.SAMPLE_RATE
+            specs.append({**base, **files[family], "name": f"call-{family}-{frames}", "item": "call",
+                          "family": family, "frames": frames, "seconds_total": int(seconds * 1000) / 1000,
+                          "what": f"batch 2 (CFG), {frames} frames, t={W.DIFFUSION_TIME}"})
+    return specs
+
+
+def party_spec(spec: dict, party: str, args) -> dict:
+    spec = dict(spec)
+    spec["dtype"] = "bfloat16" if party == "ours-bf16" else "float32"
+    spec["compile"] = party == "ours-compile"
+    if party == "sat":
+        spec["agree_text_encoder_dtype"] = "float16"
+        spec["extra_sys_path"] = args.sat_extra_path
+    if party == "comfyui":
+        spec["comfyui"] = args.comfyui
+        spec["cwd"] = args.comfyui
+    return spec
+
+
+def run_item(spec: dict, parties: dict, args, workdir: Path) -> dict:
+    family_parties = [p for p in parties if p in FAMILIES[spec["family"]]]
+    repeats = args.repeats if spec["item"] != "vae" or spec["seconds_total"] < 40 else args.long_repeats
+    print(f"\n== {spec['name']}: {spec['what']} ({repeats} rounds)", flush=True)
+    workers, results = {}, {}
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONWARNINGS="ignore",
+               TOKENIZERS_PARALLELISM="false")
+    for party in family_parties:
+        spec_for = party_spec(spec, party, args)
+        started = time.perf_counter()
+        # Our spec asks for the peer's text-encoder dtype only in agreement runs with that peer.
+        if party in OURS:
+            spec_for["agree_text_encoder_dtype"] = "float16"
+        workers[party] = start_worker(party, parties[party], spec_for, workdir, env)
+        note = workers[party].error or f"ready in {time.perf_counter() - started:.0f} s"
+        print(f"   {party:<12} {note}", flush=True)
+        results[party] = {"runs": [], "error": workers[party].error}
+    live = [p for p in family_parties if not workers[p].error]
+    try:
+        for round_index in range(repeats):
+            order = live if round_index % 2 == 0 else list(reversed(live))
+            for party in order:
+                reply = workers[party].request(mode="timed", out=None)
+                if "error" in reply:
+                    results[party]["error"] = reply["error"].strip().splitlines()[-1]
+                    (workdir / f"{spec['name']}-{party}.error.txt").write_text(reply["error"])
+                    print(f"   {party:<12} failed: {results[party]['error']}", flush=True)
+                    continue
+                results[party]["runs"].append(reply)
+                print(f"   round {round_index + 1} {party:<12} {reply['wall_s']:8.2f} s  "
+                      f"peak RSS {reply['peak_rss_mb']:7.0f} MB", flush=True)
+        agreement(spec, workers, results, workdir)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return {"spec": spec, "results": results,
+            "environments": {p: w.environment for p, w in workers.items() if w.environment}}
+
+
+def agreement(spec: dict, workers: dict, results: dict, workdir: Path) -> None:
+    """One untimed run per (ours, peer) pair on identical inputs; record max |ours - peer|."""
+    if "ours" not in workers or workers["ours"].error:
+        return
+    for party, worker in workers.items():
+        if party == "ours" or worker.error:
+            continue
+        peer = "ours" if party in OURS else party
+        paths = [workdir / f"{spec['name']}-{who}-agree-{peer}.npy" for who in ("ours", party)]
+        mine = workers["ours"].request(mode=f"agree-{peer}", out=str(paths[0]))
+        theirs = worker.request(mode=f"agree-{peer}", out=str(paths[1]))
+        if "note" in theirs:
+            results[party]["agreement"] = {"note": theirs["note"]}
+            print(f"   agreement ours vs {party:<12} {theirs['note']}", flush=True)
+            continue
+        if "error" in mine or "error" in theirs:
+            results[party]["agreement"] = {"error": (mine.get("error") or theirs.get("error")).strip().splitlines()[-1]}
+            continue
+        a, b = np.load(paths[0]), np.load(paths[1])
+        if a.shape != b.shape:
+            results[party]["agreement"] = {"error": f"shapes differ: ours {a.shape}, {party} {b.shape}"}
+            continue
+        diff = float(np.abs(a - b).max())
+        results[party]["agreement"] = {"max_abs_diff": diff, "max_abs_ref": float(np.abs(b).max()),
+                                       "sampler": spec["agreement_sampler"] if spec["item"] == "e2e" and peer != "ours"
+                                       else spec.get("sampler") if spec["item"] == "e2e" else None}
+        print(f"   agreement ours vs {party:<12} max|diff| {diff:.3e}  (max|{party}| "
+              f"{results[party]['agreement']['max_abs_ref']:.3e})", flush=True)
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def summarize(item: dict, gpu: bool) -> list[dict]:
+    results = item["results"]
+    ours = results.get("ours", {}).get("runs", [])
+    rows = []
+    for party, result in results.items():
+        runs = result["runs"]
+        row = {"party": party, "error": result.get("error") if not runs else None, "n": len(runs)}
+        if runs:
+            walls = [r["wall_s"] for r in runs]
+            row["wall"] = statistics.median(walls)
+            row["rss"] = max(r["peak_rss_mb"] for r in runs)
+            if gpu:
+                row["cuda"] = max(r.get("peak_cuda_mb", float("nan")) for r in runs)
+            if ours and party != "ours":
+                pairs = list(zip(ours, runs))
+                row["speed"] = statistics.median(p["wall_s"] / o["wall_s"] for o, p in pairs)
+                row["memory"] = row["rss"] / max(r["peak_rss_mb"] for r in ours)
+                if gpu:
+                    row["cuda_ratio"] = row["cuda"] / max(r.get("peak_cuda_mb", float("nan")) for r in ours)
+        row["agreement"] = result.get("agreement")
+        rows.append(row)
+    return rows
+
+
+def format_table(items: list[dict], gpu: bool) -> str:
+    header = ["item", "party", "median wall s", "peer / ours time", "peak RSS MB", "peer / ours RSS"]
+    if gpu:
+        header += ["peak CUDA MB", "peer / ours CUDA"]
+    header += ["max abs diff vs ours", "max abs (peer)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for item in items:
+        for row in summarize(item, gpu):
+            name = item["spec"]["name"]
+            if row.get("error"):
+                cells = [name, row["party"], "failed: " + row["error"][:80]] + [""] * (len(header) - 3)
+                lines.append("| " + " | ".join(cells) + " |")
+                continue
+            agreement = row.get("agreement") or {}
+            if "error" in agreement:
+                diff, ref = "error: " + agreement["error"][:60], ""
+            elif "note" in agreement:
+                diff, ref = agreement["note"], ""
+            elif agreement:
+                diff, ref = f"{agreement['max_abs_diff']:.2e}", f"{agreement['max_abs_ref']:.2e}"
+            else:
+                diff, ref = ("(reference)" if row["party"] == "ours" else "n/a"), ""
+            cells = [name, row["party"], f"{row['wall']:.2f} (n={row['n']})",
+                     f"{row['speed']:.2f}x" if "speed" in row else "1",
+                     f"{row['rss']:.0f}", f"{row['memory']:.2f}x" if "memory" in row else "1"]
+            if gpu:
+                cells += [f"{row.get('cuda', float('nan')):.0f}",
+                          f"{row['cuda_ratio']:.2f}x" if "cuda_ratio" in row else "1"]
+            cells += [diff, ref]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: bool) -> str:
+    lines = [f"Command: `{header['command']}`", "",
+             f"- Date: {header['date']}; wall time of the whole run {header['elapsed_min']:.0f} min",
+             f"- CPU: {header['cpu']} ({header['cores']} cores visible, {args.threads} threads per "
+             f"party, AVX512-BF16: {header['bf16_cpu']}); GPU: {header.get('gpu') or 'none'}",
+             f"- torch: {header['torch']} (all parties); dtype float32 unless the party says bf16",
+             f"- Load average (1 min) at start / end: {header['load_start']:.2f} / {header['load_end']:.2f}"
+             " - other jobs share this machine; compare ratios, not absolute seconds",
+             f"- Scale: {header['scale']} (see benchmarks/harness/workloads.py); parameters: "
+             f"SAO-shaped {header['params']['sao'] / 1e6:.0f} M, U-Net-shaped {header['params']['unet'] / 1e6:.0f} M "
+             f"(U-Net VAE: {header['unet_vae']})", ""]
+    for item in items:
+        spec = item["spec"]
+        lines.append(f"- `{spec['name']}`: {spec['what']}")
+    lines += ["", format_table(items, gpu), "",
+              "peer / ours time: median over rounds of (peer wall time / our wall time in the same "
+              "round); above 1 means ours is faster. peer / ours RSS: peak resident memory of a "
+              "run (weights included), peer over ours; above 1 means ours uses less. Agreement: "
+              "e2e rows compare a dpmpp-2m run on the same seed (the timed sampler is stochastic); "
+              "ours-bf16 and ours-compile rows compare with our float32 output of the timed work."]
+    text = "\n".join(lines) + "\n"
+    if path is not None:
+        path.write_text("# Benchmark results\n\n" + text)
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+def default_python(path: str) -> str | None:
+    return path if Path(path).is_file() else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
+    parser.add_argument("--quick", action="store_true", help="small sizes and 2 rounds, for development")
+    parser.add_argument("--items", default="e2e-sao,e2e-unet,vae,call-sao,call-unet",
+                        help="comma-separated subset of e2e-sao, e2e-unet, vae, call-sao, call-unet")
+    parser.add_argument("--parties", default="ours,ours-bf16,sat,diffusers,comfyui",
+                        help="comma-separated; also ours-compile (torch.compile)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds per item (default 3, quick 2)")
+    parser.add_argument("--long-repeats", type=int, default=2, help="rounds for VAE items of 40 s and more")
+    parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16))
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "sa-bench")
+    parser.add_argument("--sat-python", default=default_python("/tmp/sat-ref/bin/python"))
+    parser.add_argument("--sat-extra-path", default="/tmp/tf-ref/lib/python3.11/site-packages",
+                        help="site-packages with transformers, appended to the reference's sys.path "
+                             "when it lacks transformers (its T5 conditioner imports it)")
+    parser.add_argument("--diffusers-python", default=default_python("/tmp/diffusers-ref/bin/python"))
+    parser.add_argument("--comfyui", default=None, help="a ComfyUI source folder (enables the comfyui party)")
+    parser.add_argument("--comfyui-python", default=default_python("/tmp/comfy-venv/bin/python"))
+    args = parser.parse_args()
+    args.items = args.items.split(",")
+    args.repeats = args.repeats or (2 if args.quick else 3)
+    gpu = args.device != "cpu"
+    started = time.perf_counter()
+
+    import torch
+
+    from stable_audio_core.models.autoencoder import DECODER_TYPES
+
+    flags = cpu_flags()
+    header = {"command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
+              "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(),
+              "cores": os.cpu_count(), "bf16_cpu": "avx512_bf16" in flags or "amx_bf16" in flags,
+              "torch": torch.__version__, "load_start": os.getloadavg()[0],
+              "gpu": torch.cuda.get_device_name(0) if gpu and torch.cuda.is_available() else None}
+    plan = W.plan(args.device, args.quick)
+    header["scale"] = plan["scale"]
+    header["unet_vae"] = "dac" if "dac" in DECODER_TYPES else "oobleck (the dac type is not built in this tree)"
+    files = prepare_files(args.workdir / plan["scale"], plan["scale"], header["unet_vae"].split()[0],
+                          plan["vae_seconds"])
+    header["params"] = {family: files[family]["params"] for family in ("sao", "unet")}
+
+    pythons = {"ours": sys.executable, "ours-bf16": sys.executable, "ours-compile": sys.executable,
+               "sat": args.sat_python, "diffusers": args.diffusers_python,
+               "comfyui": args.comfyui_python if args.comfyui else None}
+    parties = {}
+    for party in args.parties.split(","):
+        if party not in pythons:
+            parser.error(f"unknown party {party!r}; choose from {sorted(pythons)}")
+        if pythons[party] is None:
+            print(f"skipping {party}: no environment (see --help)")
+        elif party == "ours-bf16" and not gpu and not header["bf16_cpu"]:
+            print("skipping ours-bf16: this CPU has no native bfloat16 (avx512_bf16/amx)")
+        else:
+            parties[party] = pythons[party]
+
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
+    items = []
+    for spec in item_specs(plan, files, args):
+        items.append(run_item(spec, parties, args, run_dir))
+    header["load_end"] = os.getloadavg()[0]
+    header["elapsed_min"] = (time.perf_counter() - started) / 60
+    (run_dir / "results.json").write_text(json.dumps({"header": header, "items": items}, indent=1, default=str))
+    print("\n" + write_report(args.out, items, header, args, gpu))
+    print(f"raw results: {run_dir / 'results.json'}")
+    shutil.rmtree(run_dir / "unused", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

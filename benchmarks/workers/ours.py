@@ -1,0 +1,127 @@
+"""Benchmark worker: stable_audio_core through its public API (load_model, generate, decode).
+
+Run by benchmarks/run.py as `python ours.py --spec SPEC.json` in the project's environment.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(HERE.parent / "harness"), str(REPO)]
+
+import torch  # noqa: E402
+
+from protocol import serve  # noqa: E402
+
+PROMPT_TOKENS = 128  # the SAO prompt conditioner's max_length: the prompt's share of the tokens
+
+
+def _metadata(spec: dict) -> list[dict]:
+    return [{"prompt": spec["prompt"], "seconds_start": 0, "seconds_total": spec["seconds_total"]}]
+
+
+def build(spec: dict):
+    from stable_audio_core.factory import load_model
+
+    device, dtype = spec["device"], spec["dtype"]
+    state = {}
+    if spec["item"] == "vae":
+        state["vae"] = _load_vae(spec)
+        import numpy as np
+        state["latents"] = torch.from_numpy(np.load(spec["latents"])).to(device)
+        return state
+    options = {"compile": True} if spec.get("compile") else {}
+    model = load_model(spec["config"], spec["checkpoint"], text_encoder=spec["t5"], device=device,
+                       dtype=dtype, **options)
+    state["model"] = model
+    if spec["item"] == "call":
+        generator = torch.Generator().manual_seed(spec["seed"])
+        state["x"] = torch.randn(1, model.io_channels, spec["frames"], generator=generator).to(device)
+        state["t"] = torch.tensor([spec["t"]], device=device)
+        with torch.inference_mode():
+            state["inputs"] = model.condition(_metadata(spec))
+    return state
+
+
+def _load_vae(spec: dict):
+    import json
+
+    from stable_audio_core.checkpoint import load_state_dict_strict, read_state_dict
+    from stable_audio_core.factory import parse_dtype, prepare_for_inference
+    from stable_audio_core.models.autoencoder import build_autoencoder
+
+    config = json.loads(Path(spec["config"]).read_text())
+    vae = build_autoencoder(config["model"]["pretransform"], config["sample_rate"])
+    prefix = "pretransform.model."
+    weights = {k[len(prefix):]: v for k, v in read_state_dict(spec["checkpoint"]).items() if k.startswith(prefix)}
+    load_state_dict_strict(vae, weights, spec["checkpoint"])
+    vae.to(device=spec["device"], dtype=parse_dtype(spec["dtype"]))
+    return prepare_for_inference(vae)
+
+
+def _swap_text_encoder(model, dtype: torch.dtype, folder: str) -> list:
+    """Give every T5 conditioner an encoder in `dtype`; returns the previous ones."""
+    from stable_audio_core.models.conditioners import T5Conditioner
+    from stable_audio_core.text.t5_encoder import T5TextEncoder
+
+    previous = []
+    for conditioner in model.conditioner.conditioners.values():
+        if isinstance(conditioner, T5Conditioner):
+            previous.append((conditioner, conditioner.text_encoder))
+            encoder = T5TextEncoder.from_folder(folder, conditioner.max_length, dtype=dtype, device=model.device)
+            conditioner.attach_text_encoder(encoder)
+    return previous
+
+
+def _comfy_style_negative(model, inputs):
+    """ComfyUI's unconditional side: the prompt's tokens zeroed, the timing tokens kept."""
+    from stable_audio_core.models.stable_audio import ModelInputs
+
+    tokens = inputs.cross_attn_cond.clone()
+    tokens[:, :PROMPT_TOKENS] = 0
+    mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    return ModelInputs(**{**inputs.__dict__, "cross_attn_cond": tokens, "cross_attn_mask": mask})
+
+
+def run(state: dict, spec: dict, mode: str, warmup: bool) -> torch.Tensor:
+    from stable_audio_core.pipeline import generate
+
+    peer = mode.split("-", 1)[1] if mode.startswith("agree-") else None
+    if spec["item"] == "vae":
+        latents = state["latents"][..., :8] if warmup else state["latents"]
+        with torch.inference_mode():
+            return state["vae"].decode(latents)
+    model = state["model"]
+    previous = []
+    if peer == "sat" and spec.get("agree_text_encoder_dtype") == "float16":
+        # stable-audio-tools runs T5 in float16; match it for the comparison only.
+        previous = _swap_text_encoder(model, torch.float16, spec["t5"])
+    try:
+        if spec["item"] == "call":
+            with torch.inference_mode():
+                inputs = model.condition(_metadata(spec)) if peer == "sat" else state["inputs"]
+                negative = _comfy_style_negative(model, inputs) if peer == "comfyui" else None
+                return model.model_fn(inputs, spec["cfg_scale"], negative)(state["x"], state["t"])
+        # "agree-ours" (our other dtype) compares the timed work itself: our SDE noise is seeded.
+        sampler = spec["agreement_sampler"] if peer not in (None, "ours") else spec["sampler"]
+        settings = dict(steps=2 if warmup else spec["steps"], cfg_scale=spec["cfg_scale"], sampler=sampler,
+                        sigma_min=spec["sigma_min"], sigma_max=spec["sigma_max"], seed=spec["seed"],
+                        sample_size=spec["sample_size"], trim=False, seconds_total=spec["seconds_total"])
+        if peer == "comfyui":
+            with torch.inference_mode():
+                inputs = model.condition(_metadata(spec))
+            result = generate(model, inputs=inputs, negative_inputs=_comfy_style_negative(model, inputs),
+                              **settings)
+        else:
+            result = generate(model, spec["prompt"], seconds_start=0, **settings)
+        return result.audio
+    finally:
+        for conditioner, encoder in previous:
+            conditioner.attach_text_encoder(encoder)
+
+
+if __name__ == "__main__":
+    serve(build, run)

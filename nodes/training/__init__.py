@@ -1,0 +1,17 @@
+"""The training pack: datasets, pre-encoding, and training the VAE, CLAP and the diffusion model
+(category "audio/stable audio/training"). Each node wraps one core call from
+stable_audio_core.training."""
+
+from __future__ import annotations
+
+from .dataset import TrainDataset, TrainPreEncode
+from .train import TrainCLAP, TrainDiffusion, TrainLoadModel, TrainVAE
+
+TRAINING_NODES = [
+    (TrainDataset, "Training Dataset"),
+    (TrainPreEncode, "Pre-encode Latents"),
+    (TrainVAE, "Train VAE"),
+    (TrainCLAP, "Train CLAP"),
+    (TrainDiffusion, "Train Diffusion"),
+    (TrainLoadModel, "Load Trained Model"),
+]

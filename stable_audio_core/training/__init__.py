@@ -1,0 +1,1 @@
+"""Training: data, the three tasks (VAE, CLAP, diffusion) and the generic trainer."""
