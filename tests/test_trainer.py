@@ -237,11 +237,18 @@ def test_ctrl_c_stops_at_the_step_boundary_with_a_checkpoint(tmp_path):
     def interrupt_at_step_2(info):
         if info["step"] == 2:
             signal.raise_signal(signal.SIGINT)   # what Ctrl-C delivers to the main thread
-    with pytest.raises(KeyboardInterrupt):   # after the checkpoint, so callers stop too
-        train(RegressionTask(), TinyCrops(), tiny_config(tmp_path), progress=False, on_step=interrupt_at_step_2)
+    # A shell's background job (nohup, CI runners) starts with SIGINT ignored: install Python's
+    # own handler for the test, as an interactive terminal has it, and put back what was there.
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):   # after the checkpoint, so callers stop too
+            train(RegressionTask(), TinyCrops(), tiny_config(tmp_path), progress=False,
+                  on_step=interrupt_at_step_2)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    finally:
+        signal.signal(signal.SIGINT, outer)
     latest = state.read_latest(tmp_path)
     assert latest.name == "step-00000002" and state.is_complete(latest)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
 
 
 def test_resume_prefers_a_newer_complete_checkpoint_than_latest_names(tmp_path):
