@@ -3,7 +3,8 @@
 Diffusion (issue 5, must-show 4), run in the stable-audio-tools environment:
     HF_HUB_OFFLINE=1 /tmp/sat-ref/bin/python tools/check_training_export.py --out /tmp/training-export
 For each case a subprocess in the project's environment (--python, default .venv/bin/python)
-trains a tiny model with our trainer on generated tones for a few steps (EMA on), takes the
+trains a tiny model (weights perturbed off their initialisation first, as for the parity
+fixtures) with our trainer on generated tones for a few steps (EMA on), takes the
 checkpoint the trainer wrote (model.safetensors + model_config.json), loads it with our
 factory.load_model and generates with a fixed seed; then this process builds the config with
 stable-audio-tools' create_model_from_config, loads the checkpoint with load_state_dict(strict=True),
@@ -95,6 +96,16 @@ class Tones:
         return collate_items(items, seeds)
 
 
+def perturbed(task):
+    """The task with every weight moved off its (often zero) initialisation, as the parity fixtures
+    do, so a few training steps leave no path (attention outputs, post-convs) near zero."""
+    generator = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for parameter in task.model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    return task
+
+
 def run_ours(name: str, out: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from safetensors.torch import save_file
@@ -111,11 +122,13 @@ def run_ours(name: str, out: Path) -> None:
                    checkpoint_every=TRAIN_STEPS, log_every=1, device="cpu")
     options = {"seed": 1}
     if CASES[name][6]:  # LoRA: fine-tune the full model's checkpoint, then merge
-        base = train(build_diffusion_task(config, {"seed": 1}), data,
+        base = train(perturbed(build_diffusion_task(config, {"seed": 1})), data,
                      TrainerConfig(out_dir=out / "base", **trainer), progress=False)
         options = {"seed": 2, "checkpoint": str(base.checkpoint / "model.safetensors"),
                    "lora": {"rank": 4, "alpha": 8}}
     task = build_diffusion_task(config, options)
+    if not CASES[name][6]:
+        perturbed(task)
     summary = train(task, data, TrainerConfig(out_dir=out / "run", **trainer), progress=False)
     checkpoint = summary.checkpoint
     model = load_model(checkpoint / "model_config.json", checkpoint / "model.safetensors")
