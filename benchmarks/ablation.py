@@ -52,6 +52,26 @@ def default_blas_linears(module: nn.Module):
             m.__class__ = OneDNNLinear
 
 
+@contextmanager
+def direct_convolutions():
+    """Temporarily run every convolution as torch's direct one (no im2col path)."""
+    from stable_audio_core import acceleration
+
+    limit = acceleration.IM2COL_MAX_ROWS
+    acceleration.IM2COL_MAX_ROWS = 0
+    try:
+        yield
+    finally:
+        acceleration.IM2COL_MAX_ROWS = limit
+
+
+@contextmanager
+def unoptimised(module: nn.Module):
+    """Default BLAS linears and direct convolutions together (the state before this work)."""
+    with default_blas_linears(module), direct_convolutions():
+        yield
+
+
 def _previous_snake_forward(self, x):
     """The Snake inference path before this work: five passes, coefficients recomputed."""
     alpha, inverse_beta = self._coefficients()
@@ -184,8 +204,10 @@ def main() -> None:
                 bf16 = load_model(files[family]["config"], files[family]["checkpoint"], dtype="bfloat16")
                 inputs16 = inputs.to(torch.bfloat16)
                 results = timed({
-                    "optimised (oneDNN linears, float32)": (lambda: fn(x, t), nothing),
+                    "optimised (oneDNN linears, im2col convs, float32)": (lambda: fn(x, t), nothing),
                     "default BLAS linears": (lambda: fn(x, t), lambda: default_blas_linears(model)),
+                    "direct convolutions": (lambda: fn(x, t), direct_convolutions),
+                    "neither (before this work)": (lambda: fn(x, t), lambda: unoptimised(model)),
                     "bfloat16 (opt-in)": (lambda: bf16.model_fn(inputs16, W.CFG_SCALE)(x, t), nothing),
                 }, args.repeats)
                 report(f"{family} backbone call, batch 2 (CFG), {n} frames", results, lines)
@@ -205,8 +227,9 @@ def main() -> None:
                 fold_weight_norm(folded)
                 vae16 = load_model(files[family]["config"], files[family]["checkpoint"], dtype="bfloat16").autoencoder
                 results = timed({
-                    "optimised (fused Snake, chunk 256)": (lambda: vae.decode(latents), nothing),
+                    "optimised (fused Snake, chunk 256, im2col first conv)": (lambda: vae.decode(latents), nothing),
                     "previous Snake": (lambda: vae.decode(latents), previous_snake),
+                    "direct convolutions": (lambda: vae.decode(latents), direct_convolutions),
                     "chunk 128 (previous default)": (lambda: vae.decode(latents, chunk_size=128), nothing),
                     "unchunked": (lambda: vae.decode(latents, chunked=False), nothing),
                     "weight norm folded": (lambda: folded.decode(latents), nothing),

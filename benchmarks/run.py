@@ -10,7 +10,7 @@ Work items (sizes in harness/workloads.py; "reduced" depth on CPU, full size on 
   call-<m>-<n>  one guided diffusion-model call at batch 2 (CFG) on n latent frames (m: sao/unet)
 
 Parties, each in its own process and environment: ours (public API, float32), ours-bf16 (the
-opt-in dtype="bfloat16"), sat (stable-audio-tools, --sat-python), diffusers (StableAudioPipeline,
+opt-in matmul_dtype="bfloat16": bfloat16 weights and products, float32 activations), sat (stable-audio-tools, --sat-python), diffusers (StableAudioPipeline,
 --diffusers-python, weights converted by key mapping), comfyui (ComfyUI's own implementation from
 --comfyui FOLDER with --comfyui-python). A party without a venv is skipped; one that does not
 implement an item (diffusers/ComfyUI have no U-Net) has no row there.
@@ -203,7 +203,9 @@ def item_specs(plan: dict, files: dict, args) -> list[dict]:
 
 def party_spec(spec: dict, party: str, args) -> dict:
     spec = dict(spec)
-    spec["dtype"] = "bfloat16" if party == "ours-bf16" else "float32"
+    spec["dtype"] = "float32"
+    if party == "ours-bf16":  # the opt-in: bfloat16 matmul weights, float32 activations
+        spec["matmul_dtype"] = "bfloat16"
     spec["compile"] = party == "ours-compile"
     if party == "sat":
         spec["agree_text_encoder_dtype"] = "float16"
@@ -371,7 +373,7 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
              f"- Date: {header['date']}; wall time of the whole run {header['elapsed_min']:.0f} min",
              f"- CPU: {header['cpu']} ({header['cores']} cores visible, {args.threads} threads per "
              f"party, AVX512-BF16: {header['bf16_cpu']}); GPU: {header.get('gpu') or 'none'}",
-             f"- torch: {header['torch']} (all parties); dtype float32 unless the party says bf16",
+             f"- torch: {header['torch']} (all parties); float32 everywhere except ours-bf16 (bfloat16 matmuls)",
              f"- Load average (1 min) at start / end: {header['load_start']:.2f} / {header['load_end']:.2f}"
              " - other jobs share this machine; compare ratios, not absolute seconds",
              f"- Scale: {header['scale']} (see benchmarks/harness/workloads.py); parameters: "

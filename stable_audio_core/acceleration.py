@@ -12,6 +12,20 @@
   the op, the layer is plain `F.linear`. The result differs from F.linear by float rounding only
   (summation order), ~1e-6 relative.
 
+`conv1d(...)`, the models' drop-in for F.conv1d: on the CPU, a convolution over few positions
+(at most IM2COL_MAX_ROWS output frames x batch: the U-Net's deep levels, a VAE decoder's first
+layer) runs as one oneDNN inner product over the unfolded input (im2col), which keeps the
+weights in their stored layout; oneDNN's direct convolution is faster only over long inputs.
+
+`use_bfloat16_matmuls(module)` is the opt-in reduced precision (load_model(matmul_dtype=
+"bfloat16")): the weights of linear layers and of the convolutions that run through `conv1d`
+are stored in bfloat16 and multiply bfloat16 copies of their inputs (float32 accumulation inside
+oneDNN), while everything else (norms, activations, residual streams, attention softmax, the
+sampler's state) stays float32. On the benchmark's random-weight models one guided DiT call then
+differs from float32 by 0.7% of its peak, against 6.6% when the whole model is cast to bfloat16.
+It sets `activation_dtype` on every module so dtype probes read the activations' dtype
+(`activation_dtype(module)`), not a weight's.
+
 `compile_backbone(model)` wraps the diffusion backbone in `torch.compile` (opt-in: the first calls
 compile for minutes, and each new latent length recompiles).
 """
@@ -26,6 +40,10 @@ from torch.nn import functional as F
 
 # Below this many rows the BLAS call is already cheap; oneDNN's setup would not pay off.
 ONEDNN_MIN_ROWS = 8
+# Convolutions with at most this many output positions (batch x frames) run as im2col + inner
+# product; measured on Zen 5: 2-5x faster than the direct convolution at 27-256 positions and
+# 1024-2560 channels, equal around 1000, slower from a few thousand on.
+IM2COL_MAX_ROWS = 1024
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -53,12 +71,42 @@ class OneDNNLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Tensor[..., in_features] -> Tensor[..., out_features]."""
+        """Tensor[..., in_features] -> Tensor[..., out_features], in x's dtype."""
+        if x.dtype != self.weight.dtype and x.is_floating_point():  # bfloat16 matmul weights
+            return self.forward(x.to(self.weight.dtype)).to(x.dtype)
         if (x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and x.dtype == self.weight.dtype
                 and x.dim() >= 2 and x.numel() >= ONEDNN_MIN_ROWS * self.in_features
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
+
+
+def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and onednn_linear_available())
+
+
+def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
+           padding: int = 0, dilation: int = 1, groups: int = 1) -> torch.Tensor:
+    """F.conv1d (zero padding, int arguments): Tensor[B, C_in, T] -> Tensor[B, C_out, T']."""
+    if x.dtype != weight.dtype and x.is_floating_point():  # bfloat16 matmul weights
+        return conv1d(x.to(weight.dtype), weight, bias, stride, padding, dilation, groups).to(x.dtype)
+    batch, _, length = x.shape
+    out_channels, in_channels, kernel = weight.shape
+    frames = (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    if groups != 1 or frames < 1 or batch * frames > IM2COL_MAX_ROWS or not _inference_on_cpu(x, weight):
+        return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
+    if padding:
+        x = F.pad(x, (padding, padding))
+    # Unfolded view [B, T', C_in, K] (each output frame's input window), then one copy to rows of
+    # C_in * K; weight [C_out, C_in, K] is already laid out as [C_out, C_in * K].
+    s_batch, s_channel, s_time = x.stride()
+    windows = x.as_strided((batch, frames, in_channels, kernel),
+                           (s_batch, stride * s_time, s_channel, dilation * s_time))
+    rows = windows.reshape(batch, frames, in_channels * kernel)
+    out = torch.ops.mkldnn._linear_pointwise(rows, weight.reshape(out_channels, -1), bias, "none", [], "")
+    return out.transpose(1, 2).contiguous()
 
 
 def use_onednn_linear(module: nn.Module) -> int:
@@ -74,6 +122,34 @@ def use_onednn_linear(module: nn.Module) -> int:
             submodule.__class__ = OneDNNLinear
             count += 1
     return count
+
+
+def activation_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a module computes its activations in: its parameters' dtype, unless
+    use_bfloat16_matmuls stored only its matmul weights in a narrower one."""
+    return getattr(module, "activation_dtype", None) or next(module.parameters()).dtype
+
+
+def use_bfloat16_matmuls(module: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Store linear and conv1d-routed convolution weights in `dtype`, keep the rest (see the
+    module doc). Returns the number of layers converted. In place; inference only."""
+    from .models.layers import WNConv1d
+    from .models.unet import PaddedConv1d
+
+    wide = activation_dtype(module)
+    converted = 0
+    for submodule in module.modules():
+        submodule.activation_dtype = wide
+        if type(submodule) is nn.Linear:
+            submodule.__class__ = OneDNNLinear
+        convertible = isinstance(submodule, (OneDNNLinear, PaddedConv1d)) or (
+            isinstance(submodule, WNConv1d) and submodule.padding_mode == "zeros"
+            and not isinstance(submodule.padding, str))
+        if convertible:
+            for parameter in submodule.parameters(recurse=False):
+                parameter.data = parameter.data.to(dtype)
+            converted += 1
+    return converted
 
 
 def prepare_for_inference(module: nn.Module, *, fold_weight_norm: bool = False,

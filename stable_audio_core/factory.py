@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .acceleration import compile_backbone, prepare_for_inference
+from .acceleration import compile_backbone, prepare_for_inference, use_bfloat16_matmuls
 from .checkpoint import load_state_dict_strict, read_state_dict
 from .config import ModelConfig, load_model_config
 from .errors import CheckpointError, InputError
@@ -141,6 +141,7 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
                text_encoder: str | Path | None = None, device: str | torch.device = "cpu",
                dtype: str | torch.dtype = "float32",
                text_encoder_dtype: str | torch.dtype | None = None,
+               matmul_dtype: str | torch.dtype | None = None,
                compile: bool = False) -> StableAudioModel:
     """Build the model of `config`, load `checkpoint` (strict), attach a T5 folder if needed.
 
@@ -148,7 +149,9 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     text features exactly (the default, the model dtype, is more accurate on the CPU).
     The model comes back ready for inference (`acceleration.prepare_for_inference`: eval, no
     gradients, oneDNN linears on the CPU). dtype="bfloat16" is the fast
-    opt-in on GPUs and CPUs with native bfloat16 (see benchmarks/README.md for its tolerance).
+    opt-in on GPUs and CPUs with native bfloat16. matmul_dtype="bfloat16" is the more accurate
+    opt-in: only linear/convolution weights and their products in bfloat16, activations in
+    `dtype` (acceleration.use_bfloat16_matmuls; tolerances in benchmarks/README.md).
     compile=True wraps the diffusion backbone in torch.compile (opt-in; slow first calls).
     """
     dtype = parse_dtype(dtype)
@@ -160,10 +163,15 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     model.to(device=device, dtype=dtype)
     prepare_for_inference(model)
     attach_text_encoder(model, text_encoder, device=device, dtype=text_dtype, embedded=embedded)
+    modules = [model]
     for conditioner in model.conditioner.conditioners.values():  # text encoders are not submodules
         encoder = getattr(getattr(conditioner, "text_encoder", None), "model", None)
         if isinstance(encoder, torch.nn.Module):
             prepare_for_inference(encoder)
+            modules.append(encoder)
+    if matmul_dtype is not None and parse_dtype(matmul_dtype) != dtype:
+        for module in dict.fromkeys(modules):  # one shared T5 may serve several conditioners
+            use_bfloat16_matmuls(module, parse_dtype(matmul_dtype))
     if compile:
         compile_backbone(model)
     return model

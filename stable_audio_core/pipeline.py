@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from .acceleration import activation_dtype
 from .audio import prepare_audio
 from .errors import InputError
 from .models.conditioners import Conditioning, MultiConditioner
@@ -188,7 +189,7 @@ def generate(
             raise InputError("give init_audio or init_latents, not both")
         rate, audio = init_audio
         audio = prepare_audio(audio, rate, model.sample_rate, model.audio_channels, length).to(device)
-        init_latents = model.autoencoder.encode(audio.to(next(model.autoencoder.parameters()).dtype))
+        init_latents = model.autoencoder.encode(audio.to(activation_dtype(model.autoencoder)))
     if init_latents is not None:
         init_latents = init_latents.to(device, dtype)
         if init_latents.shape[1:] != noise.shape[1:]:
@@ -213,7 +214,7 @@ def generate(
 
     audio = None
     if decode and model.autoencoder is not None:
-        ae_dtype = next(model.autoencoder.parameters()).dtype
+        ae_dtype = activation_dtype(model.autoencoder)
         audio = check_finite(model.autoencoder.decode(latents.to(ae_dtype)).float(), "VAE decoder")
         if trim:
             audio = trim_silence(audio, model.sample_rate, seconds_total)

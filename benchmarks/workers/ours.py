@@ -34,6 +34,8 @@ def build(spec: dict):
         state["latents"] = torch.from_numpy(np.load(spec["latents"])).to(device)
         return state
     options = {"compile": True} if spec.get("compile") else {}
+    if spec.get("matmul_dtype"):
+        options["matmul_dtype"] = spec["matmul_dtype"]
     model = load_model(spec["config"], spec["checkpoint"], text_encoder=spec["t5"], device=device,
                        dtype=dtype, **options)
     state["model"] = model
@@ -50,6 +52,7 @@ def _load_vae(spec: dict):
     import json
 
     from stable_audio_core.checkpoint import load_state_dict_strict, read_state_dict
+    from stable_audio_core.acceleration import use_bfloat16_matmuls
     from stable_audio_core.factory import parse_dtype, prepare_for_inference
     from stable_audio_core.models.autoencoder import build_autoencoder
 
@@ -59,7 +62,10 @@ def _load_vae(spec: dict):
     weights = {k[len(prefix):]: v for k, v in read_state_dict(spec["checkpoint"]).items() if k.startswith(prefix)}
     load_state_dict_strict(vae, weights, spec["checkpoint"])
     vae.to(device=spec["device"], dtype=parse_dtype(spec["dtype"]))
-    return prepare_for_inference(vae)
+    prepare_for_inference(vae)
+    if spec.get("matmul_dtype"):  # what load_model(matmul_dtype=...) does to the whole model
+        use_bfloat16_matmuls(vae, parse_dtype(spec["matmul_dtype"]))
+    return vae
 
 
 def _swap_text_encoder(model, dtype: torch.dtype, folder: str) -> list:

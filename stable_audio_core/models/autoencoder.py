@@ -471,6 +471,10 @@ class AudioAutoencoder(nn.Module):
     def _parameter(self) -> Tensor:
         return next(self.decoder.parameters())
 
+    def _activation_dtype(self) -> torch.dtype:
+        """The parameters' dtype, or the wider one use_bfloat16_matmuls keeps activations in."""
+        return getattr(self, "activation_dtype", None) or self._parameter().dtype
+
     def _check_input(self, x: Tensor, channels: int, min_length: int, what: str) -> None:
         if not isinstance(x, Tensor) or x.dim() != 3:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -547,7 +551,7 @@ class AudioAutoencoder(nn.Module):
         chunking changes nothing but memory.
         """
         self._check_input(audio, self.in_channels, self.downsampling_ratio, "audio")
-        x = audio.to(self._parameter().dtype)
+        x = audio.to(self._activation_dtype())
         encoded = self._encode_network(x, chunked, chunk_size, overlap)
         latents = self.bottleneck.encode(encoded, sample=sample, generator=generator)
         return (latents / self.scale).to(audio.dtype)
@@ -558,7 +562,7 @@ class AudioAutoencoder(nn.Module):
         """Audio Tensor[B, in_channels, T] -> (a latent draw Tensor[B, latent_dim, T // ratio]
         divided by `scale` like `encode`, KL divergence scalar), unchunked, for training."""
         self._check_input(audio, self.in_channels, self.downsampling_ratio, "audio")
-        encoded = self._run(self.encoder, audio.to(self._parameter().dtype))
+        encoded = self._run(self.encoder, audio.to(self._activation_dtype()))
         latents, kl = self.bottleneck.encode_with_kl(encoded, generator=generator)
         return (latents / self.scale).to(audio.dtype), kl
 
@@ -576,7 +580,7 @@ class AudioAutoencoder(nn.Module):
         edge discarded, so peak memory depends on chunk_size, not on L.
         """
         self._check_input(latents, self.latent_dim, 1, "latents")
-        z = self.bottleneck.decode(latents.to(self._parameter().dtype) * self.scale)
+        z = self.bottleneck.decode(latents.to(self._activation_dtype()) * self.scale)
         length = z.shape[-1]
         if self._wants_chunks(chunked, length, chunk_size, self.decoder, "decoding"):
             audio = self._run_in_chunks(

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..acceleration import conv1d
+
 # Added to the divisor in Snake so a zero beta cannot divide by zero (the reference's constant).
 SNAKE_EPS = 1e-9
 
@@ -158,7 +160,10 @@ class WNConv1d(_WeightNormed, nn.Conv1d):
 
     def forward(self, x: Tensor) -> Tensor:
         """Tensor[B, C_in, T] -> Tensor[B, C_out, T']."""
-        return self._conv_forward(x, self.kernel(), self.bias)
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return self._conv_forward(x, self.kernel(), self.bias)
+        return conv1d(x, self.kernel(), self.bias, self.stride[0], self.padding[0], self.dilation[0],
+                      self.groups)
 
 
 class WNConv2d(_WeightNormed, nn.Conv2d):

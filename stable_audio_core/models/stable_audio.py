@@ -216,7 +216,10 @@ class StableAudioModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.backbone.parameters()).dtype
+        """The dtype of the backbone's activations (its parameters' dtype unless only its matmul
+        weights are reduced, see acceleration.use_bfloat16_matmuls)."""
+        from ..acceleration import activation_dtype
+        return activation_dtype(self.backbone)
 
     # --- conditioning and the guided model function ------------------------------------------
     def condition(self, metadata: list[dict[str, Any]]) -> ModelInputs:

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from ..config import DIFFUSION_OBJECTIVES, check_keys
 from ..errors import ConfigError, InputError
+from ..acceleration import conv1d
 from .attention import attention
 from .conditioners import LearnedFourierFeatures
 
@@ -53,8 +54,9 @@ class PaddedConv1d(nn.Conv1d):
         right = total // 2
         left = total - right
         if left == right + tail:  # symmetric: let the convolution pad, saving a padded copy
-            return F.conv1d(x, self.weight, self.bias, stride, left, self.dilation, self.groups)
-        return super().forward(F.pad(x, (left, right + tail)))
+            return conv1d(x, self.weight, self.bias, stride, left, self.dilation[0], self.groups)
+        return conv1d(F.pad(x, (left, right + tail)), self.weight, self.bias, stride, 0,
+                      self.dilation[0], self.groups)
 
 
 class TrimmedConvTranspose1d(nn.ConvTranspose1d):
@@ -233,14 +235,14 @@ class Transformer1d(nn.Module):
         super().__init__()
         self.to_in = nn.Sequential(
             nn.GroupNorm(TRANSFORMER_NORM_GROUPS, channels, eps=TRANSFORMER_NORM_EPS),
-            nn.Conv1d(channels, channels, kernel_size=1),
+            PaddedConv1d(channels, channels, kernel_size=1),
             Rearrange("b c t -> b t c"),
         )
         self.blocks = nn.ModuleList(
             TransformerBlock(channels, num_heads, head_features, multiplier, context_features)
             for _ in range(num_layers)
         )
-        self.to_out = nn.Sequential(Rearrange("b t c -> b c t"), nn.Conv1d(channels, channels, kernel_size=1))
+        self.to_out = nn.Sequential(Rearrange("b t c -> b c t"), PaddedConv1d(channels, channels, kernel_size=1))
 
     def forward(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
         x = self.to_in(x)
@@ -557,7 +559,7 @@ class UNet1d(nn.Module):
         Returns:
             Tensor[B, out_channels, L].
         """
-        dtype = self.to_in.block.block1.project.weight.dtype
+        dtype = getattr(self, "activation_dtype", None) or self.to_in.block.block1.project.weight.dtype
         x = self._check_latents(x).to(dtype)
         batch = x.shape[0]
         t = t.to(dtype).expand(batch) if t.dim() == 0 else t.to(dtype)
