@@ -167,6 +167,12 @@ def start_worker(party: str, python: str, spec: dict, workdir: Path, env: dict) 
 # Items
 # --------------------------------------------------------------------------------------------
 
+def timing_value(family: str, seconds: float) -> float | int:
+    """seconds_total for the conditioning: the U-Net's `int` conditioners index a table by whole
+    seconds (the reference needs a Python int); the DiT's `number` ones take the window length."""
+    return int(seconds) if family == "unet" else int(seconds * 1000) / 1000
+
+
 def item_specs(plan: dict, files: dict, args) -> list[dict]:
     device = args.device
     base = {"device": device, "threads": args.threads, "prompt": W.PROMPT, "seed": W.SEED,
@@ -181,7 +187,7 @@ def item_specs(plan: dict, files: dict, args) -> list[dict]:
         samples = W.window_samples(config, sizes["seconds"])
         specs.append({**base, **files[family], "name": f"e2e-{family}", "item": "e2e", "family": family,
                       "steps": sizes["steps"], "sample_size": samples,
-                      "seconds_total": int(samples / W.SAMPLE_RATE * 1000) / 1000,
+                      "seconds_total": timing_value(family, samples / W.SAMPLE_RATE),
                       "what": f"{samples / W.SAMPLE_RATE:.1f} s, {sizes['steps']} steps {W.SAMPLER}, CFG {W.CFG_SCALE:g}"})
     if "vae" in args.items:
         for seconds in plan["vae_seconds"]:
@@ -196,7 +202,7 @@ def item_specs(plan: dict, files: dict, args) -> list[dict]:
             frames = -(-frames // W.latent_multiple(config)) * W.latent_multiple(config)
             seconds = frames * W.downsampling_ratio(config) / W.SAMPLE_RATE
             specs.append({**base, **files[family], "name": f"call-{family}-{frames}", "item": "call",
-                          "family": family, "frames": frames, "seconds_total": int(seconds * 1000) / 1000,
+                          "family": family, "frames": frames, "seconds_total": timing_value(family, seconds),
                           "what": f"batch 2 (CFG), {frames} frames, t={W.DIFFUSION_TIME}"})
     return specs
 

@@ -74,7 +74,7 @@ class OneDNNLinear(nn.Linear):
         """Tensor[..., in_features] -> Tensor[..., out_features], in x's dtype."""
         if x.dtype != self.weight.dtype and x.is_floating_point():  # bfloat16 matmul weights
             return self.forward(x.to(self.weight.dtype)).to(x.dtype)
-        if (x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and x.dtype == self.weight.dtype
+        if (x.device.type == "cpu" and not torch.compiler.is_compiling() and x.dtype in _ONEDNN_DTYPES and x.dtype == self.weight.dtype
                 and x.dim() >= 2 and x.numel() >= ONEDNN_MIN_ROWS * self.in_features
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
@@ -82,7 +82,9 @@ class OneDNNLinear(nn.Linear):
 
 
 def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # Under torch.compile the plain ops are traced instead: inductor picks its own kernels.
     return (x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype
+            and not torch.compiler.is_compiling()
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and onednn_linear_available())
 
@@ -167,6 +169,8 @@ def prepare_for_inference(module: nn.Module, *, fold_weight_norm: bool = False,
 
 def compile_backbone(model, **options):
     """torch.compile the diffusion backbone of a StableAudioModel in place (nn.Module.compile:
-    same module, same state-dict keys). Returns `model`."""
+    same module, same state-dict keys). Returns `model`. Inductor's weight freezing is on by
+    default (inference only: weights become constants, which lets it pack them for oneDNN)."""
+    options.setdefault("options", {"freezing": True})
     model.backbone.compile(**options)
     return model

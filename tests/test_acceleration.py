@@ -179,3 +179,18 @@ def test_bfloat16_matmuls_stay_within_the_stated_tolerance(config, tmp_path):
     assert audio.dtype == torch.float32
     error = (audio - reference).abs().max() / reference.abs().max()
     assert error < BFLOAT16_RELATIVE_TOLERANCE
+
+
+@pytest.mark.heavy  # inductor compiles C++ for about a minute
+def test_compiled_backbone_matches_eager(config, tmp_path):
+    from conftest import save_checkpoint
+
+    from stable_audio_core.factory import load_model
+
+    path = save_checkpoint(perturbed_model(config), tmp_path / "m.safetensors")
+    kwargs = dict(conditioning={"prompt": 1.0, "seconds_start": 0, "seconds_total": 1}, steps=3,
+                  cfg_scale=7.0, sampler="dpmpp-2m", seed=5, trim=False)
+    eager = generate(load_model(config, path), **kwargs).latents
+    compiled = generate(load_model(config, path, compile=True), **kwargs).latents
+    # Inductor fuses and reorders float32 arithmetic: rounding-level differences only.
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
