@@ -97,6 +97,27 @@ def nothing():
     yield
 
 
+@contextmanager
+def before_this_work(model):
+    """Every switch off at once: default BLAS linears (model and text encoders), direct
+    convolutions, the previous Snake, decode windows of 128 latents."""
+    encoders = [getattr(c, "text_encoder", None) for c in model.conditioner.conditioners.values()]
+    modules = [model] + [e.model for e in encoders if e is not None]
+    autoencoder = model.autoencoder
+    decode = autoencoder.decode
+    autoencoder.decode = lambda latents, **kw: decode(latents, **{"chunk_size": 128, **kw})
+    try:
+        with previous_snake(), direct_convolutions():
+            with default_blas_linears(modules[0]):
+                if len(modules) > 1:
+                    with default_blas_linears(modules[1]):
+                        yield
+                else:
+                    yield
+    finally:
+        del autoencoder.decode
+
+
 CLOCK = time.perf_counter
 
 
@@ -167,7 +188,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/sa-bench"))
-    parser.add_argument("--parts", default="profile,dit,unet,t5,vae", help="comma-separated subset")
+    parser.add_argument("--parts", default="profile,e2e,dit,unet,t5,vae", help="comma-separated subset")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -186,7 +207,7 @@ def main() -> None:
     steps = 4 if args.quick else 20
     with torch.inference_mode():
         for family in ("sao", "unet"):
-            if not {"profile", "dit" if family == "sao" else "unet", "t5", "vae"} & set(parts):
+            if not {"profile", "e2e", "dit" if family == "sao" else "unet", "t5", "vae"} & set(parts):
                 continue
             model = load_model(files[family]["config"], files[family]["checkpoint"], text_encoder=files["t5"])
             config = model.config.raw
@@ -195,12 +216,22 @@ def main() -> None:
                 text = profile_generation(model, spec)
                 lines.append(f"\nprofile, {family}: {seconds:g} s, {steps} steps {W.SAMPLER}: {text}")
                 print(lines[-1], flush=True)
+            if "e2e" in parts:
+                from stable_audio_core.pipeline import generate
+
+                samples = W.window_samples(config, seconds)
+                run = lambda: generate(model, W.PROMPT, steps=steps, sample_size=samples, seed=1, trim=False,
+                                       sigma_min=W.SIGMA_MIN, sigma_max=W.SIGMA_MAX).audio
+                results = timed({"optimised (float32)": (run, nothing),
+                                 "before this work": (run, lambda: before_this_work(model))}, 1)
+                report(f"{family} end to end, {seconds:g} s, {steps} steps {W.SAMPLER}", results, lines)
             if ("dit" if family == "sao" else "unet") in parts:
                 n = -(-frames // W.latent_multiple(config)) * W.latent_multiple(config)
                 inputs = model.condition([{"prompt": W.PROMPT, "seconds_start": 0, "seconds_total": seconds}])
                 x = torch.randn(1, 64, n, generator=torch.Generator().manual_seed(0))
                 t = torch.tensor([W.DIFFUSION_TIME])
                 fn = model.model_fn(inputs, W.CFG_SCALE)
+                mixed = load_model(files[family]["config"], files[family]["checkpoint"], matmul_dtype="bfloat16")
                 bf16 = load_model(files[family]["config"], files[family]["checkpoint"], dtype="bfloat16")
                 inputs16 = inputs.to(torch.bfloat16)
                 results = timed({
@@ -208,10 +239,11 @@ def main() -> None:
                     "default BLAS linears": (lambda: fn(x, t), lambda: default_blas_linears(model)),
                     "direct convolutions": (lambda: fn(x, t), direct_convolutions),
                     "neither (before this work)": (lambda: fn(x, t), lambda: unoptimised(model)),
-                    "bfloat16 (opt-in)": (lambda: bf16.model_fn(inputs16, W.CFG_SCALE)(x, t), nothing),
+                    "matmul_dtype=bfloat16 (opt-in)": (lambda: mixed.model_fn(inputs, W.CFG_SCALE)(x, t), nothing),
+                    "dtype=bfloat16 (whole model)": (lambda: bf16.model_fn(inputs16, W.CFG_SCALE)(x, t), nothing),
                 }, args.repeats)
                 report(f"{family} backbone call, batch 2 (CFG), {n} frames", results, lines)
-                del bf16
+                del bf16, mixed
             if "t5" in parts and family == "sao":
                 metadata = [{"prompt": W.PROMPT, "seconds_start": 0, "seconds_total": seconds}]
                 results = timed({
@@ -226,6 +258,7 @@ def main() -> None:
                 folded = load_model(files[family]["config"], files[family]["checkpoint"]).autoencoder
                 fold_weight_norm(folded)
                 vae16 = load_model(files[family]["config"], files[family]["checkpoint"], dtype="bfloat16").autoencoder
+                mixed = load_model(files[family]["config"], files[family]["checkpoint"], matmul_dtype="bfloat16").autoencoder
                 results = timed({
                     "optimised (fused Snake, chunk 256, im2col first conv)": (lambda: vae.decode(latents), nothing),
                     "previous Snake": (lambda: vae.decode(latents), previous_snake),
@@ -233,10 +266,11 @@ def main() -> None:
                     "chunk 128 (previous default)": (lambda: vae.decode(latents, chunk_size=128), nothing),
                     "unchunked": (lambda: vae.decode(latents, chunked=False), nothing),
                     "weight norm folded": (lambda: folded.decode(latents), nothing),
-                    "bfloat16": (lambda: vae16.decode(latents.bfloat16()), nothing),
+                    "matmul_dtype=bfloat16 (opt-in)": (lambda: mixed.decode(latents), nothing),
+                    "dtype=bfloat16 (whole model)": (lambda: vae16.decode(latents.bfloat16()), nothing),
                 }, max(2, args.repeats // 2))
                 report(f"{family} VAE decode, {latents.shape[-1]} latents ({seconds:g} s)", results, lines)
-                del folded, vae16
+                del folded, vae16, mixed
             del model
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

@@ -52,13 +52,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.config:
-        print("error: no model given: pass --config model_config.json and --checkpoint "
-              "model.safetensors (and --text-encoder for T5 models)", file=sys.stderr)
+    if args.checkpoint and not args.config:
+        print("error: --checkpoint needs its --config model_config.json (without either, the bundled "
+              "default model is used)", file=sys.stderr)
         return 2
     started = time.time()
-    model = load_model(args.config, args.checkpoint, text_encoder=args.text_encoder,
-                       device=args.device, dtype=args.dtype, text_encoder_dtype=args.text_encoder_dtype)
+    if args.config:
+        model = load_model(args.config, args.checkpoint, text_encoder=args.text_encoder,
+                           device=args.device, dtype=args.dtype, text_encoder_dtype=args.text_encoder_dtype)
+    else:   # no model named: the one that ships with the package
+        from stable_audio_core.bundled import load_default_model
+        model = load_default_model(device=args.device, dtype=args.dtype)
     print(f"loaded model in {time.time() - started:.1f} s", file=sys.stderr)
     defaults = defaults_for(model)
     steps = args.steps or defaults["steps"]
@@ -166,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-noise-level", type=float, default=None)
     g.add_argument("--output", "-o", default=None, help="file or folder (default: ./output/)")
     g.add_argument("--format", choices=["wav", "flac", "ogg", "mp3"], default=None)
-    g.add_argument("--config", default=None, help="stable-audio-tools model_config.json")
-    g.add_argument("--checkpoint", default=None, help="model .safetensors")
+    g.add_argument("--config", default=None,
+                   help="stable-audio-tools model_config.json (default: the bundled default model)")
+    g.add_argument("--checkpoint", default=None, help="model .safetensors (or a training run folder)")
     g.add_argument("--text-encoder", default=None, help="local Hugging Face T5 folder")
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])

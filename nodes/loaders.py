@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..stable_audio_core import config as core_config
 from ..stable_audio_core.audio import prepare_audio, read_audio
+from ..stable_audio_core.bundled import DEFAULT_MODEL_NAME, default_model_files
 from ..stable_audio_core.errors import InputError
 from ..stable_audio_core.factory import load_model
 from . import files, hooks
@@ -49,9 +50,12 @@ class LoadCheckpoint:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "ckpt_name": (files.list_files("checkpoints", files.CHECKPOINT_SUFFIXES), {
+            "ckpt_name": ([DEFAULT_MODEL_NAME] + files.list_files("checkpoints", files.CHECKPOINT_SUFFIXES), {
+                "default": DEFAULT_MODEL_NAME,
                 "tooltip": "Model weights in stable-audio-tools' layout (e.g. Stable Audio Open "
-                           "1.0's model.safetensors), from models/checkpoints."}),
+                           "1.0's model.safetensors), from models/checkpoints. "
+                           f"'{DEFAULT_MODEL_NAME}' is the small model that ships with the pack "
+                           "(its own config and CLAP; no download)."}),
             "config": (_config_choices(), {"default": "auto", "tooltip":
                        "The model_config.json. 'auto' uses <checkpoint name>.json or "
                        "model_config.json beside the checkpoint; 'bundled/' configs ship with the pack."}),
@@ -67,13 +71,19 @@ class LoadCheckpoint:
         }}
 
     def load(self, ckpt_name, config, text_encoder, device, dtype):
-        checkpoint = files.resolve("checkpoints", ckpt_name)
         device = hooks.default_device() if device == "auto" else device
         if dtype == "auto":
             dtype = "float32" if str(device).startswith("cpu") else "float16"
         encoder = None if text_encoder == "none" else files.resolve("text_encoders", text_encoder)
-        model = load_model(_config_path(config, checkpoint), checkpoint, text_encoder=encoder,
-                           device=device, dtype=dtype)
+        if ckpt_name == DEFAULT_MODEL_NAME:   # the bundled model brings its own config and CLAP
+            bundled = default_model_files()
+            checkpoint = bundled.checkpoint
+            config_path = bundled.config if config == "auto" else _config_path(config, checkpoint)
+            encoder = encoder or bundled.text_encoder
+        else:
+            checkpoint = files.resolve("checkpoints", ckpt_name)
+            config_path = _config_path(config, checkpoint)
+        model = load_model(config_path, checkpoint, text_encoder=encoder, device=device, dtype=dtype)
         return (model,)
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from ..stable_audio_core.pipeline import denoise_to_noise_level, generate, seconds_to_frames
+from ..stable_audio_core.pipeline import denoise_to_noise_level, generate, seconds_to_frames, window_length
 from ..stable_audio_core.sampling.samplers import RF_SAMPLERS, SAMPLERS
 from ..stable_audio_core.sampling.schedules import SCHEDULES
 from . import hooks
@@ -89,6 +90,10 @@ class DPMSolverSampler:
     def sample(self, model, conditioning, latent, seed, steps, cfg, sampler, schedule, sigma_min,
                sigma_max, denoise, cfg_rescale):
         samples, mask = latent_parts(latent, model)
+        frames = samples.shape[-1]
+        # A U-Net takes whole multiples of its downsampling: sample a window padded to one (the
+        # padding regenerated, as unknown audio) and crop back to the latent's own length.
+        padding = window_length(model, frames * model.downsampling_ratio) // model.downsampling_ratio - frames
         progress = hooks.Progress(steps)
         noise_level = denoise_to_noise_level(model, denoise, sigma_min, sigma_max) if denoise < 1 else None
         result = generate(
@@ -97,9 +102,10 @@ class DPMSolverSampler:
             steps=steps, cfg_scale=cfg, cfg_rescale=None if cfg_rescale < 0 else cfg_rescale,
             sampler=None if sampler == "default" else sampler, schedule=schedule,
             sigma_min=sigma_min, sigma_max=sigma_max, seed=seed, batch_size=samples.shape[0],
-            sample_size=samples.shape[-1] * model.downsampling_ratio,
+            sample_size=(frames + padding) * model.downsampling_ratio,
             # Zeros as the source add nothing to the start: text-to-audio is the same call.
-            init_latents=samples, init_noise_level=noise_level, noise_mask=mask,
+            init_latents=F.pad(samples, (0, padding)), init_noise_level=noise_level,
+            noise_mask=None if mask is None else F.pad(mask, (0, padding), value=1.0),
             callback=lambda info: progress.update(info["i"] + 1, info["steps"]), decode=False,
         )
-        return (make_latent(result.latents, mask, like=latent),)
+        return (make_latent(result.latents[..., :frames], mask, like=latent),)

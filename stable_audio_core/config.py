@@ -17,7 +17,8 @@ from .errors import ConfigError
 SUPPORTED_MODEL_TYPES = ("diffusion_cond",)
 DIFFUSION_OBJECTIVES = ("v", "rectified_flow", "rf_denoiser")
 
-_TOP_LEVEL_KEYS = {"model_type", "sample_size", "sample_rate", "audio_channels", "model", "training"}
+_TOP_LEVEL_KEYS = {"model_type", "sample_size", "sample_rate", "audio_channels", "model", "training",
+                   "sampling_defaults"}   # sampling_defaults: our extension (pipeline.defaults_for)
 _MODEL_KEYS = {"pretransform", "conditioning", "diffusion", "io_channels"}
 _DIFFUSION_KEYS = {
     "type", "config", "diffusion_objective", "cross_attention_cond_ids", "global_cond_ids",

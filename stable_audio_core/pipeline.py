@@ -40,7 +40,15 @@ class GenerationResult:
 
 
 def defaults_for(model: StableAudioModel) -> dict:
-    return dict(DEFAULTS[model.objective])
+    """The objective's recommended settings, overridden by the config's optional top-level
+    ``sampling_defaults`` (our extension: a small model's own steps / cfg_scale / sampler)."""
+    settings = dict(DEFAULTS[model.objective])
+    overrides = (getattr(model.config, "raw", None) or {}).get("sampling_defaults") or {}
+    unknown = sorted(set(overrides) - set(settings))
+    if unknown:
+        raise InputError(f"model config sampling_defaults has unknown key(s) {unknown}; allowed: {sorted(settings)}")
+    settings.update(overrides)
+    return settings
 
 
 def resolve_seed(seed: int | None) -> int:

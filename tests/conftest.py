@@ -73,3 +73,18 @@ def save_checkpoint(model, path: Path) -> Path:
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def bundled_stand_in_files(tmp_path_factory) -> Path:
+    from test_nodes_helpers import write_bundled_stand_in
+    return write_bundled_stand_in(tmp_path_factory.mktemp("bundled") / "default_model")
+
+
+@pytest.fixture
+def bundled_stand_in(bundled_stand_in_files, monkeypatch) -> Path:
+    """The bundled default model replaced by a tiny random one of its kind (the real weights may
+    not exist yet, and would be slow): DEFAULT_MODEL_DIR points at it for the test."""
+    from test_nodes_helpers import point_bundled_model_at
+    point_bundled_model_at(bundled_stand_in_files, monkeypatch)
+    return bundled_stand_in_files

@@ -13,9 +13,11 @@ from stable_audio_host.cli import main as cli_main
 from stable_audio_host.executor import WorkflowInvalid
 from stable_audio_host.session import OverrideError
 from stable_audio_host.workflow import WorkflowFileError, parse_workflow, widget_slots
-from test_nodes_helpers import ROOT, SAMPLE_RATE, TINY_MODEL, make_folders, session
+from test_nodes_helpers import BUNDLED_SAMPLE_RATE, ROOT, SAMPLE_RATE, TINY_MODEL, make_folders, session
 
 SAMPLER = "StableAudio_DPMSolverSampler"
+# The Stable Audio Open graph, which runs on the tiny T5 checkpoint in the models folder.
+SAO = "sao_text_to_audio"
 
 
 def load(name: str) -> dict:
@@ -56,18 +58,18 @@ def insert_between(ui: dict, link_id: int, node: dict, in_type: str) -> dict:
 def test_widget_values_follow_input_order_with_the_seed_control_value(host):
     slots = widget_slots(host.pack.classes[SAMPLER])
     assert slots[:3] == ["seed", None, "steps"]  # None: control_after_generate's "randomize"
-    prompt, _ = host.prepare(load("text_to_audio.json"))
+    prompt, _ = host.prepare(load(f"{SAO}.json"))
     assert prompt["5"]["inputs"]["seed"] == 42 and prompt["5"]["inputs"]["steps"] == 100
     assert "control_after_generate" not in prompt["5"]["inputs"]
 
 
 def test_converted_widget_takes_its_value_from_the_link(host):
-    prompt, _ = host.prepare(load("text_to_audio.json"))
+    prompt, _ = host.prepare(load(f"{SAO}.json"))
     assert prompt["7"]["inputs"]["seconds_total"] == ["3", 1]  # TrimSilence <- TimingCondition
 
 
 def test_bypassed_node_passes_its_input_of_the_same_type_through(host):
-    ui = load("text_to_audio.json")
+    ui = load(f"{SAO}.json")
     empty_to_sampler = ui_node(ui, SAMPLER)["inputs"][2]["link"]
     mask = {"id": 50, "type": "StableAudio_LatentNoiseMask", "mode": 4, "pos": [0, 0], "size": [10, 10],
             "widgets_values": [0.0, 1.0, "regenerate range"]}
@@ -76,7 +78,7 @@ def test_bypassed_node_passes_its_input_of_the_same_type_through(host):
 
 
 def test_reroute_is_followed_and_notes_and_groups_are_ignored(host):
-    ui = load("text_to_audio.json")
+    ui = load(f"{SAO}.json")
     reroute = {"id": 51, "type": "Reroute", "mode": 0, "pos": [0, 0], "size": [75, 26]}
     prompt, _ = host.prepare(insert_between(ui, ui_node(ui, SAMPLER)["inputs"][2]["link"], reroute, "*"))
     assert prompt["5"]["inputs"]["latent"] == ["4", 0]
@@ -85,14 +87,14 @@ def test_reroute_is_followed_and_notes_and_groups_are_ignored(host):
 
 
 def test_muted_node_is_dropped_with_its_links(host):
-    ui = load("text_to_audio.json")
+    ui = load(f"{SAO}.json")
     ui_node(ui, "StableAudio_T5Encode")["mode"] = 2
     prompt, _ = host.prepare(ui)
     assert "2" not in prompt and "text" not in prompt["3"]["inputs"]
 
 
 def test_primitive_node_leaves_the_targets_widget_value(host):
-    ui = load("text_to_audio.json")
+    ui = load(f"{SAO}.json")
     sampler = ui_node(ui, SAMPLER)
     sampler["widgets_values"][0] = 777
     ui["links"].append([90, 60, 0, sampler["id"], len(sampler["inputs"]), "INT"])
@@ -104,7 +106,7 @@ def test_primitive_node_leaves_the_targets_widget_value(host):
 
 
 def test_newer_frontend_forms_are_read_link_objects_and_widget_dicts(host):
-    ui = load("text_to_audio.json")
+    ui = load(f"{SAO}.json")
     ui["links"] = [dict(zip(["id", "origin_id", "origin_slot", "target_id", "target_slot", "type"], link))
                    for link in ui["links"]]
     ui_node(ui, "StableAudio_EmptyLatentAudio")["widgets_values"] = {"seconds": 3.5, "batch_size": 2}
@@ -112,7 +114,7 @@ def test_newer_frontend_forms_are_read_link_objects_and_widget_dicts(host):
         entry.pop("slot_index", None)
     ui_node(ui, SAMPLER)["inputs"].append({"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": None})
     prompt, _ = host.prepare(ui)
-    assert prompt == {**load("text_to_audio.api.json"),
+    assert prompt == {**load(f"{SAO}.api.json"),
                       "4": {"class_type": "StableAudio_EmptyLatentAudio",
                             "inputs": {"seconds": 3.5, "batch_size": 2, "model": ["1", 0]}}}
 
@@ -120,7 +122,7 @@ def test_newer_frontend_forms_are_read_link_objects_and_widget_dicts(host):
 # --- validation: per-node errors, nothing runs ----------------------------------------------
 
 def _invalid_cases() -> dict:
-    base = load("text_to_audio.api.json")
+    base = load(f"{SAO}.api.json")
     cases = {}
     cycle = copy.deepcopy(base)
     cycle["12"] = {"class_type": "StableAudio_LatentCrop",
@@ -178,13 +180,13 @@ def test_malformed_json_is_reported_with_its_position(tmp_path, folders, capsys)
 
 
 def test_a_workflow_without_an_output_node_is_refused(host):
-    prompt = {k: v for k, v in load("text_to_audio.api.json").items() if k != "8"}
+    prompt = {k: v for k, v in load(f"{SAO}.api.json").items() if k != "8"}
     with pytest.raises(WorkflowInvalid, match="Prompt has no outputs"):
         host.run(prompt)
 
 
 def test_a_comfyui_builtin_is_named_with_our_equivalent(host):
-    prompt = load("text_to_audio.api.json")
+    prompt = load(f"{SAO}.api.json")
     prompt["8"]["class_type"] = "SaveAudio"
     report = host.executor.validate(prompt)
     assert "use StableAudio_SaveAudio" in report.node_errors["8"]["errors"][0]["details"]
@@ -193,7 +195,7 @@ def test_a_comfyui_builtin_is_named_with_our_equivalent(host):
 # --- overrides and the command ----------------------------------------------------------------
 
 def test_set_finds_nodes_by_id_title_or_class_and_parses_values(host):
-    ui = load("text_to_audio.json")
+    ui = load(f"{SAO}.json")
     ui_node(ui, "StableAudio_T5Encode")["title"] = "Prompt"
     prompt, _ = host.prepare(ui, ["5.steps=8", "Prompt.positive=rain on a tin roof",
                                   "StableAudio_VAEDecode.chunk_size=64", "Stable Audio · Trim Silence.threshold_db=-50"])
@@ -206,11 +208,11 @@ def test_set_finds_nodes_by_id_title_or_class_and_parses_values(host):
                                           ("steps=3", "NODE.INPUT=VALUE")])
 def test_set_errors_say_what_exists(host, bad, message):
     with pytest.raises(OverrideError, match=message):
-        host.prepare(load("text_to_audio.json"), [bad])
+        host.prepare(load(f"{SAO}.json"), [bad])
 
 
 def test_run_command_writes_the_audio_and_prints_its_path(folders, capsys):
-    code = cli_main(["run", str(ROOT / "workflows" / "text_to_audio.json"), "--models", str(folders["models"]),
+    code = cli_main(["run", str(ROOT / "workflows" / f"{SAO}.json"), "--models", str(folders["models"]),
                      "--input", str(folders["input"]), "--output", str(folders["output"]), "--device", "cpu",
                      *[arg for s in TINY_MODEL + ["StableAudio_EmptyLatentAudio.seconds=1.0",
                                                    "StableAudio_TimingCondition.seconds_total=0.5"] for arg in ("--set", s)]])
@@ -219,6 +221,23 @@ def test_run_command_writes_the_audio_and_prints_its_path(folders, capsys):
     path = out.strip().splitlines()[-1]
     assert sf.info(path).frames == SAMPLE_RATE // 2
     assert "[5/8] node 5: Stable Audio · DPM-Solver++ Sampler" in err
+
+
+def test_run_command_runs_the_bundled_text_to_audio_workflow_trimmed_to_seconds_total(
+        bundled_stand_in, folders, capsys):
+    workflow = ROOT / "workflows" / "text_to_audio.json"  # as shipped: bundled model, 8 s of a 10 s window
+    seconds_total = next(n for n in json.loads(workflow.read_text())["nodes"]
+                         if n["type"] == "StableAudio_TimingCondition")["widgets_values"][1]
+
+    code = cli_main(["run", str(workflow), "--models", str(folders["models"]), "--input", str(folders["input"]),
+                     "--output", str(folders["output"]), "--device", "cpu", "--set", f"{SAMPLER}.steps=2"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    info = sf.info(out.strip().splitlines()[-1])
+    assert (info.samplerate, info.channels) == (BUNDLED_SAMPLE_RATE, 2)
+    assert info.frames == round(seconds_total * BUNDLED_SAMPLE_RATE)
+    assert "Stable Audio · CLAP Text Encode" in err
 
 
 def test_run_command_reports_invalid_workflows_per_node(tmp_path, folders, capsys):

@@ -19,7 +19,8 @@ import torch
 
 from stable_audio_host.pack import load_pack
 from stable_audio_host.runtime import Folders, HostRuntime, Interrupted
-from test_nodes_helpers import RATIO, ROOT, SAMPLE_RATE, make_folders, write_clip
+from test_nodes_helpers import (BUNDLED_RATIO, BUNDLED_SAMPLE_RATE, RATIO, ROOT, SAMPLE_RATE, bundled_kind_config,
+                                make_folders, point_bundled_model_at, write_clip)
 
 CATEGORY = "audio/stable audio"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -329,6 +330,37 @@ def test_hooks_use_comfyui_progress_and_interruption_when_no_host_is_set(pack, m
     assert calls == [("bar", 3), ("update", 1, 3), ("check",)]
 
 
+# --- the bundled default model -------------------------------------------------------------
+
+BUNDLED_NAME = "bundled/default-small"
+
+
+def test_load_checkpoint_offers_the_bundled_model_first_and_by_default(pack, runtime):
+    choices, options = pack.classes["StableAudio_LoadCheckpoint"].INPUT_TYPES()["required"]["ckpt_name"]
+    assert choices[0] == options["default"] == BUNDLED_NAME
+    assert "tiny.safetensors" in choices  # the models folder's checkpoints follow it
+
+
+def test_load_checkpoint_loads_the_bundled_model_with_its_config_and_clap(pack, node, bundled_stand_in):
+    model = node("LoadCheckpoint")(BUNDLED_NAME, "auto", "none", "cpu", "auto")[0]
+
+    assert (model.sample_rate, model.downsampling_ratio, model.io_channels) == (BUNDLED_SAMPLE_RATE, BUNDLED_RATIO, 32)
+    # text_encoder 'none' still gives the CLAP conditioner its encoder: the bundled clap/ folder
+    text = node("CLAPEncode")(model, "warm piano chords, 90 BPM", "")[0]
+    assert text["kind"] == "CLAP" and text["positive"] and text["negative"] is None
+    defaults = core(pack, "pipeline").defaults_for(model)
+    assert {k: defaults[k] for k in ("steps", "cfg_scale", "sampler")} == bundled_kind_config()["sampling_defaults"]
+
+
+def test_load_checkpoint_names_the_missing_bundled_files(pack, node, tmp_path, monkeypatch):
+    point_bundled_model_at(tmp_path, monkeypatch)  # an empty folder: the weights are not installed
+
+    with pytest.raises(core(pack, "errors").InputError, match="bundled default model is incomplete") as caught:
+        node("LoadCheckpoint")(BUNDLED_NAME, "auto", "none", "cpu", "auto")
+
+    assert all(name in str(caught.value) for name in ("model_config.json", "model.safetensors", "clap"))
+
+
 # --- conditioning and sampling --------------------------------------------------------------
 
 def _condition(node, model, seconds_total=1.0, positive="rain on a roof", negative="noise"):
@@ -420,6 +452,20 @@ def test_clap_encode_on_a_t5_model_names_the_right_node(node, model):
 def test_timing_condition_without_text_asks_for_a_text_encoder(node, model):
     with pytest.raises(ValueError, match="connect a T5 Encode"):
         node("TimingCondition")(model, 0.0, 1.0)
+
+
+def test_sampler_pads_a_latent_off_the_unet_multiple_and_crops_back(node, bundled_stand_in):
+    model = node("LoadCheckpoint")(BUNDLED_NAME, "auto", "none", "cpu", "auto")[0]
+    text = node("CLAPEncode")(model, "warm piano chords", "")[0]
+    conditioning, _ = node("TimingCondition")(model, 0.0, 1.0, text)
+    source = {"samples": torch.randn(1, model.io_channels, 45), "type": "audio"}  # the U-Net takes multiples of 4
+    masked = node("LatentNoiseMask")(model, source, 0.5, 0.8, "regenerate range")[0]
+
+    out = node("DPMSolverSampler")(model, conditioning, masked, 1, **{**SAMPLER_ARGS, "steps": 1})[0]
+
+    assert out["samples"].shape == source["samples"].shape and torch.equal(out["noise_mask"], masked["noise_mask"])
+    kept = masked["noise_mask"][0, 0] == 0
+    assert torch.equal(out["samples"][..., kept], source["samples"][..., kept])
 
 
 def test_a_latent_with_other_channels_is_rejected_with_the_reason(node, model):

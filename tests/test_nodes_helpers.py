@@ -1,8 +1,12 @@
 """Helpers shared by the node, host and workflow tests (no tests here): a models folder with a
-tiny T5-conditioned checkpoint, a tiny T5 folder and an input clip, all built in the test.
+tiny T5-conditioned checkpoint, a tiny T5 folder and an input clip, and a tiny stand-in for the
+bundled default model, all built in the test.
 
-The model is SAO-1.0-shaped (T5 prompt + number timing, Oobleck VAE, DiT) at a 2 kHz sample
-rate so that seconds of audio stay a few hundred latent frames (125 per second).
+The models-folder model is SAO-1.0-shaped (T5 prompt + number timing, Oobleck VAE, DiT) at a
+2 kHz sample rate so that seconds of audio stay a few hundred latent frames (125 per second).
+The bundled stand-in has the bundled model's kind at toy width (CLAP prompt + int timing, 1/1024
+Oobleck VAE, adp_cfg_1d U-Net, the same window and sampling_defaults), so the shipped workflows
+run on it as they are; the real bundled weights play no part in the tests.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import copy
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,13 +89,83 @@ def session(folders: dict[str, Path]):
                    device="cpu", show_progress=False, pack_folder=ROOT)
 
 
-# Overrides that point a shipped workflow at the tiny model and keep it fast.
+# Overrides that point a shipped Stable Audio Open workflow (sao_*) at the tiny model and keep it fast.
 TINY_MODEL = [
     "StableAudio_LoadCheckpoint.ckpt_name=tiny.safetensors",
     "StableAudio_LoadCheckpoint.config=tiny.json",
     "StableAudio_LoadCheckpoint.text_encoder=tiny-t5",
     "StableAudio_DPMSolverSampler.steps=4",
 ]
+
+
+# The bundled model's kind (stable_audio_core/bundled.py): what the shipped workflows assume.
+BUNDLED_SAMPLE_RATE = 44100
+BUNDLED_RATIO = 1024
+BUNDLED_WINDOW = 432 * BUNDLED_RATIO  # about 10.03 s
+CLAP_FIXTURE = FIXTURES / "clap" / "model"  # tiny random CLAP in transformers' layout (32 wide)
+
+
+def bundled_kind_config() -> dict:
+    """The bundled model's structure at toy width: Oobleck VAE 4-4-8-8 (1/1024, 32 latent
+    channels), CLAP text features from layer -2, int seconds_start/seconds_total (at most 11),
+    adp_cfg_1d U-Net with context time, and the config's own sampling_defaults."""
+    layers = {"channels": 2, "c_mults": [1, 2, 2, 2], "strides": [4, 4, 8, 8], "use_snake": True}
+    per_second = {"min_val": 0, "max_val": 11}
+    return {
+        "model_type": "diffusion_cond", "sample_size": BUNDLED_WINDOW, "sample_rate": BUNDLED_SAMPLE_RATE,
+        "audio_channels": 2,
+        "sampling_defaults": {"steps": 50, "cfg_scale": 5.0, "sampler": "dpmpp-3m-sde"},
+        "model": {
+            "pretransform": {"type": "autoencoder", "config": {
+                "encoder": {"type": "oobleck", "config": {"in_channels": 2, "latent_dim": 64, **layers}},
+                "decoder": {"type": "oobleck", "config": {"out_channels": 2, "latent_dim": 32,
+                                                          "final_tanh": False, **layers}},
+                "bottleneck": {"type": "vae"}, "latent_dim": 32, "downsampling_ratio": BUNDLED_RATIO,
+                "io_channels": 2}},
+            "conditioning": {"cond_dim": 16, "configs": [
+                {"id": "prompt", "type": "clap_text", "config": {
+                    "clap_ckpt_path": "clap", "use_text_features": True, "feature_layer_ix": -2,
+                    "audio_model_type": "HTSAT-tiny", "enable_fusion": True,
+                    "text_width": 32, "embedding_dim": 16}},
+                {"id": "seconds_start", "type": "int", "config": dict(per_second)},
+                {"id": "seconds_total", "type": "int", "config": dict(per_second)},
+            ]},
+            "diffusion": {"type": "adp_cfg_1d", "cross_attention_cond_ids": ["prompt", "seconds_start", "seconds_total"],
+                          "config": {"in_channels": 32, "context_embedding_features": 16,
+                                     "context_embedding_max_length": 77 + 2, "channels": 16,
+                                     "resnet_groups": 4, "kernel_multiplier_downsample": 2,
+                                     # factors 1-2-2: lengths in multiples of 4 latent frames, as the bundled U-Net
+                                     "multipliers": [1, 2, 2, 2], "factors": [1, 2, 2], "num_blocks": [1, 1, 1],
+                                     "attentions": [0, 1, 1, 1], "attention_heads": 2, "attention_multiplier": 1,
+                                     "use_nearest_upsample": False, "use_skip_scale": True,
+                                     "use_context_time": True}},
+            "io_channels": 32,
+        },
+    }
+
+
+def write_bundled_stand_in(folder: Path) -> Path:
+    """`folder` laid out as stable_audio_core/default_model/ is: model_config.json,
+    model.safetensors and clap/ (a copy of the CLAP test fixture), with random weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = bundled_kind_config()
+    (folder / "model_config.json").write_text(json.dumps(config))
+    save_checkpoint(perturbed_model(config), folder / "model.safetensors")
+    shutil.copytree(CLAP_FIXTURE, folder / "clap")
+    return folder
+
+
+def point_bundled_model_at(folder: Path, monkeypatch) -> None:
+    """Make `folder` the bundled default model for the core and for the node pack. The host loads
+    the pack as a package with its own copy of the core (custom_nodes.<folder>.stable_audio_core),
+    so the module the loader node reads is patched, found through its default_model_files."""
+    import stable_audio_core.bundled as core_bundled
+    from stable_audio_host.pack import load_pack
+
+    loader = load_pack(ROOT).classes["StableAudio_LoadCheckpoint"]
+    pack_bundled = sys.modules[sys.modules[loader.__module__].default_model_files.__module__]
+    for module in {core_bundled, pack_bundled}:
+        monkeypatch.setattr(module, "DEFAULT_MODEL_DIR", Path(folder))
 
 
 def copy_workflow(name: str, dest: Path) -> Path:

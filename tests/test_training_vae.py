@@ -265,6 +265,21 @@ def test_zero_adversarial_weights_train_without_a_discriminator():
     assert phase.name == "generator" and phase.every == 1
 
 
+def test_time_l1_adds_the_mean_absolute_waveform_error():
+    batch = make_batch(tones(batch=2))
+    plain = tiny_task(adversarial=0.0, feature_matching=0.0)
+    with_time = tiny_task(adversarial=0.0, feature_matching=0.0, time_l1=3.0)
+    with_time.autoencoder.load_state_dict(plain.autoencoder.state_dict())
+    base, logged_base = plain.phases()[0].loss_fn(batch, context(0))
+    total, logged = with_time.phases()[0].loss_fn(batch, context(0))
+    assert "time_l1" not in logged_base and logged["time_l1"] > 0
+    assert total.item() == pytest.approx(base.item() + 3.0 * logged["time_l1"], rel=1e-5)
+    # The reference's loss_configs.time section sets the same weight.
+    config = copy.deepcopy(TINY_VAE)
+    config["training"] = {"loss_configs": {"time": {"type": "l1", "weights": {"l1": 0.5}}}}
+    assert build_vae_task(config, {}).weights.time_l1 == 0.5
+
+
 def _grads(module: torch.nn.Module) -> list[bool]:
     return [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters()]
 

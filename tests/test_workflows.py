@@ -1,6 +1,8 @@
 """The shipped workflows (workflows/*.json): in sync with their generator, laid out for the
-frontend, and each one runs in the host on a tiny checkpoint built here, producing audio of the
-requested duration. The inpainting workflow changes nothing outside its range but the seams."""
+frontend, and each one runs in the host producing audio of the requested duration: the bundled
+model's graphs on a tiny stand-in of its kind, the Stable Audio Open graphs (sao_*) on a tiny
+T5 checkpoint, both built here. The inpainting workflow changes nothing outside its range but the
+seams."""
 
 from __future__ import annotations
 
@@ -12,18 +14,28 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_nodes_helpers import RATIO, ROOT, SAMPLE_RATE, TINY_MODEL, make_folders, session
+from test_nodes_helpers import (BUNDLED_RATIO, BUNDLED_SAMPLE_RATE, BUNDLED_WINDOW, RATIO, ROOT, SAMPLE_RATE,
+                                TINY_MODEL, bundled_kind_config, make_folders, session)
 
-WORKFLOWS = ["text_to_audio", "audio_to_audio", "inpaint", "continuation"]
-FRAME_SECONDS = RATIO / SAMPLE_RATE  # one latent frame
-# Per workflow: overrides for the tiny model, and the duration asked for (seconds_total).
+BUNDLED_WORKFLOWS = ["text_to_audio", "audio_to_audio", "inpaint", "continuation"]
+SAO_WORKFLOWS = ["sao_" + name for name in BUNDLED_WORKFLOWS]
+WORKFLOWS = BUNDLED_WORKFLOWS + SAO_WORKFLOWS
+FRAME_SECONDS = RATIO / SAMPLE_RATE  # one latent frame of the tiny T5 model
+# Per workflow: overrides that keep it fast and fit the 3 s test clip, and the duration asked
+# for (seconds_total). The bundled text_to_audio runs as shipped (8 s of a 10 s window).
 SETTINGS = {
-    "text_to_audio": (["StableAudio_EmptyLatentAudio.seconds=2.0", "StableAudio_TimingCondition.seconds_total=1.5"], 1.5),
-    "audio_to_audio": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LoadAudio.audio=clip.wav"], 3.0),
+    "text_to_audio": ([], 8.0),
+    "audio_to_audio": (["StableAudio_TimingCondition.seconds_total=3.0"], 3.0),
     "inpaint": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LatentNoiseMask.start_seconds=1.0",
                  "StableAudio_LatentNoiseMask.end_seconds=2.0"], 3.0),
-    "continuation": (["StableAudio_TimingCondition.seconds_total=4.0", "StableAudio_LatentPad.seconds=1.0"], 4.0),
+    "continuation": (["StableAudio_TimingCondition.seconds_total=7.0"], 7.0),  # 3 s clip + the shipped 4 s
+    "sao_text_to_audio": (["StableAudio_EmptyLatentAudio.seconds=2.0", "StableAudio_TimingCondition.seconds_total=1.5"], 1.5),
+    "sao_audio_to_audio": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LoadAudio.audio=clip.wav"], 3.0),
+    "sao_inpaint": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LatentNoiseMask.start_seconds=1.0",
+                     "StableAudio_LatentNoiseMask.end_seconds=2.0"], 3.0),
+    "sao_continuation": (["StableAudio_TimingCondition.seconds_total=4.0", "StableAudio_LatentPad.seconds=1.0"], 4.0),
 }
+FAST_BUNDLED = ["StableAudio_DPMSolverSampler.steps=2"]  # the bundled graphs' model: the stand-in
 
 
 def load(name: str) -> dict:
@@ -73,8 +85,33 @@ def test_ui_layout_is_sensible(name):
     assert all(0 <= n["pos"][0] < 3000 and 0 <= n["pos"][1] < 1200 for n in ui["nodes"])
 
 
-@pytest.mark.parametrize("name", WORKFLOWS)
-def test_workflow_runs_in_the_host_and_gives_the_requested_duration(host, folders, name):
+def test_bundled_workflows_use_the_bundled_model_within_its_window_and_defaults():
+    config = bundled_kind_config()  # the bundled config's timing range, window and sampling_defaults
+    window_seconds = BUNDLED_WINDOW / BUNDLED_SAMPLE_RATE
+    max_seconds = config["model"]["conditioning"]["configs"][2]["config"]["max_val"]
+    for name in BUNDLED_WORKFLOWS:
+        nodes = {n["class_type"]: n["inputs"] for n in load(f"{name}.api.json").values()}
+        assert nodes["StableAudio_LoadCheckpoint"]["ckpt_name"] == "bundled/default-small"
+        assert nodes["StableAudio_LoadCheckpoint"]["text_encoder"] == "none"  # its CLAP ships with it
+        assert "StableAudio_CLAPEncode" in nodes and "StableAudio_T5Encode" not in nodes
+        seconds_total = nodes["StableAudio_TimingCondition"]["seconds_total"]
+        assert seconds_total <= min(window_seconds, max_seconds), name
+        assert seconds_total <= nodes.get("StableAudio_EmptyLatentAudio", {}).get("seconds", seconds_total)
+        sampler = nodes["StableAudio_DPMSolverSampler"]
+        assert (sampler["steps"], sampler["cfg"]) == (config["sampling_defaults"]["steps"],
+                                                      config["sampling_defaults"]["cfg_scale"])
+        assert sampler["sampler"] == "default"  # the config's sampler
+
+
+@pytest.mark.parametrize("name", SAO_WORKFLOWS)
+def test_sao_workflows_use_stable_audio_open_with_t5(name):
+    nodes = {n["class_type"]: n["inputs"] for n in load(f"{name}.api.json").values()}
+    assert nodes["StableAudio_LoadCheckpoint"]["config"] == "bundled/stable_audio_open_1.0.json"
+    assert "StableAudio_T5Encode" in nodes and nodes["StableAudio_DPMSolverSampler"]["steps"] == 100
+
+
+@pytest.mark.parametrize("name", SAO_WORKFLOWS)
+def test_sao_workflow_runs_in_the_host_and_gives_the_requested_duration(host, name):
     sets, seconds = SETTINGS[name]
 
     result = host.run(load(f"{name}.json"), TINY_MODEL + sets)
@@ -86,20 +123,33 @@ def test_workflow_runs_in_the_host_and_gives_the_requested_duration(host, folder
     assert abs(info.frames / info.samplerate - seconds) <= FRAME_SECONDS
 
 
-def test_api_format_runs_too_and_reuses_cached_nodes(host):
-    sets, seconds = SETTINGS["text_to_audio"]
-    host.run(load("text_to_audio.json"), TINY_MODEL + sets)
+@pytest.mark.parametrize("name", BUNDLED_WORKFLOWS)
+def test_bundled_workflow_runs_in_the_host_and_gives_the_requested_duration(host, bundled_stand_in, name):
+    sets, seconds = SETTINGS[name]
 
-    again = host.run(load("text_to_audio.api.json"), TINY_MODEL + sets)
-    reseeded = host.run(load("text_to_audio.api.json"), TINY_MODEL + sets + ["5.seed=43"])
+    result = host.run(load(f"{name}.json"), FAST_BUNDLED + sets)
+
+    files = host.saved_files(result)
+    assert len(files) == 1 and files[0].suffix == ".flac"
+    info = sf.info(str(files[0]))
+    assert info.samplerate == BUNDLED_SAMPLE_RATE and info.channels == 2
+    assert abs(info.frames / info.samplerate - seconds) <= BUNDLED_RATIO / BUNDLED_SAMPLE_RATE
+
+
+def test_api_format_runs_too_and_reuses_cached_nodes(host):
+    sets, seconds = SETTINGS["sao_text_to_audio"]
+    host.run(load("sao_text_to_audio.json"), TINY_MODEL + sets)
+
+    again = host.run(load("sao_text_to_audio.api.json"), TINY_MODEL + sets)
+    reseeded = host.run(load("sao_text_to_audio.api.json"), TINY_MODEL + sets + ["5.seed=43"])
 
     assert again.executed == []  # the same graph: everything cached, nothing written again
     assert sorted(reseeded.executed, key=int) == ["5", "6", "7", "8"]  # sampler and what follows
 
 
 def test_inpainting_changes_only_the_range_and_one_chunk_overlap_around_it(host):
-    sets, _ = SETTINGS["inpaint"]
-    ui = load("inpaint.json")
+    sets, _ = SETTINGS["sao_inpaint"]
+    ui = load("sao_inpaint.json")
     reconstruction_ui = copy.deepcopy(ui)  # the same graph with the sampler bypassed: decode(encode(clip))
     next(n for n in reconstruction_ui["nodes"] if n["type"] == "StableAudio_DPMSolverSampler")["mode"] = 4
     overlap = next(n for n in ui["nodes"] if n["type"] == "StableAudio_VAEDecode")["widgets_values"][1]
@@ -133,8 +183,8 @@ def test_inpainting_changes_only_the_range_and_one_chunk_overlap_around_it(host)
 
 
 def test_continuation_keeps_the_clip_and_adds_the_requested_seconds(host):
-    sets, seconds = SETTINGS["continuation"]
-    result = host.run(load("continuation.json"), TINY_MODEL + sets)
+    sets, seconds = SETTINGS["sao_continuation"]
+    result = host.run(load("sao_continuation.json"), TINY_MODEL + sets)
 
     source = result.outputs["11"][0]["samples"]
     extended = result.outputs["5"][0]["samples"]

@@ -15,23 +15,39 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from stable_audio_core.bundled import DEFAULT_MODEL_NAME  # noqa: E402
+
 P = "StableAudio_"
 
 # Each node: id -> (class key without prefix, column, row, widget values, links {input: (id, slot)}).
 # Widget values follow INPUT_TYPES order; "seed" is followed by its control_after_generate value.
-MODEL = {1: ("LoadCheckpoint", 0, 0, ["stable-audio-open-1.0.safetensors", "bundled/stable_audio_open_1.0.json",
-                                        "t5-base", "auto", "auto"], {})}
-TEXT = {2: ("T5Encode", 1, 0, ["128 BPM tech house drum loop, punchy kick, crisp hats", "low quality, distorted"],
-            {"model": (1, 0)})}
+# Two model kinds, the same graphs: the small model bundled with the pack (CLAP prompt, int timing,
+# a 10 s window; its config, CLAP folder and sampling defaults ship with it) and Stable Audio
+# Open 1.0 (T5 prompt, 47 s window; the user downloads it), whose workflows are named sao_*.
+BUNDLED = {
+    "model": {1: ("LoadCheckpoint", 0, 0, [DEFAULT_MODEL_NAME, "auto", "none", "auto", "auto"], {})},
+    # Empty negative: the unconditional side, what the model learned from its condition dropout.
+    "text": {2: ("CLAPEncode", 1, 0, ["warm piano chords, 90 BPM", ""], {"model": (1, 0)})},
+    "steps": 50, "cfg": 5.0,   # the bundled config's sampling_defaults
+}
+SAO = {
+    "model": {1: ("LoadCheckpoint", 0, 0, ["stable-audio-open-1.0.safetensors", "bundled/stable_audio_open_1.0.json",
+                                            "t5-base", "auto", "auto"], {})},
+    "text": {2: ("T5Encode", 1, 0, ["128 BPM tech house drum loop, punchy kick, crisp hats", "low quality, distorted"],
+                 {"model": (1, 0)})},
+    "steps": 100, "cfg": 7.0,
+}
 
 
 def timing(seconds_total: float) -> dict:
     return {3: ("TimingCondition", 2, 0, [0.0, seconds_total], {"model": (1, 0), "text": (2, 0)})}
 
 
-def sampler(latent_from: int, denoise: float, column: int = 3) -> dict:
-    return {5: ("DPMSolverSampler", column, 0, [42, "randomize", 100, 7.0, "default", "polyexponential",
-                                               0.3, 500.0, denoise, -1.0],
+def sampler(kind: dict, latent_from: int, denoise: float, column: int = 3) -> dict:
+    return {5: ("DPMSolverSampler", column, 0, [42, "randomize", kind["steps"], kind["cfg"], "default",
+                                               "polyexponential", 0.3, 500.0, denoise, -1.0],
                 {"model": (1, 0), "conditioning": (3, 0), "latent": (latent_from, 0)})}
 
 
@@ -46,26 +62,59 @@ def load_clip(row: int = 1) -> dict:
             11: ("VAEEncode", 2, row, [], {"model": (1, 0), "audio": (10, 0)})}
 
 
+def graphs(kind: dict, window: float, generated: float, clip: float, added: float, extended: float) -> dict:
+    """The four graphs for one model kind. Text to audio: a `window`-second empty latent of which
+    `generated` seconds are kept; audio to audio and inpaint: a `clip`-second clip; continuation:
+    `added` seconds appended to a clip, `extended` seconds in all."""
+    head = {**kind["model"], **kind["text"]}
+    return {
+        "text_to_audio": {**head, **timing(generated),
+                          4: ("EmptyLatentAudio", 2, 1, [window, 1], {"model": (1, 0)}),
+                          **sampler(kind, 4, 1.0), **output(4)},
+        "audio_to_audio": {**head, **timing(clip), **load_clip(), **sampler(kind, 11, 0.6), **output(4)},
+        "inpaint": {**head, **timing(clip), **load_clip(),
+                    12: ("LatentNoiseMask", 3, 1, [4.0, 6.0, "regenerate range"], {"model": (1, 0), "latent": (11, 0)}),
+                    **sampler(kind, 12, 1.0, column=4), **output(5)},
+        "continuation": {**head, **timing(extended), **load_clip(),
+                         13: ("LatentPad", 3, 1, [added, "end"], {"model": (1, 0), "latent": (11, 0)}),
+                         **sampler(kind, 13, 1.0, column=4), **output(5)},
+    }
+
+
+# The bundled model's window is 432 latent frames (about 10.03 s): every graph stays within 10 s.
+_BUNDLED = graphs(BUNDLED, window=10.0, generated=8.0, clip=10.0, added=4.0, extended=10.0)
+_SAO = graphs(SAO, window=47.0, generated=30.0, clip=10.0, added=10.0, extended=20.0)
+_SAO_FILES = ("Stable Audio Open 1.0: put its model.safetensors in models/checkpoints as "
+              "stable-audio-open-1.0.safetensors and the t5-base folder in models/text_encoders.")
 WORKFLOWS = {
-    "text_to_audio": ({**MODEL, **TEXT, **timing(30.0),
-                       4: ("EmptyLatentAudio", 2, 1, [47.0, 1], {"model": (1, 0)}),
-                       **sampler(4, 1.0), **output(4)},
-                      "Text to audio: describe the sound, set seconds_total (at most the empty "
-                      "latent's seconds), queue. Put the checkpoint in models/checkpoints and the T5 "
-                      "folder in models/text_encoders."),
-    "audio_to_audio": ({**MODEL, **TEXT, **timing(10.0), **load_clip(), **sampler(11, 0.6), **output(4)},
-                       "Audio to audio: put a clip in input/ and choose it in Load Audio. denoise sets "
-                       "how much changes (1 = everything). seconds_total = the clip's length."),
-    "inpaint": ({**MODEL, **TEXT, **timing(10.0), **load_clip(),
-                 12: ("LatentNoiseMask", 3, 1, [4.0, 6.0, "regenerate range"], {"model": (1, 0), "latent": (11, 0)}),
-                 **sampler(12, 1.0, column=4), **output(5)},
-                "Inpaint: regenerates start..end seconds of the clip and keeps the rest (the VAE "
-                "smooths the seams). Chain more noise masks for more ranges."),
-    "continuation": ({**MODEL, **TEXT, **timing(20.0), **load_clip(),
-                      13: ("LatentPad", 3, 1, [10.0, "end"], {"model": (1, 0), "latent": (11, 0)}),
-                      **sampler(13, 1.0, column=4), **output(5)},
-                     "Continuation: extends the clip by 'seconds' and keeps the original. "
-                     "seconds_total = clip length + added seconds."),
+    "text_to_audio": (_BUNDLED["text_to_audio"],
+                      "Text to audio with the small model that ships with the pack (nothing to "
+                      "download): describe the sound, set seconds_total (at most 10 s, the model's "
+                      "window), queue. For Stable Audio Open 1.0 open sao_text_to_audio."),
+    "audio_to_audio": (_BUNDLED["audio_to_audio"],
+                       "Audio to audio (bundled model): put a clip of up to 10 s in input/ and choose "
+                       "it in Load Audio. denoise sets how much changes (1 = everything). "
+                       "seconds_total = the clip's length."),
+    "inpaint": (_BUNDLED["inpaint"],
+                "Inpaint (bundled model, clips up to 10 s): regenerates start..end seconds of the "
+                "clip and keeps the rest (the VAE smooths the seams). Chain more noise masks for "
+                "more ranges."),
+    "continuation": (_BUNDLED["continuation"],
+                     "Continuation (bundled model): extends a clip by 'seconds' and keeps the "
+                     "original. seconds_total = clip length + added seconds, at most 10 s (the "
+                     "model's window): a 6 s clip + 4 s here."),
+    "sao_text_to_audio": (_SAO["text_to_audio"],
+                          "Text to audio: describe the sound, set seconds_total (at most the empty "
+                          "latent's seconds), queue. " + _SAO_FILES),
+    "sao_audio_to_audio": (_SAO["audio_to_audio"],
+                           "Audio to audio: put a clip in input/ and choose it in Load Audio. denoise sets "
+                           "how much changes (1 = everything). seconds_total = the clip's length. " + _SAO_FILES),
+    "sao_inpaint": (_SAO["inpaint"],
+                    "Inpaint: regenerates start..end seconds of the clip and keeps the rest (the VAE "
+                    "smooths the seams). Chain more noise masks for more ranges. " + _SAO_FILES),
+    "sao_continuation": (_SAO["continuation"],
+                         "Continuation: extends the clip by 'seconds' and keeps the original. "
+                         "seconds_total = clip length + added seconds. " + _SAO_FILES),
 }
 COLUMN_WIDTH, ROW_HEIGHT, WIDTH = 400, 330, 340
 
@@ -144,7 +193,6 @@ def _order(nodes: dict) -> list[int]:
 
 def render() -> dict[str, str]:
     """File name -> text, for every workflow in both formats."""
-    sys.path.insert(0, str(ROOT))
     from stable_audio_host.pack import load_pack
     from stable_audio_host.workflow import ui_to_api
 

@@ -5,6 +5,7 @@ generator (the autoencoder) on even steps, the discriminator on odd steps. The g
 
     stft * (sum/difference + left/right multi-resolution STFT, A-weighted)
     + adversarial * hinge generator loss + feature_matching * L1 feature distance + kl * KL
+    + time_l1 * mean |decoded - real|   (the reference's optional "time" loss; 0 by default)
 
 with the paper's weights 1.0, 0.1, 5.0 and 1e-4 as defaults; the adversarial and feature-matching
 terms join once `warmup_steps` steps are done ("adv" warm-up: the discriminator trains from the
@@ -62,7 +63,7 @@ SPECTRAL_KEYS = frozenset({"fft_sizes", "hop_sizes", "win_lengths", "perceptual_
 DISCRIMINATOR_LOSS_KEYS = frozenset({"normalize_losses", "loss_type"})
 
 VAE_OPTION_KEYS = frozenset({
-    "stft", "adversarial", "feature_matching", "kl",   # loss weights
+    "stft", "adversarial", "feature_matching", "kl", "time_l1",   # loss weights
     "phase",                                           # 1: train all; 2: freeze the encoder
     "checkpoint",                                      # start weights (file)
     "discriminator",                                   # network config, merged over the defaults
@@ -104,6 +105,7 @@ class VAELossWeights:
     adversarial: float = 0.1
     feature_matching: float = 5.0
     kl: float = 1e-4
+    time_l1: float = 0.0   # waveform L1 (stable-audio-tools' loss_configs.time, type "l1")
 
     @property
     def uses_discriminator(self) -> bool:
@@ -289,6 +291,10 @@ class VAETask:
         loss = w.stft * stft + w.kl * kl
         logged = {"stft": _number(stft), "kl": _number(kl), "latent_std": _number(latents.std()),
                   **{name: _number(value) for name, value in parts.items()}}  # fmt: skip
+        if w.time_l1:
+            time_l1 = (decoded.float() - reals.float()).abs().mean()
+            loss = loss + w.time_l1 * time_l1
+            logged["time_l1"] = _number(time_l1)
         if self.discriminator is not None and ctx.step >= self.settings.warmup_steps:
             with torch.no_grad():
                 _, real_features = self.discriminator(reals)
@@ -389,10 +395,15 @@ def _read_loss_configs(losses: dict) -> dict[str, Any]:
         if "mrstft" in weights:
             read["stft"] = float(weights["mrstft"])
     if "time" in losses:
-        weights = losses["time"].get("weights", {})
-        if any(float(v) != 0.0 for v in weights.values()):
-            raise ConfigError("training.loss_configs.time: time-domain losses are not supported; set "
-                              "their weights to 0")  # fmt: skip
+        section = losses["time"]
+        where = "training.loss_configs.time"
+        check_keys(section, {"type", "weights", "decay"}, where)
+        if section.get("type", "l1") != "l1" or section.get("decay", 1.0) != 1.0:
+            raise ConfigError(f"{where}: only type 'l1' without weight decay is supported")
+        weights = section.get("weights", {})
+        check_keys(weights, {"l1"}, f"{where}.weights")
+        if "l1" in weights:
+            read["time_l1"] = float(weights["l1"])
     if "bottleneck" in losses:
         section = losses["bottleneck"]
         check_keys(section, {"type", "weights"}, "training.loss_configs.bottleneck")
@@ -431,7 +442,7 @@ def _merge_settings(values: dict[str, Any], spectral_base: dict,
     """Settings from option-form `values`; its "spectral" / "discriminator" dicts update the bases."""
     settings = VAESettings()
     weights = settings.weights
-    for name in ("stft", "adversarial", "feature_matching", "kl"):
+    for name in ("stft", "adversarial", "feature_matching", "kl", "time_l1"):
         if name in values:
             setattr(weights, name, float(values[name]))
     spectral = dict(spectral_base)
@@ -457,8 +468,8 @@ def _merge_settings(values: dict[str, Any], spectral_base: dict,
 def build_vae_task(model_config: dict, options: dict | None = None) -> VAETask:
     """A `VAETask` from a stable-audio-tools autoencoder config and `options` (`VAE_OPTION_KEYS`).
 
-    options: "stft", "adversarial", "feature_matching", "kl" (loss weights; defaults 1.0, 0.1, 5.0,
-    1e-4; adversarial = feature_matching = 0 trains without a discriminator); "phase" 1 | 2 (2
+    options: "stft", "adversarial", "feature_matching", "kl", "time_l1" (loss weights; defaults 1.0,
+    0.1, 5.0, 1e-4, 0; adversarial = feature_matching = 0 trains without a discriminator); "phase" 1 | 2 (2
     freezes the encoder); "checkpoint" (start weights); "discriminator" / "spectral" (dicts
     merged over the config's, e.g. {"filters": 32}); "warmup_steps", "warmup_mode" ("adv" |
     "full"); "learning_rate", "discriminator_learning_rate", "betas", "discriminator_betas",

@@ -1,0 +1,257 @@
+"""Measure the bundled default model for its model card (issue 6's must-show list).
+
+    python tools/default_model/evaluate.py --data /work/data/synth-v1 --out /tmp/eval
+
+Parts (``--parts``, comma-separated; all by default):
+  vae        reconstruction of the held-out clips through the VAE: multi-resolution STFT distance
+             (lower is better) and SI-SDR in dB (higher is better), whole clips, mean over clips.
+  timing     the paper's timing experiment (section 6.3): one generation per held-out prompt, the
+             requested seconds_total spread evenly over [1 s, window], the end of the audio found by
+             the energy-based silence detector (-60 dB) against the request: table, PNG, MAE.
+  clap       prompt adherence on those same generations (trimmed to the request): CLAP score of each
+             clip with its own prompt against the shuffled (all other) prompts, and retrieval
+             accuracy; the same numbers for the real held-out clips, as the ceiling.
+  instrument for each melody instrument, "<genre> music with <instrument> melody ..., sparse"
+             generated with several seeds; the CLAP zero-shot label among the instrument set
+             (text "<instrument> melody") must be the prompted one; chance = 1 / instruments.
+             The same classifier on the real single-instrument clips of the dataset calibrates it.
+
+Writes results.json, timing.png, timing.md, a report.md with every table, and generations/*.wav
+(--keep-audio). Deterministic from --seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from stable_audio_core.audio import prepare_audio, read_audio, write_audio  # noqa: E402
+from stable_audio_core.bundled import default_model_files  # noqa: E402
+from stable_audio_core.evaluation.clap_score import ClapScorer, retrieval_accuracy, score_gap, similarity_matrix  # noqa: E402
+from stable_audio_core.evaluation.timing import (TimingRow, markdown_table, plot_timing,  # noqa: E402
+                                                 spread_durations, summarise)
+from stable_audio_core.factory import load_model  # noqa: E402
+from stable_audio_core.pipeline import generate  # noqa: E402
+from stable_audio_core.postprocess import detect_content_end  # noqa: E402
+from stable_audio_core.training.losses import multiresolution_stft_distance, si_sdr  # noqa: E402
+
+MELODY_INSTRUMENTS = ("piano", "electric piano", "marimba", "organ", "acoustic guitar", "electric guitar",
+                      "distorted guitar", "strings", "trumpet", "saxophone", "flute", "synth lead")
+INSTRUMENT_CONTEXTS = (("folk", "G major", 90, "calm"), ("pop", "A minor", 110, "happy"),
+                       ("ambient", "D minor", 80, "dreamy"), ("jazz", "F major", 120, "relaxed"),
+                       ("rock", "E minor", 100, "energetic"))
+THRESHOLD_DB = -60.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def dataset_rows(data: Path, split: str) -> list[dict]:
+    ids = set(json.loads((data / "split.json").read_text())[split])
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["id"] in ids]
+
+
+def evaluate_vae(model, rows: list[dict], data: Path) -> dict:
+    """Whole held-out clips through encode (mean) -> decode, padded to whole latents, cut back."""
+    autoencoder = model.autoencoder
+    ratio = autoencoder.downsampling_ratio
+    distances, ratios = [], []
+    for row in rows:
+        audio, rate = read_audio(data / row["path"])
+        audio = prepare_audio(audio, rate, model.sample_rate, model.audio_channels)[0]
+        length = audio.shape[-1]
+        padded = torch.nn.functional.pad(audio, (0, -length % ratio))[None]
+        with torch.inference_mode():
+            decoded = autoencoder.decode(autoencoder.encode(padded))[0, :, :length]
+        distances.append(multiresolution_stft_distance(decoded, audio))
+        ratios.append(si_sdr(decoded, audio))
+    return {"clips": len(rows), "seconds": sum(r["duration"] for r in rows),
+            "stft_distance_mean": sum(distances) / len(distances),
+            "si_sdr_db_mean": sum(ratios) / len(ratios),
+            "si_sdr_db_median": float(torch.tensor(ratios).median()),
+            "per_clip": [{"id": r["id"], "kind": r["kind"], "stft_distance": d, "si_sdr_db": s}
+                         for r, d, s in zip(rows, distances, ratios)]}
+
+
+def make_generator(model, steps: int, cfg_scale: float | None, window: int):
+    def run(prompt: str, seconds_total: float, seed: int) -> torch.Tensor:
+        with torch.inference_mode():
+            result = generate(model, prompt, seconds_total=seconds_total, steps=steps, cfg_scale=cfg_scale,
+                              seed=seed, sample_size=window, trim=False)
+        return result.audio[0]
+    return run
+
+
+def evaluate_timing(run, rows: list[dict], sample_rate: int, window_seconds: float, seed: int,
+                    out: Path, keep_audio: bool) -> tuple[dict, list[tuple[str, torch.Tensor]]]:
+    prompts = [row["description"] for row in rows]
+    durations = spread_durations(len(prompts), 1.0, round(window_seconds - 0.05, 1))
+    random.Random(seed).shuffle(durations)   # no link between a prompt and its requested length
+    timing_rows, trimmed = [], []
+    started = time.time()
+    for index, (prompt, requested) in enumerate(zip(prompts, durations)):
+        audio = run(prompt, requested, seed + index)
+        detected = detect_content_end(audio, sample_rate, threshold_db=THRESHOLD_DB)
+        timing_rows.append(TimingRow(prompt=prompt, requested=requested, detected=detected, seed=seed + index))
+        trimmed.append((prompt, audio[:, : int(round(requested * sample_rate))]))
+        if keep_audio:
+            write_audio(out / "generations" / f"timing-{index:03d}.wav", audio, sample_rate)
+        log(f"timing {index + 1}/{len(prompts)}: asked {requested:.1f} s, ends at {detected:.2f} s "
+            f"({time.time() - started:.0f} s)")
+    summary = summarise(timing_rows)
+    plot_timing(timing_rows, out / "timing.png",
+                title=f"Timing accuracy, default model (MAE {summary.mean_absolute_error:.2f} s, n={summary.count})")
+    table = markdown_table(summary)
+    (out / "timing.md").write_text(table + "\n")
+    return ({"count": summary.count, "mae_s": summary.mean_absolute_error,
+             "median_abs_error_s": summary.median_absolute_error, "mean_error_s": summary.mean_error,
+             "bins": summary.bins, "table": table, "threshold_db": THRESHOLD_DB,
+             "rows": [r.as_dict() for r in timing_rows]}, trimmed)
+
+
+def adherence(scorer: ClapScorer, prompts: list[str], clips: list[torch.Tensor], sample_rate: int) -> dict:
+    text = scorer.text_embeddings(prompts)
+    audio = scorer.audio_embeddings(clips, sample_rate)
+    return {"count": len(prompts), **score_gap(text, audio),
+            **{f"retrieval_top1_{k}": v for k, v in retrieval_accuracy(text, audio, k=1).items()},
+            **{f"retrieval_top5_{k}": v for k, v in retrieval_accuracy(text, audio, k=5).items()},
+            "chance_top1": 1 / len(prompts), "chance_top5": min(5, len(prompts)) / len(prompts)}
+
+
+def zero_shot(scorer: ClapScorer, clips: list[torch.Tensor], labels: list[str], sample_rate: int,
+              choices: tuple[str, ...]) -> dict:
+    text = scorer.text_embeddings([f"{name} melody" for name in choices])
+    audio = scorer.audio_embeddings(clips, sample_rate)
+    predicted = similarity_matrix(text, audio).argmax(dim=0).tolist()
+    hits = [choices[p] == label for p, label in zip(predicted, labels)]
+    per = {name: [h for h, label in zip(hits, labels) if label == name] for name in choices}
+    return {"count": len(clips), "accuracy": sum(hits) / len(hits), "chance": 1 / len(choices),
+            "per_instrument": {k: (sum(v) / len(v) if v else None) for k, v in per.items()},
+            "predicted": [choices[p] for p in predicted], "labels": labels}
+
+
+def evaluate_instruments(run, scorer: ClapScorer, sample_rate: int, seeds_per: int, seed: int,
+                         data: Path, out: Path, keep_audio: bool) -> dict:
+    clips, labels, prompts = [], [], []
+    started = time.time()
+    for i, name in enumerate(MELODY_INSTRUMENTS):
+        for j in range(seeds_per):
+            genre, key, bpm, mood = INSTRUMENT_CONTEXTS[j % len(INSTRUMENT_CONTEXTS)]
+            prompt = f"{genre} music with {name} melody in {key} at {bpm} BPM, {mood}, sparse"
+            audio = run(prompt, 6.0, seed + 1000 + i * seeds_per + j)[:, : 6 * sample_rate]
+            clips.append(audio)
+            labels.append(name)
+            prompts.append(prompt)
+            if keep_audio:
+                write_audio(out / "generations" / f"instrument-{name.replace(' ', '_')}-{j}.wav", audio, sample_rate)
+        log(f"instruments {i + 1}/{len(MELODY_INSTRUMENTS)} ({time.time() - started:.0f} s)")
+    generated = zero_shot(scorer, clips, labels, sample_rate, MELODY_INSTRUMENTS)
+    generated["prompts"] = prompts
+    # Calibration: the same classifier on real single-instrument clips with a melody part.
+    real_clips, real_labels = [], []
+    for row in dataset_rows(data, "train") + dataset_rows(data, "held_out"):
+        if row["kind"] == "music" and len(row["instruments"]) == 1 and row["instruments"][0] in MELODY_INSTRUMENTS \
+                and f"{row['instruments'][0]} melody" in row["description"]:
+            audio, rate = read_audio(data / row["path"])
+            real_clips.append(prepare_audio(audio, rate, sample_rate, 2)[0])
+            real_labels.append(row["instruments"][0])
+    real = zero_shot(scorer, real_clips, real_labels, sample_rate, MELODY_INSTRUMENTS)
+    return {"generated": generated, "real_clips": {k: v for k, v in real.items() if k not in ("predicted", "labels")}}
+
+
+def report(results: dict) -> str:
+    lines = ["# Default model evaluation", ""]
+    if "vae" in results:
+        v = results["vae"]
+        lines += ["## VAE reconstruction (held-out clips)", "",
+                  f"{v['clips']} clips, {v['seconds']:.0f} s: multi-resolution STFT distance "
+                  f"**{v['stft_distance_mean']:.3f}**, SI-SDR **{v['si_sdr_db_mean']:.2f} dB** "
+                  f"(median {v['si_sdr_db_median']:.2f} dB).", ""]
+    if "timing" in results:
+        t = results["timing"]
+        lines += ["## Timing accuracy", "", f"{t['count']} generations, silence threshold {t['threshold_db']:.0f} dB: "
+                  f"mean absolute error **{t['mae_s']:.2f} s** (median {t['median_abs_error_s']:.2f} s, "
+                  f"mean signed error {t['mean_error_s']:+.2f} s).", "", t["table"], "", "![timing](timing.png)", ""]
+    if "clap" in results:
+        lines += ["## Prompt adherence (CLAP)", "",
+                  "| audio | n | matched | shuffled | gap | top-1 text→audio | top-1 audio→text | top-5 text→audio | chance top-1 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, c in results["clap"].items():
+            lines.append(f"| {name} | {c['count']} | {c['matched']:.3f} | {c['mismatched']:.3f} | "
+                         f"**{c['gap']:+.3f}** | {c['retrieval_top1_text_to_audio']:.2f} | "
+                         f"{c['retrieval_top1_audio_to_text']:.2f} | {c['retrieval_top5_text_to_audio']:.2f} | "
+                         f"{c['chance_top1']:.3f} |")
+        lines.append("")
+    if "instrument" in results:
+        g, r = results["instrument"]["generated"], results["instrument"]["real_clips"]
+        lines += ["## Instrument named in the prompt (CLAP zero-shot)", "",
+                  f"Generated: **{g['accuracy']:.2f}** accuracy over {g['count']} clips "
+                  f"(chance {g['chance']:.3f}); real single-instrument clips: {r['accuracy']:.2f} over {r['count']}.", "",
+                  "| instrument | generated | real clips |", "|---|---|---|"]
+        for name in MELODY_INSTRUMENTS:
+            gv, rv = g["per_instrument"][name], r["per_instrument"][name]
+            lines.append(f"| {name} | {gv:.2f} | {'-' if rv is None else f'{rv:.2f}'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="the rendered dataset (tools/make_dataset.py)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, default=None, help="default: the bundled default model")
+    parser.add_argument("--parts", default="vae,timing,clap,instrument")
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's sampling_defaults")
+    parser.add_argument("--cfg-scale", type=float, default=None)
+    parser.add_argument("--seeds-per-instrument", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--keep-audio", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    parts = set(args.parts.split(","))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "generations").mkdir(exist_ok=True)
+    files = default_model_files(args.model_dir)
+    model = load_model(files.config, files.checkpoint, text_encoder=files.text_encoder)
+    scorer = ClapScorer.from_folder(files.text_encoder)
+    held_out = dataset_rows(args.data, "held_out")
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results["settings"] = {"steps": args.steps, "cfg_scale": args.cfg_scale, "seed": args.seed,
+                           "held_out_clips": len(held_out), "threads": torch.get_num_threads()}
+    sr = model.sample_rate
+    window = model.config.sample_size
+    run = make_generator(model, args.steps, args.cfg_scale, window)
+    if "vae" in parts:
+        log("VAE reconstruction ...")
+        results["vae"] = evaluate_vae(model, held_out, args.data)
+    if "timing" in parts or "clap" in parts:
+        results["timing"], trimmed = evaluate_timing(run, held_out, sr, window / sr, args.seed, args.out,
+                                                     args.keep_audio)
+        prompts = [p for p, _ in trimmed]
+        real = [prepare_audio(*read_audio(args.data / row["path"]), sr, 2)[0] for row in held_out]
+        results["clap"] = {"generated (held-out prompts)": adherence(scorer, prompts, [a for _, a in trimmed], sr),
+                           "real held-out clips": adherence(scorer, prompts, real, sr)}
+    if "instrument" in parts:
+        results["instrument"] = evaluate_instruments(run, scorer, sr, args.seeds_per_instrument, args.seed,
+                                                     args.data, args.out, args.keep_audio)
+    results_path.write_text(json.dumps(results, indent=1))
+    (args.out / "report.md").write_text(report(results))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
