@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--keep-audio", action="store_true")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N held-out clips (quick checks)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -227,7 +228,7 @@ def main() -> None:
     files = default_model_files(args.model_dir)
     model = load_model(files.config, files.checkpoint, text_encoder=files.text_encoder)
     scorer = ClapScorer.from_folder(files.text_encoder)
-    held_out = dataset_rows(args.data, "held_out")
+    held_out = dataset_rows(args.data, "held_out")[: args.limit]
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results["settings"] = {"steps": args.steps, "cfg_scale": args.cfg_scale, "seed": args.seed,
