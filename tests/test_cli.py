@@ -35,9 +35,16 @@ def test_batch_writes_one_file_per_item_with_its_seed(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["2_10_0.flac", "2_11_1.flac"]
 
 
-def test_generate_without_a_model_explains_what_to_pass(capsys):
-    assert cli_main(["generate", "hello"]) == 2
+def test_generate_with_a_checkpoint_but_no_config_explains_what_to_pass(capsys):
+    assert cli_main(["generate", "hello", "--checkpoint", "model.safetensors"]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_generate_without_a_model_and_without_the_bundled_files_names_what_is_missing(tmp_path, monkeypatch, capsys):
+    from stable_audio_core import bundled
+    monkeypatch.setattr(bundled, "DEFAULT_MODEL_DIR", tmp_path)
+    assert cli_main(["generate", "hello", "-o", str(tmp_path / "x.wav")]) != 0
+    assert "bundled default model is incomplete" in capsys.readouterr().err
 
 
 def test_bad_duration_is_a_clear_error_not_a_traceback(tmp_path, capsys):
