@@ -64,6 +64,15 @@ def onednn_linear_available() -> bool:
         return False
 
 
+def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the oneDNN paths may run: CPU inference (no autograd) in a oneDNN dtype."""
+    # Under torch.compile the plain ops are traced instead: inductor picks its own kernels.
+    return (x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype
+            and not torch.compiler.is_compiling()
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and onednn_linear_available())
+
+
 class OneDNNLinear(nn.Linear):
     """nn.Linear whose CPU inference path is oneDNN's inner product (see the module doc).
 
@@ -74,19 +83,10 @@ class OneDNNLinear(nn.Linear):
         """Tensor[..., in_features] -> Tensor[..., out_features], in x's dtype."""
         if x.dtype != self.weight.dtype and x.is_floating_point():  # bfloat16 matmul weights
             return self.forward(x.to(self.weight.dtype)).to(x.dtype)
-        if (x.device.type == "cpu" and not torch.compiler.is_compiling() and x.dtype in _ONEDNN_DTYPES and x.dtype == self.weight.dtype
-                and x.dim() >= 2 and x.numel() >= ONEDNN_MIN_ROWS * self.in_features
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
+        if (x.dim() >= 2 and x.numel() >= ONEDNN_MIN_ROWS * self.in_features
+                and _inference_on_cpu(x, self.weight)):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
-
-
-def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    # Under torch.compile the plain ops are traced instead: inductor picks its own kernels.
-    return (x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype
-            and not torch.compiler.is_compiling()
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and onednn_linear_available())
 
 
 def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
@@ -145,8 +145,7 @@ def use_bfloat16_matmuls(module: nn.Module, dtype: torch.dtype = torch.bfloat16)
         if type(submodule) is nn.Linear:
             submodule.__class__ = OneDNNLinear
         convertible = isinstance(submodule, (OneDNNLinear, PaddedConv1d)) or (
-            isinstance(submodule, WNConv1d) and submodule.padding_mode == "zeros"
-            and not isinstance(submodule.padding, str))
+            isinstance(submodule, WNConv1d) and submodule.routes_through_conv1d)
         if convertible:
             for parameter in submodule.parameters(recurse=False):
                 parameter.data = parameter.data.to(dtype)

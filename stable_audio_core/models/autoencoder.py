@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..acceleration import activation_dtype
 from ..config import check_keys, require
 from ..errors import ConfigError, InputError
 from .dac_vae import DACDecoder, DACEncoder
@@ -471,10 +472,6 @@ class AudioAutoencoder(nn.Module):
     def _parameter(self) -> Tensor:
         return next(self.decoder.parameters())
 
-    def _activation_dtype(self) -> torch.dtype:
-        """The parameters' dtype, or the wider one use_bfloat16_matmuls keeps activations in."""
-        return getattr(self, "activation_dtype", None) or self._parameter().dtype
-
     def _check_input(self, x: Tensor, channels: int, min_length: int, what: str) -> None:
         if not isinstance(x, Tensor) or x.dim() != 3:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -551,7 +548,7 @@ class AudioAutoencoder(nn.Module):
         chunking changes nothing but memory.
         """
         self._check_input(audio, self.in_channels, self.downsampling_ratio, "audio")
-        x = audio.to(self._activation_dtype())
+        x = audio.to(activation_dtype(self))
         encoded = self._encode_network(x, chunked, chunk_size, overlap)
         latents = self.bottleneck.encode(encoded, sample=sample, generator=generator)
         return (latents / self.scale).to(audio.dtype)
@@ -562,7 +559,7 @@ class AudioAutoencoder(nn.Module):
         """Audio Tensor[B, in_channels, T] -> (a latent draw Tensor[B, latent_dim, T // ratio]
         divided by `scale` like `encode`, KL divergence scalar), unchunked, for training."""
         self._check_input(audio, self.in_channels, self.downsampling_ratio, "audio")
-        encoded = self._run(self.encoder, audio.to(self._activation_dtype()))
+        encoded = self._run(self.encoder, audio.to(activation_dtype(self)))
         latents, kl = self.bottleneck.encode_with_kl(encoded, generator=generator)
         return (latents / self.scale).to(audio.dtype), kl
 
@@ -580,7 +577,7 @@ class AudioAutoencoder(nn.Module):
         edge discarded, so peak memory depends on chunk_size, not on L.
         """
         self._check_input(latents, self.latent_dim, 1, "latents")
-        z = self.bottleneck.decode(latents.to(self._activation_dtype()) * self.scale)
+        z = self.bottleneck.decode(latents.to(activation_dtype(self)) * self.scale)
         length = z.shape[-1]
         if self._wants_chunks(chunked, length, chunk_size, self.decoder, "decoding"):
             audio = self._run_in_chunks(

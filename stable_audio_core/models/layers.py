@@ -158,9 +158,14 @@ class WNConv1d(_WeightNormed, nn.Conv1d):
         super().__init__(*args, **kwargs)
         self._split_weight()
 
+    @property
+    def routes_through_conv1d(self) -> bool:
+        """Zero padding given in samples: the convolution runs through acceleration.conv1d."""
+        return self.padding_mode == "zeros" and not isinstance(self.padding, str)
+
     def forward(self, x: Tensor) -> Tensor:
         """Tensor[B, C_in, T] -> Tensor[B, C_out, T']."""
-        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+        if not self.routes_through_conv1d:
             return self._conv_forward(x, self.kernel(), self.bias)
         return conv1d(x, self.kernel(), self.bias, self.stride[0], self.padding[0], self.dilation[0],
                       self.groups)

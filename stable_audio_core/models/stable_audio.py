@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..acceleration import activation_dtype
 from ..config import ModelConfig
 from ..errors import ConfigError, InputError
 from ..sampling.guidance import ModelFn, guided_model_fn
@@ -218,7 +219,6 @@ class StableAudioModel(nn.Module):
     def dtype(self) -> torch.dtype:
         """The dtype of the backbone's activations (its parameters' dtype unless only its matmul
         weights are reduced, see acceleration.use_bfloat16_matmuls)."""
-        from ..acceleration import activation_dtype
         return activation_dtype(self.backbone)
 
     # --- conditioning and the guided model function ------------------------------------------

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from ..config import DIFFUSION_OBJECTIVES, check_keys
 from ..errors import ConfigError, InputError
-from ..acceleration import conv1d
+from ..acceleration import activation_dtype, conv1d
 from .attention import attention
 from .conditioners import LearnedFourierFeatures
 
@@ -559,7 +559,7 @@ class UNet1d(nn.Module):
         Returns:
             Tensor[B, out_channels, L].
         """
-        dtype = getattr(self, "activation_dtype", None) or self.to_in.block.block1.project.weight.dtype
+        dtype = activation_dtype(self)
         x = self._check_latents(x).to(dtype)
         batch = x.shape[0]
         t = t.to(dtype).expand(batch) if t.dim() == 0 else t.to(dtype)

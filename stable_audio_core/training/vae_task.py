@@ -442,9 +442,9 @@ def _merge_settings(values: dict[str, Any], spectral_base: dict,
     """Settings from option-form `values`; its "spectral" / "discriminator" dicts update the bases."""
     settings = VAESettings()
     weights = settings.weights
-    for name in ("stft", "adversarial", "feature_matching", "kl", "time_l1"):
-        if name in values:
-            setattr(weights, name, float(values[name]))
+    for weight in fields(VAELossWeights):
+        if weight.name in values:
+            setattr(weights, weight.name, float(values[weight.name]))
     spectral = dict(spectral_base)
     spectral.update(values.get("spectral", {}))
     check_keys(spectral, SPECTRAL_KEYS, "VAE 'spectral' options")
