@@ -44,6 +44,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# The environment every worker starts from, taken before anything here imports stable_audio_core
+# (whose acceleration module asks torch for huge pages through THP_MEM_ALLOC_ENABLE): our workers
+# set it themselves when they import the package, the peers run with their own defaults.
+WORKER_ENVIRONMENT = dict(os.environ)
 sys.path[:0] = [str(HERE / "harness"), str(REPO)]
 
 import numpy as np  # noqa: E402
@@ -230,7 +234,7 @@ def run_item(spec: dict, parties: dict, args, workdir: Path) -> dict:
     repeats = args.repeats if spec["item"] != "vae" or spec["seconds_total"] < 40 else args.long_repeats
     print(f"\n== {spec['name']}: {spec['what']} ({repeats} rounds)", flush=True)
     workers, results = {}, {}
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONWARNINGS="ignore",
+    env = dict(WORKER_ENVIRONMENT, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONWARNINGS="ignore",
                TOKENIZERS_PARALLELISM="false")
     for party in family_parties:
         spec_for = party_spec(spec, party, args)
@@ -409,7 +413,12 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
              " - other jobs share this machine; compare ratios, not absolute seconds",
              f"- Scale: {header['scale']} (see benchmarks/harness/workloads.py); parameters: "
              f"SAO-shaped {header['params']['sao'] / 1e6:.0f} M, U-Net-shaped {header['params']['unet'] / 1e6:.0f} M "
-             f"(U-Net VAE: {header['unet_vae']})", ""]
+             f"(U-Net VAE: {header['unet_vae']})"]
+    huge = sorted({party for item in items for party, env in item.get("environments", {}).items()
+                   if env.get("huge_pages")})
+    lines += [f"- Transparent huge pages for torch's CPU allocator (THP_MEM_ALLOC_ENABLE=1, which importing "
+              f"stable_audio_core requests): {', '.join(huge) or 'no party'}; the others run with their "
+              "defaults (4 kB pages)", ""]
     for item in items:
         spec = item["spec"]
         lines.append(f"- `{spec['name']}`: {spec['what']}")

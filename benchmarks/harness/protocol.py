@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import time
 import traceback
@@ -79,7 +80,9 @@ def save_output(tensor: torch.Tensor, path: str) -> None:
 
 def environment() -> dict:
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0],
+            # Read after build(): our package requests huge pages when it is imported.
+            "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"}
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info

@@ -26,7 +26,7 @@ from ..acceleration import activation_dtype
 from ..config import check_keys, require
 from ..errors import ConfigError, InputError
 from .dac_vae import DACDecoder, DACEncoder
-from .layers import Snake, WNConv1d, WNConvTranspose1d
+from .layers import Snake, WNConv1d, WNConvTranspose1d, snake_pointwise_residual
 
 # Dilations of the three residual units in every Oobleck block (stable-audio-tools' choice).
 RESIDUAL_DILATIONS = (1, 3, 9)
@@ -61,7 +61,8 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.layers(x)
+        first_activation, dilated, second_activation, pointwise = self.layers
+        return snake_pointwise_residual(x, dilated(first_activation(x)), second_activation, pointwise)
 
 
 class EncoderBlock(nn.Module):
@@ -362,10 +363,13 @@ class ChunkWindow:
 
 
 def chunk_windows(length: int, chunk_size: int, overlap: int) -> list[ChunkWindow]:
-    """Cover [0, length) latents with windows of `chunk_size` (or `length` if shorter), each
-    discarding at least overlap // 2 latents at every edge it shares with a neighbour.
+    """Cover [0, length) latents with equal windows of at most `chunk_size` (`length` if
+    shorter), each discarding at least overlap // 2 latents at every edge it shares with a
+    neighbour.
 
-    The kept parts tile [0, length) exactly. Where overlap // 2 is at least the network's
+    The windows are as few as chunk_size allows and balanced: 432 latents in windows of at most
+    256 with overlap 32 become two windows of 232 (464 latents of work) rather than 256 + 256
+    (512). The kept parts tile [0, length) exactly. Where overlap // 2 is at least the network's
     receptive field (in latents), the stitched result equals processing everything at once.
     """
     if chunk_size < 1 or overlap < 0 or overlap >= chunk_size:
@@ -374,15 +378,21 @@ def chunk_windows(length: int, chunk_size: int, overlap: int) -> list[ChunkWindo
             "0 <= overlap < chunk_size"
         )
     margin = overlap // 2
+    size = min(chunk_size, length)
+    if length > chunk_size:
+        # n windows of size w keep n * w - 2 * margin * (n - 1) latents: the fewest windows that
+        # fit, then the smallest equal size that covers the length with them.
+        count = -(-(length - 2 * margin) // (chunk_size - 2 * margin))
+        size = -(-(length + 2 * margin * (count - 1)) // count)
     windows = []
     keep_start = 0
     while keep_start < length:
         start = max(0, keep_start - margin)
-        stop = min(length, start + chunk_size)
+        stop = min(length, start + size)
         if stop == length:
             # The last window reaches back to full size: every window then has one shape,
             # which the conv backends and the allocator reuse (a new shape costs a setup).
-            start = max(0, length - chunk_size)
+            start = max(0, length - size)
         keep_stop = length if stop == length else stop - margin
         windows.append(ChunkWindow(start, stop, keep_start, keep_stop))
         keep_start = keep_stop
