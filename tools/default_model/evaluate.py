@@ -16,7 +16,11 @@ Parts (``--parts``, comma-separated; all by default):
   instrument for each melody instrument, "<genre> music with <instrument> melody ..., sparse"
              generated with several seeds; the CLAP zero-shot label among the instrument set
              (text "<instrument> melody") must be the prompted one; chance = 1 / instruments.
-             The same classifier on the real single-instrument clips of the dataset calibrates it.
+             The same classifier on the real single-instrument clips of the dataset calibrates it,
+             and on their VAE reconstructions (the best audio this decoder can give). Then the
+             question in the decoder's domain: nearest-centroid classifiers (band energies; CLAP
+             audio embeddings) fitted on those reconstructions, leave-one-out accuracy there as
+             the ceiling, applied to the generations.
 
 Writes results.json, timing.png, timing.md, a report.md with every table, and generations/*.wav
 (--keep-audio). Deterministic from --seed.
@@ -165,7 +169,50 @@ def zero_shot(scorer: ClapScorer, clips: list[torch.Tensor], labels: list[str], 
             "predicted": [choices[p] for p in predicted], "labels": labels}
 
 
-def evaluate_instruments(run, scorer: ClapScorer, sample_rate: int, seeds_per: int, seed: int,
+def band_features(clips: list[torch.Tensor], sample_rate: int) -> torch.Tensor:
+    """Timbre features independent of CLAP: mean and spread over time of 64 log-spaced band
+    energies (40 Hz - 16 kHz, 2048-point STFT), each frame normalised to its own mean level so
+    loudness drops out; frames more than 20 dB (natural log) under the median level are skipped."""
+    edges = torch.logspace(torch.log10(torch.tensor(40.0)), torch.log10(torch.tensor(16000.0)), 65)
+    bins = (edges / (sample_rate / 2) * 1024).long().clamp(max=1024)
+    features = []
+    for clip in clips:
+        power = torch.stft(clip.float().mean(0), 2048, 512, window=torch.hann_window(2048),
+                           return_complex=True).abs() ** 2
+        bands = torch.stack([power[bins[i]:max(int(bins[i + 1]), int(bins[i]) + 1)].sum(0) for i in range(64)])
+        level = (bands + 1e-8).log()
+        loud = level.sum(0) > level.sum(0).median() - 20
+        level = level[:, loud] if loud.any() else level
+        level = level - level.mean(0, keepdim=True)
+        features.append(torch.cat([level.mean(1), level.std(1)]))
+    return torch.stack(features)
+
+
+def nearest_centroid(train: torch.Tensor, labels: list[str], test: torch.Tensor,
+                     choices: tuple[str, ...]) -> tuple[float, list[str]]:
+    """Standardise on `train`; leave-one-out accuracy on train, predicted labels for `test`."""
+    mean, std = train.mean(0), train.std(0) + 1e-6
+    train, test = (train - mean) / std, (test - mean) / std
+    index = torch.tensor([choices.index(label) for label in labels])
+
+    def centroids(keep: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for k in range(len(choices)):
+            members = keep & (index == k)
+            rows.append(train[members].mean(0) if members.any() else torch.full_like(train[0], float("inf")))
+        return torch.stack(rows)
+
+    everyone = torch.ones(len(train), dtype=torch.bool)
+    hits = 0
+    for i in range(len(train)):
+        others = everyone.clone()
+        others[i] = False
+        hits += int(torch.cdist(train[i:i + 1], centroids(others)).argmin()) == int(index[i])
+    predicted = torch.cdist(test, centroids(everyone)).argmin(1).tolist()
+    return hits / len(train), [choices[p] for p in predicted]
+
+
+def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds_per: int, seed: int,
                          data: Path, out: Path, keep_audio: bool) -> dict:
     clips, labels, prompts = [], [], []
     started = time.time()
@@ -182,16 +229,41 @@ def evaluate_instruments(run, scorer: ClapScorer, sample_rate: int, seeds_per: i
         log(f"instruments {i + 1}/{len(MELODY_INSTRUMENTS)} ({time.time() - started:.0f} s)")
     generated = zero_shot(scorer, clips, labels, sample_rate, MELODY_INSTRUMENTS)
     generated["prompts"] = prompts
-    # Calibration: the same classifier on real single-instrument clips with a melody part.
-    real_clips, real_labels = [], []
+    # Calibration: the same classifier on real single-instrument clips with a melody part, and on
+    # their VAE reconstructions (the best any generation through this decoder can sound).
+    real_clips, real_labels, reconstructions = [], [], []
+    autoencoder = model.autoencoder
+    ratio = autoencoder.downsampling_ratio
     for row in dataset_rows(data, "train") + dataset_rows(data, "held_out"):
         if row["kind"] == "music" and len(row["instruments"]) == 1 and row["instruments"][0] in MELODY_INSTRUMENTS \
                 and f"{row['instruments'][0]} melody" in row["description"]:
             audio, rate = read_audio(data / row["path"])
-            real_clips.append(prepare_audio(audio, rate, sample_rate, 2)[0])
+            audio = prepare_audio(audio, rate, sample_rate, 2)[0]
+            length = audio.shape[-1]
+            with torch.inference_mode():
+                padded = torch.nn.functional.pad(audio, (0, -length % ratio))[None]
+                reconstructions.append(autoencoder.decode(autoencoder.encode(padded))[0, :, :length])
+            real_clips.append(audio)
             real_labels.append(row["instruments"][0])
     real = zero_shot(scorer, real_clips, real_labels, sample_rate, MELODY_INSTRUMENTS)
-    return {"generated": generated, "real_clips": {k: v for k, v in real.items() if k not in ("predicted", "labels")}}
+    reconstructed = zero_shot(scorer, reconstructions, real_labels, sample_rate, MELODY_INSTRUMENTS)
+    # A check in the decoder's own domain: nearest-centroid classifiers fitted on the
+    # reconstructions (leave-one-out accuracy there is the ceiling), applied to the generations.
+    probes = {}
+    for name, features in (("band energies", lambda c: band_features(c, sample_rate)),
+                           ("CLAP audio embeddings", lambda c: torch.nn.functional.normalize(
+                               scorer.audio_embeddings(c, sample_rate), dim=-1))):
+        ceiling, predicted = nearest_centroid(features(reconstructions), real_labels, features(clips),
+                                              MELODY_INSTRUMENTS)
+        hits = [p == label for p, label in zip(predicted, labels)]
+        probes[name] = {"reconstructions_leave_one_out": ceiling, "generated": sum(hits) / len(hits),
+                        "per_instrument": {k: sum(h for h, label in zip(hits, labels) if label == k) / labels.count(k)
+                                           for k in MELODY_INSTRUMENTS},
+                        "predicted": predicted}
+    strip = ("predicted", "labels")
+    return {"generated": generated, "real_clips": {k: v for k, v in real.items() if k not in strip},
+            "vae_reconstructions": {k: v for k, v in reconstructed.items() if k not in strip},
+            "decoder_domain_probe": probes}
 
 
 def report(results: dict) -> str:
@@ -226,15 +298,29 @@ def report(results: dict) -> str:
                          f"{c['chance_top1']:.3f} |")
         lines.append("")
     if "instrument" in results:
-        g, r = results["instrument"]["generated"], results["instrument"]["real_clips"]
+        i = results["instrument"]
+        g, r = i["generated"], i["real_clips"]
+        v = i.get("vae_reconstructions")
         lines += ["## Instrument named in the prompt (CLAP zero-shot)", "",
                   f"Generated: **{g['accuracy']:.2f}** accuracy over {g['count']} clips "
-                  f"(chance {g['chance']:.3f}); real single-instrument clips: {r['accuracy']:.2f} over {r['count']}.", "",
-                  "| instrument | generated | real clips |", "|---|---|---|"]
+                  f"(chance {g['chance']:.3f}); real single-instrument clips: {r['accuracy']:.2f} over {r['count']}"
+                  + (f"; their VAE reconstructions: {v['accuracy']:.2f}" if v else "") + ".", "",
+                  "| instrument | generated | real clips |" + (" VAE reconstructions |" if v else ""),
+                  "|---|---|---|" + ("---|" if v else "")]
+        fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
         for name in MELODY_INSTRUMENTS:
-            gv, rv = g["per_instrument"][name], r["per_instrument"][name]
-            lines.append(f"| {name} | {gv:.2f} | {'-' if rv is None else f'{rv:.2f}'} |")
+            row = f"| {name} | {fmt(g['per_instrument'][name])} | {fmt(r['per_instrument'][name])} |"
+            lines.append(row + (f" {fmt(v['per_instrument'][name])} |" if v else ""))
         lines.append("")
+        if "decoder_domain_probe" in i:
+            lines += ["### The same question in the decoder's domain", "",
+                      "Nearest-centroid classifiers fitted on the VAE reconstructions of the real single-instrument "
+                      "clips (leave-one-out accuracy there is the ceiling for audio from this decoder), applied to "
+                      f"the {g['count']} generations (chance {g['chance']:.3f}):", "",
+                      "| features | reconstructions (leave-one-out) | generated |", "|---|---|---|"]
+            for name, probe in i["decoder_domain_probe"].items():
+                lines.append(f"| {name} | {probe['reconstructions_leave_one_out']:.2f} | **{probe['generated']:.2f}** |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -281,7 +367,7 @@ def main() -> None:
         results["clap"] = {"generated (held-out prompts)": adherence(scorer, prompts, [a for _, a in trimmed], sr),
                            "real held-out clips": adherence(scorer, prompts, real, sr)}
     if "instrument" in parts:
-        results["instrument"] = evaluate_instruments(run, scorer, sr, args.seeds_per_instrument, args.seed,
+        results["instrument"] = evaluate_instruments(run, model, scorer, sr, args.seeds_per_instrument, args.seed,
                                                      args.data, args.out, args.keep_audio)
     results_path.write_text(json.dumps(results, indent=1))
     (args.out / "report.md").write_text(report(results))
