@@ -9,7 +9,9 @@ time, which other jobs on the machine barely disturb; with more threads it is wa
 optimised default, and the max abs difference of its output from the default's.
 
 Switches: oneDNN linears (acceleration.use_onednn_linear) vs torch's default BLAS; the fused
-Snake vs the earlier inference formulation; the decode chunk size; weight norm folded; bfloat16.
+Snake vs the earlier inference formulation; balanced decode windows vs full-size ones; the
+decode chunk size; weight norm folded; bfloat16. Huge pages are a process-wide switch read once:
+compare `STABLE_AUDIO_HUGE_PAGES=0 python benchmarks/ablation.py ...` with a default run.
 Profile first: `--profile` prints where an end-to-end generation spends its time (text
 conditioning, backbone calls, sampler arithmetic, VAE decode).
 """
@@ -92,6 +94,34 @@ def previous_snake():
         Snake.forward = current
 
 
+def _full_size_windows(length, chunk_size, overlap):
+    """The previous chunk layout: windows of exactly chunk_size, the last one reaching back."""
+    from stable_audio_core.models.autoencoder import ChunkWindow
+
+    margin, windows, keep_start = overlap // 2, [], 0
+    while keep_start < length:
+        start = max(0, keep_start - margin)
+        stop = min(length, start + chunk_size)
+        if stop == length:
+            start = max(0, length - chunk_size)
+        keep_stop = length if stop == length else stop - margin
+        windows.append(ChunkWindow(start, stop, keep_start, keep_stop))
+        keep_start = keep_stop
+    return windows
+
+
+@contextmanager
+def full_size_windows():
+    from stable_audio_core.models import autoencoder
+
+    balanced = autoencoder.chunk_windows
+    autoencoder.chunk_windows = _full_size_windows
+    try:
+        yield
+    finally:
+        autoencoder.chunk_windows = balanced
+
+
 @contextmanager
 def nothing():
     yield
@@ -100,14 +130,14 @@ def nothing():
 @contextmanager
 def before_this_work(model):
     """Every switch off at once: default BLAS linears (model and text encoders), direct
-    convolutions, the previous Snake, decode windows of 128 latents."""
+    convolutions, the previous Snake, full-size decode windows of 128 latents."""
     encoders = [getattr(c, "text_encoder", None) for c in model.conditioner.conditioners.values()]
     modules = [model] + [e.model for e in encoders if e is not None]
     autoencoder = model.autoencoder
     decode = autoencoder.decode
     autoencoder.decode = lambda latents, **kw: decode(latents, **{"chunk_size": 128, **kw})
     try:
-        with previous_snake(), direct_convolutions():
+        with previous_snake(), direct_convolutions(), full_size_windows():
             with default_blas_linears(modules[0]):
                 if len(modules) > 1:
                     with default_blas_linears(modules[1]):
@@ -260,8 +290,10 @@ def main() -> None:
                 vae16 = load_model(files[family]["config"], files[family]["checkpoint"], dtype="bfloat16").autoencoder
                 mixed = load_model(files[family]["config"], files[family]["checkpoint"], matmul_dtype="bfloat16").autoencoder
                 results = timed({
-                    "optimised (fused Snake, chunk 256, im2col first conv)": (lambda: vae.decode(latents), nothing),
+                    "optimised (fused Snake, balanced windows of <= 256, im2col first conv)":
+                        (lambda: vae.decode(latents), nothing),
                     "previous Snake": (lambda: vae.decode(latents), previous_snake),
+                    "full-size windows of 256 (previous layout)": (lambda: vae.decode(latents), full_size_windows),
                     "direct convolutions": (lambda: vae.decode(latents), direct_convolutions),
                     "chunk 128 (previous default)": (lambda: vae.decode(latents, chunk_size=128), nothing),
                     "unchunked": (lambda: vae.decode(latents, chunked=False), nothing),

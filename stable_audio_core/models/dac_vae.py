@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..config import check_keys, require
 from ..errors import ConfigError
-from .layers import Snake, WNConv1d, WNConvTranspose1d, snake_pointwise_residual
+from .layers import Snake, WNConv1d, WNConvTranspose1d
 
 # Dilations of the three residual units in every DAC block.
 DAC_DILATIONS = (1, 3, 9)
@@ -63,8 +63,7 @@ class DACResidualUnit(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        first_activation, dilated, second_activation, pointwise = self.block
-        return snake_pointwise_residual(x, dilated(first_activation(x)), second_activation, pointwise)
+        return x + self.block(x)
 
 
 class DACEncoderBlock(nn.Module):
