@@ -94,28 +94,14 @@ def previous_snake():
         Snake.forward = current
 
 
-def _full_size_windows(length, chunk_size, overlap):
-    """The previous chunk layout: windows of exactly chunk_size, the last one reaching back."""
-    from stable_audio_core.models.autoencoder import ChunkWindow
-
-    margin, windows, keep_start = overlap // 2, [], 0
-    while keep_start < length:
-        start = max(0, keep_start - margin)
-        stop = min(length, start + chunk_size)
-        if stop == length:
-            start = max(0, length - chunk_size)
-        keep_stop = length if stop == length else stop - margin
-        windows.append(ChunkWindow(start, stop, keep_start, keep_stop))
-        keep_start = keep_stop
-    return windows
-
-
 @contextmanager
 def full_size_windows():
+    from functools import partial
+
     from stable_audio_core.models import autoencoder
 
     balanced = autoencoder.chunk_windows
-    autoencoder.chunk_windows = _full_size_windows
+    autoencoder.chunk_windows = partial(balanced, balanced=False)
     try:
         yield
     finally:

@@ -145,6 +145,9 @@ def test_chunk_windows_are_balanced():
     windows = chunk_windows(432, 256, 32)
     assert [(w.start, w.stop) for w in windows] == [(0, 232), (200, 432)]
     assert [(w.keep_start, w.keep_stop) for w in windows] == [(0, 216), (216, 432)]
+    full_size = chunk_windows(432, 256, 32, balanced=False)  # the earlier layout: 512 latents of work
+    assert [(w.start, w.stop) for w in full_size] == [(0, 256), (176, 432)]
+    assert [(w.keep_start, w.keep_stop) for w in full_size] == [(0, 240), (240, 432)]
 
 
 @pytest.mark.parametrize("chunk_size, overlap", [(0, 0), (8, 8), (8, -1)])

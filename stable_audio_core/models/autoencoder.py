@@ -361,14 +361,15 @@ class ChunkWindow:
     keep_stop: int
 
 
-def chunk_windows(length: int, chunk_size: int, overlap: int) -> list[ChunkWindow]:
+def chunk_windows(length: int, chunk_size: int, overlap: int, balanced: bool = True) -> list[ChunkWindow]:
     """Cover [0, length) latents with equal windows of at most `chunk_size` (`length` if
     shorter), each discarding at least overlap // 2 latents at every edge it shares with a
     neighbour.
 
     The windows are as few as chunk_size allows and balanced: 432 latents in windows of at most
     256 with overlap 32 become two windows of 232 (464 latents of work) rather than 256 + 256
-    (512). The kept parts tile [0, length) exactly. Where overlap // 2 is at least the network's
+    (512); balanced=False keeps windows of exactly chunk_size (the layout before this). The kept
+    parts tile [0, length) exactly. Where overlap // 2 is at least the network's
     receptive field (in latents), the stitched result equals processing everything at once.
     """
     if chunk_size < 1 or overlap < 0 or overlap >= chunk_size:
@@ -378,7 +379,7 @@ def chunk_windows(length: int, chunk_size: int, overlap: int) -> list[ChunkWindo
         )
     margin = overlap // 2
     size = min(chunk_size, length)
-    if length > chunk_size:
+    if length > chunk_size and balanced:
         # n windows of size w keep n * w - 2 * margin * (n - 1) latents: the fewest windows that
         # fit, then the smallest equal size that covers the length with them.
         count = -(-(length - 2 * margin) // (chunk_size - 2 * margin))
