@@ -9,7 +9,8 @@ time, which other jobs on the machine barely disturb; with more threads it is wa
 optimised default, and the max abs difference of its output from the default's.
 
 Switches: oneDNN linears (acceleration.use_onednn_linear) vs torch's default BLAS; the fused
-Snake vs the earlier inference formulation; balanced decode windows vs full-size ones; the
+Snake vs the earlier inference formulation; the fused residual tail (Snake + 1x1 conv + add a
+time slice at a time) vs three full-length steps; balanced decode windows vs full-size ones; the
 decode chunk size; weight norm folded; bfloat16. Huge pages are a process-wide switch read once:
 compare `STABLE_AUDIO_HUGE_PAGES=0 python benchmarks/ablation.py ...` with a default run.
 Profile first: `--profile` prints where an end-to-end generation spends its time (text
@@ -94,6 +95,23 @@ def previous_snake():
         Snake.forward = current
 
 
+def _plain_residual_tail(x, h, activation, conv):
+    return x + conv(activation(h))
+
+
+@contextmanager
+def unfused_residual_tail():
+    """The VAE residual units' tail as three full-length steps (Snake, 1x1 conv, add)."""
+    from stable_audio_core.models import autoencoder, dac_vae
+
+    fused = autoencoder.snake_pointwise_residual
+    autoencoder.snake_pointwise_residual = dac_vae.snake_pointwise_residual = _plain_residual_tail
+    try:
+        yield
+    finally:
+        autoencoder.snake_pointwise_residual = dac_vae.snake_pointwise_residual = fused
+
+
 @contextmanager
 def full_size_windows():
     from functools import partial
@@ -116,14 +134,15 @@ def nothing():
 @contextmanager
 def before_this_work(model):
     """Every switch off at once: default BLAS linears (model and text encoders), direct
-    convolutions, the previous Snake, full-size decode windows of 128 latents."""
+    convolutions, the previous Snake, the unfused residual tail, full-size decode windows of 128
+    latents."""
     encoders = [getattr(c, "text_encoder", None) for c in model.conditioner.conditioners.values()]
     modules = [model] + [e.model for e in encoders if e is not None]
     autoencoder = model.autoencoder
     decode = autoencoder.decode
     autoencoder.decode = lambda latents, **kw: decode(latents, **{"chunk_size": 128, **kw})
     try:
-        with previous_snake(), direct_convolutions(), full_size_windows():
+        with previous_snake(), direct_convolutions(), unfused_residual_tail(), full_size_windows():
             with default_blas_linears(modules[0]):
                 if len(modules) > 1:
                     with default_blas_linears(modules[1]):
@@ -276,9 +295,10 @@ def main() -> None:
                 vae16 = load_model(files[family]["config"], files[family]["checkpoint"], dtype="bfloat16").autoencoder
                 mixed = load_model(files[family]["config"], files[family]["checkpoint"], matmul_dtype="bfloat16").autoencoder
                 results = timed({
-                    "optimised (fused Snake, balanced windows of <= 256, im2col first conv)":
+                    "optimised (fused Snake, fused residual tail, balanced windows of <= 256, im2col first conv)":
                         (lambda: vae.decode(latents), nothing),
                     "previous Snake": (lambda: vae.decode(latents), previous_snake),
+                    "unfused residual tail": (lambda: vae.decode(latents), unfused_residual_tail),
                     "full-size windows of 256 (previous layout)": (lambda: vae.decode(latents), full_size_windows),
                     "direct convolutions": (lambda: vae.decode(latents), direct_convolutions),
                     "chunk 128 (previous default)": (lambda: vae.decode(latents, chunk_size=128), nothing),

@@ -89,7 +89,7 @@ def onednn_linear_available() -> bool:
         return False
 
 
-def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the oneDNN paths may run: CPU inference (no autograd) in a oneDNN dtype."""
     # Under torch.compile the plain ops are traced instead: inductor picks its own kernels.
     return (x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype
@@ -109,7 +109,7 @@ class OneDNNLinear(nn.Linear):
         if x.dtype != self.weight.dtype and x.is_floating_point():  # bfloat16 matmul weights
             return self.forward(x.to(self.weight.dtype)).to(x.dtype)
         if (x.dim() >= 2 and x.numel() >= ONEDNN_MIN_ROWS * self.in_features
-                and _inference_on_cpu(x, self.weight)):
+                and inference_on_cpu(x, self.weight)):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
@@ -122,7 +122,7 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     batch, _, length = x.shape
     out_channels, in_channels, kernel = weight.shape
     frames = (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-    if groups != 1 or frames < 1 or batch * frames > IM2COL_MAX_ROWS or not _inference_on_cpu(x, weight):
+    if groups != 1 or frames < 1 or batch * frames > IM2COL_MAX_ROWS or not inference_on_cpu(x, weight):
         return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
     if padding:
         x = F.pad(x, (padding, padding))

@@ -10,7 +10,10 @@ from torch.nn import functional as F
 
 from stable_audio_core import acceleration
 from stable_audio_core.acceleration import OneDNNLinear, conv1d, onednn_linear_available, use_onednn_linear
-from stable_audio_core.models.layers import Snake
+from stable_audio_core.models import layers
+from stable_audio_core.models.autoencoder import ResidualUnit
+from stable_audio_core.models.dac_vae import DACResidualUnit
+from stable_audio_core.models.layers import Snake, WNConv1d, snake_pointwise_residual
 from stable_audio_core.pipeline import generate
 from stable_audio_core.sampling import samplers
 
@@ -96,6 +99,45 @@ def test_long_or_differentiable_convolutions_take_the_direct_path(monkeypatch):
         conv1d(x, weight, padding=1)  # too many output frames for im2col
     conv1d(torch.randn(1, 4, 8, requires_grad=True), weight, padding=1)  # needs a graph
     assert calls == []
+
+
+def _plain_residual(unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    first, dilated, second, pointwise = list(unit.children())[0]
+    return x + pointwise(second(dilated(first(x))))
+
+
+@pytest.mark.parametrize("unit", [ResidualUnit(12, 3, use_snake=True), ResidualUnit(12, 1, use_snake=False),
+                                  DACResidualUnit(12, 9)], ids=["oobleck", "oobleck-elu", "dac"])
+def test_fused_residual_tail_equals_the_plain_unit(unit, monkeypatch):
+    # Slices of 256 steps (the floor) over 1000 steps and batch 2: several slices and a ragged end.
+    monkeypatch.setattr(layers, "RESIDUAL_SLICE_FLOATS", 1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in unit.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    x = torch.randn(2, 12, 1000)
+    with torch.inference_mode():
+        fused = unit(x)
+        plain = _plain_residual(unit, x)
+    torch.testing.assert_close(fused, plain, rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
+    # Training (a graph is needed) takes the plain path, with gradients.
+    x.requires_grad_(True)
+    unit(x).sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in unit.parameters())
+
+
+def test_fused_residual_tail_is_taken_only_where_it_applies(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: calls.append(1) or torch.Tensor.addmm(*a[:3]))
+    snake, conv = Snake(4), WNConv1d(4, 4, kernel_size=1)
+    x = torch.randn(1, 4, 50)
+    with torch.inference_mode():
+        snake_pointwise_residual(x, x, snake, WNConv1d(4, 4, kernel_size=3, padding=1))  # not 1x1
+        snake_pointwise_residual(x, x, nn.ELU(), conv)  # not a Snake
+        snake_pointwise_residual(x.double(), x.double(), snake.double(), conv.double())  # not oneDNN's dtype
+        assert calls == []
+        snake_pointwise_residual(x, x, snake.float(), conv.float())
+    assert len(calls) == 1 or not acceleration.onednn_linear_available()
 
 
 def test_importing_the_core_requests_huge_pages_unless_told_not_to():

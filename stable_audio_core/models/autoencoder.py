@@ -26,7 +26,7 @@ from ..acceleration import activation_dtype
 from ..config import check_keys, require
 from ..errors import ConfigError, InputError
 from .dac_vae import DACDecoder, DACEncoder
-from .layers import Snake, WNConv1d, WNConvTranspose1d
+from .layers import Snake, WNConv1d, WNConvTranspose1d, snake_pointwise_residual
 
 # Dilations of the three residual units in every Oobleck block (stable-audio-tools' choice).
 RESIDUAL_DILATIONS = (1, 3, 9)
@@ -61,7 +61,8 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.layers(x)
+        first_activation, dilated, second_activation, pointwise = self.layers
+        return snake_pointwise_residual(x, dilated(first_activation(x)), second_activation, pointwise)
 
 
 class EncoderBlock(nn.Module):

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..config import check_keys, require
 from ..errors import ConfigError
-from .layers import Snake, WNConv1d, WNConvTranspose1d
+from .layers import Snake, WNConv1d, WNConvTranspose1d, snake_pointwise_residual
 
 # Dilations of the three residual units in every DAC block.
 DAC_DILATIONS = (1, 3, 9)
@@ -63,7 +63,8 @@ class DACResidualUnit(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x)
+        first_activation, dilated, second_activation, pointwise = self.block
+        return snake_pointwise_residual(x, dilated(first_activation(x)), second_activation, pointwise)
 
 
 class DACEncoderBlock(nn.Module):

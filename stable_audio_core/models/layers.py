@@ -5,6 +5,8 @@
 - `WNConv1d` / `WNConvTranspose1d` / `WNConv2d`: convolutions with a weight-normalised kernel
   w = g * v / ||v|| (Salimans & Kingma 2016), stored as `weight_g` / `weight_v` exactly as
   `torch.nn.utils.weight_norm(module, dim=0)` stores them, so checkpoints load unchanged.
+- `snake_pointwise_residual`: x + conv1x1(snake(h)), the tail of the VAEs' residual units, fused
+  on CPU inference (a time slice at a time, the residual add inside the GEMM).
 - `fold_weight_norm` turns every such conv into a plain `weight` for inference;
   `fold_weight_norm_state` / `unfold_weight_norm_state` convert checkpoints between the two forms.
 """
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..acceleration import conv1d
+from ..acceleration import conv1d, inference_on_cpu
 
 # Added to the divisor in Snake so a zero beta cannot divide by zero (the reference's constant).
 SNAKE_EPS = 1e-9
@@ -96,13 +98,18 @@ class Snake(nn.Module):
         if needs_graph:
             alpha, inverse_beta = self._coefficients()
             return x + inverse_beta * torch.sin(x * alpha).pow(2)
-        # Inference: one temporary and four passes over it (x * alpha, sin, square, then
+        # Inference: one output and four passes over it (x * alpha, sin, square, then
         # x + s * 1/beta fused in addcmul) instead of six tensors; the same value up to rounding.
         alpha, inverse_beta = self._cached_coefficients()
-        out = x * alpha
-        out.sin_()
-        out.mul_(out)
-        return torch.addcmul(x, out, inverse_beta, out=out)
+        return _snake_into(x, alpha, inverse_beta, torch.empty_like(x))
+
+
+def _snake_into(x: Tensor, alpha: Tensor, inverse_beta: Tensor, out: Tensor) -> Tensor:
+    """out = x + sin(alpha x)^2 * inverse_beta, computed in `out` (same shape as x) in four passes."""
+    torch.mul(x, alpha, out=out)
+    out.sin_()
+    out.mul_(out)
+    return torch.addcmul(x, out, inverse_beta, out=out)
 
 
 def _norm_except_dim0(weight: Tensor) -> Tensor:
@@ -169,6 +176,45 @@ class WNConv1d(_WeightNormed, nn.Conv1d):
             return self._conv_forward(x, self.kernel(), self.bias)
         return conv1d(x, self.kernel(), self.bias, self.stride[0], self.padding[0], self.dilation[0],
                       self.groups)
+
+
+# Time steps per slice of the fused residual tail: about 64k floats (256 kB) per operand, so the
+# Snake output is still in the core's cache when the GEMM reads it.
+RESIDUAL_SLICE_FLOATS = 1 << 16
+
+
+def snake_pointwise_residual(x: Tensor, h: Tensor, activation: nn.Module, conv: WNConv1d) -> Tensor:
+    """x + conv(activation(h)) for a kernel-1 `conv`: the tail of the Oobleck/DAC residual unit.
+
+    x: Tensor[B, C_out, T], h: Tensor[B, C_in, T] -> Tensor[B, C_out, T]. On CPU inference
+    (float32, no autograd) it runs a time slice at a time: Snake into a slice-sized buffer, then one
+    addmm that adds x while multiplying (and the bias in cache), instead of the full-length Snake
+    passes, torch's un-blocked 1x1 convolution (its slow path on this shape) and a separate add.
+    Equal to the plain form up to float rounding (summation order in the GEMM).
+    """
+    weight = conv.kernel()
+    fusable = (isinstance(activation, Snake) and conv.kernel_size == (1,) and conv.stride == (1,) and conv.padding == (0,) and conv.groups == 1
+               and x.dim() == 3 and x.shape[-1] == h.shape[-1] and x.dtype == h.dtype == weight.dtype
+               and not torch.is_grad_enabled() and inference_on_cpu(h, weight))
+    if not fusable:
+        return x + conv(activation(h))
+    batch, _, length = h.shape
+    matrix = weight[:, :, 0]
+    bias = None if conv.bias is None else conv.bias[:, None]
+    alpha, inverse_beta = activation._cached_coefficients()
+    alpha, inverse_beta = alpha[0], inverse_beta[0]  # [C_in, 1]
+    step = max(256, RESIDUAL_SLICE_FLOATS // max(h.shape[1], x.shape[1]))
+    out = torch.empty_like(x)
+    for b in range(batch):
+        for start in range(0, length, step):
+            stop = min(length, start + step)
+            segment = h[b, :, start:stop]
+            activated = _snake_into(segment, alpha, inverse_beta, torch.empty_like(segment))
+            target = out[b, :, start:stop]
+            torch.addmm(x[b, :, start:stop], matrix, activated, out=target)
+            if bias is not None:
+                target.add_(bias)
+    return out
 
 
 class WNConv2d(_WeightNormed, nn.Conv2d):
