@@ -192,11 +192,13 @@ def snake_pointwise_residual(x: Tensor, h: Tensor, activation: nn.Module, conv: 
     passes, torch's un-blocked 1x1 convolution (its slow path on this shape) and a separate add.
     Equal to the plain form up to float rounding (summation order in the GEMM).
     """
-    weight = conv.kernel()
-    fusable = (isinstance(activation, Snake) and conv.kernel_size == (1,) and conv.stride == (1,) and conv.padding == (0,) and conv.groups == 1
-               and x.dim() == 3 and x.shape[-1] == h.shape[-1] and x.dtype == h.dtype == weight.dtype
-               and not torch.is_grad_enabled() and inference_on_cpu(h, weight))
-    if not fusable:
+    # The shape checks first: training (grad enabled) falls through without computing the
+    # weight-normed kernel here as well as in conv().
+    fusable = (not torch.is_grad_enabled() and isinstance(activation, Snake) and conv.kernel_size == (1,)
+               and conv.stride == (1,) and conv.padding == (0,) and conv.groups == 1
+               and x.dim() == 3 and x.shape[-1] == h.shape[-1] and x.dtype == h.dtype)
+    weight = conv.kernel() if fusable else None
+    if not fusable or weight.dtype != x.dtype or not inference_on_cpu(h, weight):
         return x + conv(activation(h))
     batch, _, length = h.shape
     matrix = weight[:, :, 0]

@@ -70,18 +70,21 @@ def dataset_rows(data: Path, split: str) -> list[dict]:
     return [row for row in rows if row["id"] in ids]
 
 
+def reconstruct(autoencoder, audio: torch.Tensor) -> torch.Tensor:
+    """A whole clip Tensor[C, T] through encode (mean) -> decode, padded to whole latents, cut back."""
+    length = audio.shape[-1]
+    padded = torch.nn.functional.pad(audio, (0, -length % autoencoder.downsampling_ratio))[None]
+    with torch.inference_mode():
+        return autoencoder.decode(autoencoder.encode(padded))[0, :, :length]
+
+
 def evaluate_vae(model, rows: list[dict], data: Path) -> dict:
-    """Whole held-out clips through encode (mean) -> decode, padded to whole latents, cut back."""
-    autoencoder = model.autoencoder
-    ratio = autoencoder.downsampling_ratio
+    """Whole held-out clips through the VAE (`reconstruct`) against the originals."""
     distances, ratios = [], []
     for row in rows:
         audio, rate = read_audio(data / row["path"])
         audio = prepare_audio(audio, rate, model.sample_rate, model.audio_channels)[0]
-        length = audio.shape[-1]
-        padded = torch.nn.functional.pad(audio, (0, -length % ratio))[None]
-        with torch.inference_mode():
-            decoded = autoencoder.decode(autoencoder.encode(padded))[0, :, :length]
+        decoded = reconstruct(model.autoencoder, audio)
         distances.append(multiresolution_stft_distance(decoded, audio))
         ratios.append(si_sdr(decoded, audio))
     return {"clips": len(rows), "seconds": sum(r["duration"] for r in rows),
@@ -232,17 +235,12 @@ def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds
     # Calibration: the same classifier on real single-instrument clips with a melody part, and on
     # their VAE reconstructions (the best any generation through this decoder can sound).
     real_clips, real_labels, reconstructions = [], [], []
-    autoencoder = model.autoencoder
-    ratio = autoencoder.downsampling_ratio
     for row in dataset_rows(data, "train") + dataset_rows(data, "held_out"):
         if row["kind"] == "music" and len(row["instruments"]) == 1 and row["instruments"][0] in MELODY_INSTRUMENTS \
                 and f"{row['instruments'][0]} melody" in row["description"]:
             audio, rate = read_audio(data / row["path"])
             audio = prepare_audio(audio, rate, sample_rate, 2)[0]
-            length = audio.shape[-1]
-            with torch.inference_mode():
-                padded = torch.nn.functional.pad(audio, (0, -length % ratio))[None]
-                reconstructions.append(autoencoder.decode(autoencoder.encode(padded))[0, :, :length])
+            reconstructions.append(reconstruct(model.autoencoder, audio))
             real_clips.append(audio)
             real_labels.append(row["instruments"][0])
     real = zero_shot(scorer, real_clips, real_labels, sample_rate, MELODY_INSTRUMENTS)
