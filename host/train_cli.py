@@ -38,8 +38,9 @@ def add_train_parser(sub) -> None:
     data.add_argument("--data", default=None, help="folder of audio files (+ sidecar JSON or a manifest)")
     data.add_argument("--manifest", default=None, help="manifest .jsonl/.csv/.json (default: DATA/manifest.*)")
     data.add_argument("--split", default=None, help="use only this split of DATA/split.json, e.g. train")
-    data.add_argument("--latents", default=None,
-                      help="diffusion: train from latents made by `stable-audio encode-latents` instead of --data")
+    data.add_argument("--latents", default=None, action="append",
+                      help="diffusion: train from latents made by `stable-audio encode-latents` instead of --data; "
+                           "repeat to train on several latent folders as one dataset")
     data.add_argument("--sample-rate", type=int, default=48000,
                       help="clap: rate the audio is read at (vae/diffusion: the model config's)")
     data.add_argument("--seconds", type=float, default=10.0,
@@ -151,8 +152,8 @@ def build_dataset(args: argparse.Namespace, model_config: Any):
     if args.latents:
         if args.task != "diffusion":
             raise InputError("--latents is for diffusion training only")
-        from stable_audio_core.training.latents import LatentDataset
-        return LatentDataset(args.latents)
+        from stable_audio_core.training.latents import open_latents
+        return open_latents(args.latents)
     if not args.data:
         raise InputError("pass --data FOLDER (or, for diffusion, --latents FOLDER)")
     from stable_audio_core.training.data import AudioFolderDataset

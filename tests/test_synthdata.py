@@ -112,6 +112,33 @@ def test_sfx_fraction_sets_the_share_of_sound_effects():
 
 # --- metadata and captions -----------------------------------------------------------------------
 
+def test_solo_fraction_makes_lone_melodies_of_every_instrument_in_any_genre():
+    plans = plan_dataset(11, 400, sfx_fraction=0.0, solo_fraction=1.0)
+    assert all(p.solo and p.kind == "music" for p in plans)
+    songs = [compose_song(p.seed, p.duration, p.solo) for p in plans[:150]]
+    assert all(len(s.parts) == 1 and s.parts[0].role == "melody" for s in songs)
+    heard = {s.parts[0].instrument for s in songs}
+    assert heard == {name for name, i in INSTRUMENTS.items() if "melody" in i.ranges}
+    # instruments outside their genre's own melody palette too (e.g. a flute in a rock tune)
+    assert any(s.parts[0].instrument not in GENRES[s.genre].melody for s in songs)
+    for p in plans[:40]:
+        meta = compose_metadata(p)
+        assert meta["instruments"] == [compose_song(p.seed, p.duration, True).parts[0].instrument]
+        assert f"{meta['instruments'][0]} melody" in meta["description"]
+    mixed = plan_dataset(11, 400, sfx_fraction=0.2, solo_fraction=0.5)
+    solos = sum(p.solo for p in mixed) / sum(p.kind == "music" for p in mixed)
+    assert 0.4 < solos < 0.6 and not any(p.solo for p in mixed if p.kind == "sfx")
+
+
+def test_solo_fraction_zero_keeps_the_plans_of_datasets_made_before_it():
+    before = plan_dataset(5, 200, sfx_fraction=0.2)
+    assert plan_dataset(5, 200, sfx_fraction=0.2, solo_fraction=0.0) == before
+    with_solos = plan_dataset(5, 200, sfx_fraction=0.2, solo_fraction=0.3)
+    assert [(p.kind, p.duration, p.seed) for p in with_solos] == [(p.kind, p.duration, p.seed) for p in before]
+    song = compose_song(before[0].seed, before[0].duration)
+    assert compose_song(before[0].seed, before[0].duration, solo=False) == song
+
+
 def test_metadata_has_exactly_the_contract_fields_in_range(mido):
     for meta in _metadata_sample():
         assert set(meta) == set(FIELDS) | set(EXTRA_FIELDS)
@@ -278,6 +305,15 @@ def test_sound_effect_dataset_is_written_resumable_and_identical_without_fluidsy
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     with pytest.raises(ValueError, match="other parameters"):
         generate_dataset(tmp_path / "a", count=5, seed=3, sfx_fraction=1.0, max_seconds=2.0, log=logs.append)
+    # a dataset made before solo_fraction existed resumes as solo_fraction 0, and only as that
+    described = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    del described["solo_fraction"]
+    (tmp_path / "a" / "dataset.json").write_text(json.dumps(described))
+    assert generate_dataset(tmp_path / "a", count=6, seed=2, sfx_fraction=1.0, max_seconds=2.0,
+                            log=logs.append)["made"] == 1
+    with pytest.raises(ValueError, match="solo_fraction: 0.0 there, 0.5 now"):
+        generate_dataset(tmp_path / "a", count=6, seed=2, sfx_fraction=1.0, max_seconds=2.0, solo_fraction=0.5,
+                         log=logs.append)
 
 
 @pytest.mark.skipif(not HAS_RENDERER, reason="needs fluidsynth, fluid-soundfont-gm and mido "

@@ -17,7 +17,8 @@ from stable_audio_core.audio import read_audio, read_audio_window, resample
 from stable_audio_core.errors import AudioFileError, InputError
 from stable_audio_core.models.autoencoder import build_autoencoder
 from stable_audio_core.training.data import AudioFolderDataset, crop_offset, timing_seconds
-from stable_audio_core.training.latents import LatentDataset, crop_seed, encode_dataset, latent_padding_mask
+from stable_audio_core.training.latents import (LatentDataset, LatentDatasets, crop_seed, encode_dataset,
+                                                latent_padding_mask, open_latents)
 from stable_audio_core.training.prompts import PromptOptions, build_prompt
 
 RATE = 8000
@@ -315,6 +316,34 @@ def test_latents_round_trip_with_crop_timing_and_masks(folder, autoencoder, tmp_
     assert short["metadata"]["prompt"] == ds.get(1, 0)["metadata"]["prompt"]   # same seed, same prompt
     batch = latents.collate([latents.get(0, 1), short], [1, 0])
     assert batch["latents"].shape == (2, 16, 256) and batch["padding_mask"].dtype == torch.bool
+
+
+def test_several_latent_folders_train_as_one_dataset_in_order(folder, autoencoder, tmp_path):
+    encode_dataset(dataset(folder), autoencoder, tmp_path / "a")
+    other = tmp_path / "more"
+    other.mkdir()
+    write_tone(other / "extra.wav", 6000, seed=3, subtype="FLOAT")
+    write_json(other / "extra.json", {"description": "an extra clip"})
+    encode_dataset(dataset(other), autoencoder, tmp_path / "b")
+    a, b = LatentDataset(tmp_path / "a"), LatentDataset(tmp_path / "b")
+    both = open_latents([tmp_path / "a", tmp_path / "b"])
+    assert isinstance(both, LatentDatasets) and len(both) == 3 and both.latent_length == a.latent_length
+    for index, (part, local) in enumerate([(a, 0), (a, 1), (b, 0)]):
+        item, expected = both.get(index, 5), part.get(local, 5)
+        assert torch.equal(item["latents"], expected["latents"])
+        assert item["metadata"]["prompt"] == expected["metadata"]["prompt"]
+    assert both.prompts()[2] == "an extra clip"
+    assert both.collate([both.get(0, 0), both.get(2, 0)], [0, 1])["latents"].shape == (2, 16, WINDOW // 16)
+    with pytest.raises(IndexError):
+        both.get(3, 0)
+    assert isinstance(open_latents(tmp_path / "a"), LatentDataset)
+
+
+def test_latent_folders_with_other_settings_are_not_combined(folder, autoencoder, tmp_path):
+    encode_dataset(dataset(folder), autoencoder, tmp_path / "a")
+    encode_dataset(AudioFolderDataset(folder, sample_rate=RATE, sample_size=WINDOW * 2), autoencoder, tmp_path / "b")
+    with pytest.raises(InputError, match="cannot be combined.*sample_size"):
+        open_latents([tmp_path / "a", tmp_path / "b"])
 
 
 def test_interrupted_encoding_resumes_to_the_same_latents(folder, autoencoder, tmp_path):

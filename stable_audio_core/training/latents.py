@@ -401,3 +401,65 @@ class LatentDataset:
         """One prompt per item (its first crop's metadata), e.g. to train a tokenizer."""
         return [build_prompt(crops[0]["metadata"], self.prompt_options, seed + index)
                 for index, crops in enumerate(self.groups)]  # fmt: skip
+
+
+COMPATIBLE_SETTINGS = ("sample_rate", "sample_size", "audio_channels", "latent_dim", "latent_length",
+                       "downsampling_ratio", "latent_mode")
+
+
+class LatentDatasets:
+    """Several LatentDataset folders trained on as one (e.g. a dataset and a later supplement),
+    items numbered in order; they must agree on every setting in COMPATIBLE_SETTINGS. Each
+    part keeps its own prompt options."""
+
+    def __init__(self, parts: list[LatentDataset]):
+        if not parts:
+            raise InputError("LatentDatasets needs at least one latent folder")
+        first = parts[0]
+        for part in parts[1:]:
+            changed = [k for k in COMPATIBLE_SETTINGS if getattr(part, k) != getattr(first, k)]
+            if changed:
+                listed = ", ".join(f"{k} {getattr(first, k)!r} vs {getattr(part, k)!r}" for k in changed)
+                raise InputError(f"latent folders {first.root} and {part.root} cannot be combined: {listed}")
+        self.parts = list(parts)
+        for name in COMPATIBLE_SETTINGS:
+            setattr(self, name, getattr(first, name))
+        self.settings = first.settings
+        self.starts = []
+        total = 0
+        for part in self.parts:
+            self.starts.append(total)
+            total += len(part)
+        self.total = total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def _locate(self, index: int) -> tuple[LatentDataset, int]:
+        if not 0 <= index < self.total:
+            raise IndexError(f"latent dataset index {index} out of range for {self.total} items")
+        for part, start in zip(reversed(self.parts), reversed(self.starts)):
+            if index >= start:
+                return part, index - start
+        raise AssertionError("unreachable")
+
+    def get(self, index: int, seed: int) -> dict:
+        part, local = self._locate(index)
+        return part.get(local, seed)
+
+    def collate(self, items: list[dict], seeds: list[int] | Tensor) -> Batch:
+        return collate_items(items, seeds)
+
+    def prompts(self, seed: int = 0) -> list[str]:
+        prompts = []
+        for part, start in zip(self.parts, self.starts):
+            prompts += part.prompts(seed + start)
+        return prompts
+
+
+def open_latents(roots: str | Path | list[str | Path]) -> LatentDataset | LatentDatasets:
+    """One latent folder as a LatentDataset, several as LatentDatasets."""
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    if len(roots) == 1:
+        return LatentDataset(roots[0])
+    return LatentDatasets([LatentDataset(root) for root in roots])

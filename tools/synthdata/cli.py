@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1234, help="dataset seed (default 1234)")
     parser.add_argument("--sfx-fraction", type=float, default=0.2,
                         help="share of sound effects (default 0.2)")
+    parser.add_argument("--solo-fraction", type=float, default=0.0,
+                        help="share of music clips that are one melody instrument alone, drawn evenly "
+                             "from all melody instruments whatever the genre (default 0)")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="shortest clip (default 1)")
     parser.add_argument("--max-seconds", type=float, default=10.0,
                         help="longest clip, normally the model's window (default 10)")
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         generate_dataset(args.out, args.count, args.seed, sfx_fraction=args.sfx_fraction,
                          min_seconds=args.min_seconds, max_seconds=args.max_seconds, workers=args.workers,
                          soundfont=args.soundfont, held_out_fraction=args.held_out_fraction,
+                         solo_fraction=args.solo_fraction,
                          log=lambda line: print(line, flush=True))
     except MissingToolsError as error:
         print(f"error: {error}", file=sys.stderr)

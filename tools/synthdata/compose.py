@@ -1,11 +1,13 @@
 """Compose a short piece from a seed: genre, mood, key, tempo, density, then the parts.
 
-`compose_song(seed, duration)` is a pure function of its arguments. Harmony is a looping
+`compose_song(seed, duration, solo=False)` is a pure function of its arguments. Harmony is a looping
 four-chord progression of diatonic triads (sevenths for jazz); the melody is a stepwise walk on
 the scale that lands on chord tones on strong beats and repeats a two-bar rhythm; the chords are
 played as block chords, comping, arpeggios, strums or power chords; the bass follows the roots in a
 style per genre and density; drums come from drums.py. Every part starts on beat 0 and the score is
-cut exactly at `duration`, so the audible content fills the clip to its end.
+cut exactly at `duration`, so the audible content fills the clip to its end. A solo piece
+(`solo=True`) is one melody and nothing else, its instrument drawn evenly from every instrument
+that can carry a melody whatever the genre, so a model hears each timbre alone and in every style.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .vocab import DRUMS, GENRES, INSTRUMENTS, JAZZ_PROGRESSIONS, MODE_STEPS, MO
 
 DRUMS_ONLY_PROBABILITY = 0.08
 DRUM_CHANNEL = 9
+SOLO_INSTRUMENTS = tuple(name for name, instrument in INSTRUMENTS.items() if "melody" in instrument.ranges)
 PART_COUNT_WEIGHTS = {  # density -> {number of pitched parts: weight}
     "sparse": {1: 0.6, 2: 0.4},
     "moderate": {1: 0.2, 2: 0.5, 3: 0.3},
@@ -102,8 +105,8 @@ class Context:
     bpm: int
 
 
-def compose_song(seed: int, duration: float) -> Song:
-    """A song of `duration` seconds, fully determined by `seed`."""
+def compose_song(seed: int, duration: float, solo: bool = False) -> Song:
+    """A song of `duration` seconds, fully determined by `seed` (and `solo`: a lone melody)."""
     rng = ClipRandom(seed)
     genre = GENRES[rng.choice(tuple(GENRES))]
     mood = MOODS[rng.choice(genre.moods)]
@@ -114,7 +117,11 @@ def compose_song(seed: int, duration: float) -> Song:
     density = rng.weighted(("sparse", "moderate", "busy"), mood.density_weights)
     drums_only = genre.drums_probability > 0 and rng.chance(DRUMS_ONLY_PROBABILITY)
     with_drums = drums_only or rng.chance(genre.drums_probability * (0.5 if density == "sparse" else 1.0))
-    roles = () if drums_only else _choose_roles(rng.child("roles"), genre, density)
+    if solo:  # the draws above are kept so everything else about the song follows the seed as usual
+        drums_only = with_drums = False
+        roles = (("melody", rng.child("solo").choice(SOLO_INSTRUMENTS)),)
+    else:
+        roles = () if drums_only else _choose_roles(rng.child("roles"), genre, density)
 
     degrees = rng.choice((JAZZ_PROGRESSIONS if genre.sevenths else PROGRESSIONS)[mode])
     slot_beats = {"sparse": rng.choice((4.0, 8.0)), "moderate": 4.0, "busy": rng.choice((2.0, 4.0))}[density]

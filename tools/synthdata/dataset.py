@@ -28,7 +28,8 @@ from .sfx import synthesize_sfx
 
 FORMAT_VERSION = 1
 SOUNDFONT_LICENSE = "FluidR3_GM by Frank Wen, MIT licence (Debian package fluid-soundfont-gm)"
-PARAMETERS = ("seed", "sfx_fraction", "min_seconds", "max_seconds", "sample_rate")  # must match to resume
+PARAMETERS = ("seed", "sfx_fraction", "min_seconds", "max_seconds", "sample_rate", "solo_fraction")  # must match to resume
+PARAMETER_DEFAULTS = {"solo_fraction": 0.0}  # for datasets made before the parameter existed
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ClipPlan:
     kind: str  # "music" | "sfx"
     duration: float  # seconds, a multiple of 0.01 (a whole number of samples at 44.1 kHz)
     seed: int  # the clip's own seed: content and caption follow from it
+    solo: bool = False  # music only: one melody instrument, no other part
 
 
 def clip_id(index: int) -> str:
@@ -45,25 +47,27 @@ def clip_id(index: int) -> str:
 
 
 def plan_clip(dataset_seed: int, index: int, sfx_fraction: float, min_seconds: float,
-              max_seconds: float) -> ClipPlan:
-    """Kind and duration of clip `index`: duration uniform over the window in 10 ms steps."""
+              max_seconds: float, solo_fraction: float = 0.0) -> ClipPlan:
+    """Kind and duration of clip `index`: duration uniform over the window in 10 ms steps; a music
+    clip is a solo with probability `solo_fraction` (drawn last, so 0 keeps older plans as they were)."""
     seed = derive_seed(dataset_seed, "clip", index)
     rng = ClipRandom(derive_seed(seed, "plan"))
     kind = "sfx" if rng.unit() < sfx_fraction else "music"
     centiseconds = rng.integer(int(round(min_seconds * 100)), int(round(max_seconds * 100)))
-    return ClipPlan(index, clip_id(index), kind, centiseconds / 100.0, seed)
+    solo = kind == "music" and solo_fraction > 0 and rng.unit() < solo_fraction
+    return ClipPlan(index, clip_id(index), kind, centiseconds / 100.0, seed, solo)
 
 
 def plan_dataset(seed: int, count: int, sfx_fraction: float = 0.2, min_seconds: float = 1.0,
-                 max_seconds: float = 10.0) -> list[ClipPlan]:
-    return [plan_clip(seed, i, sfx_fraction, min_seconds, max_seconds) for i in range(count)]
+                 max_seconds: float = 10.0, solo_fraction: float = 0.0) -> list[ClipPlan]:
+    return [plan_clip(seed, i, sfx_fraction, min_seconds, max_seconds, solo_fraction) for i in range(count)]
 
 
 def make_clip(plan: ClipPlan, soundfont: str | Path | None) -> tuple[np.ndarray, dict, bytes | None]:
     """(audio float32 [samples, 2] ready to store, sidecar metadata, MIDI bytes or None for sfx)."""
     samples = int(round(plan.duration * SAMPLE_RATE))
     if plan.kind == "music":
-        song = compose_song(plan.seed, plan.duration)
+        song = compose_song(plan.seed, plan.duration, plan.solo)
         metadata, midi = music_metadata(plan.id, plan.seed, song), song_to_midi(song)
         audio = render_song(song, soundfont)
     else:
@@ -75,7 +79,7 @@ def make_clip(plan: ClipPlan, soundfont: str | Path | None) -> tuple[np.ndarray,
 def compose_metadata(plan: ClipPlan) -> dict:
     """The sidecar a clip will have, without rendering (sound effects are cheap to synthesise)."""
     if plan.kind == "music":
-        return music_metadata(plan.id, plan.seed, compose_song(plan.seed, plan.duration))
+        return music_metadata(plan.id, plan.seed, compose_song(plan.seed, plan.duration, plan.solo))
     return sfx_metadata(plan.id, plan.seed, plan.duration, synthesize_sfx(plan.seed, plan.duration)[1])
 
 
@@ -134,7 +138,8 @@ def _check_parameters(out_dir: Path, parameters: dict) -> None:
     if not existing_path.is_file():
         return
     existing = json.loads(existing_path.read_text())
-    different = {k: (existing.get(k), parameters[k]) for k in PARAMETERS if existing.get(k) != parameters[k]}
+    before = {k: existing.get(k, PARAMETER_DEFAULTS.get(k)) for k in PARAMETERS}
+    different = {k: (before[k], parameters[k]) for k in PARAMETERS if before[k] != parameters[k]}
     if different:
         listed = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in different.items())
         raise ValueError(f"{out_dir} holds a dataset made with other parameters ({listed}); "
@@ -144,22 +149,22 @@ def _check_parameters(out_dir: Path, parameters: dict) -> None:
 def generate_dataset(out_dir: str | Path, count: int, seed: int, sfx_fraction: float = 0.2,
                      min_seconds: float = 1.0, max_seconds: float = 10.0, workers: int = 1,
                      soundfont: str | Path | None = None, held_out_fraction: float = 0.05,
-                     log: Callable[[str], None] = print) -> dict:
+                     solo_fraction: float = 0.0, log: Callable[[str], None] = print) -> dict:
     """Make (or complete) the dataset in `out_dir`; returns a summary with timings."""
     if count < 1 or workers < 1:
         raise ValueError(f"count and workers must be at least 1 (got count={count}, workers={workers})")
-    if not 0.0 <= sfx_fraction <= 1.0 or not 0.0 <= held_out_fraction < 1.0:
-        raise ValueError(f"sfx_fraction must be in [0, 1] and held_out_fraction in [0, 1) "
-                         f"(got {sfx_fraction}, {held_out_fraction})")
+    if not (0.0 <= sfx_fraction <= 1.0 and 0.0 <= solo_fraction <= 1.0 and 0.0 <= held_out_fraction < 1.0):
+        raise ValueError(f"sfx_fraction and solo_fraction must be in [0, 1] and held_out_fraction in [0, 1) "
+                         f"(got {sfx_fraction}, {solo_fraction}, {held_out_fraction})")
     if not 0.05 <= min_seconds <= max_seconds:
         raise ValueError(f"need 0.05 <= min_seconds <= max_seconds (got {min_seconds}, {max_seconds})")
     out_dir = Path(out_dir)
-    plans = plan_dataset(seed, count, sfx_fraction, min_seconds, max_seconds)
+    plans = plan_dataset(seed, count, sfx_fraction, min_seconds, max_seconds, solo_fraction)
     needs_music = any(p.kind == "music" for p in plans)
     soundfont_path = check_requirements(soundfont) if needs_music else None
 
     parameters = {"seed": seed, "sfx_fraction": sfx_fraction, "min_seconds": min_seconds,
-                  "max_seconds": max_seconds, "sample_rate": SAMPLE_RATE}
+                  "max_seconds": max_seconds, "sample_rate": SAMPLE_RATE, "solo_fraction": solo_fraction}
     _check_parameters(out_dir, parameters)
     for sub in ("audio", "midi"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
