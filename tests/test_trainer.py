@@ -342,6 +342,22 @@ def test_ema_warms_up_from_a_copy_toward_the_set_decay():
     assert torch.allclose(ema.averaged["layer"].weight, torch.full((1, 2), 0.3 * 2.4 + 0.7 * 3.0))
 
 
+class AlternatingGanTask(GanTask):
+    """Discriminator alone on odd steps, generator alone on even steps (the VAE task's layout)."""
+
+    def phases(self):
+        return [Phase("discriminator", list(self.discriminator.parameters()), self.discriminator_loss,
+                      start_step=1, every=2, learning_rate=3e-3, betas=(0.5, 0.9), moves_ema=False),
+                Phase("generator", list(self.generator.parameters()), self.generator_loss, every=2)]
+
+
+def test_ema_moves_only_on_steps_that_change_its_modules(tmp_path):
+    train(AlternatingGanTask(), TinyCrops(), tiny_config(tmp_path / "a", max_steps=8), progress=False)
+    assert final_state(tmp_path / "a")["ema"]["updates"] == 4   # generator steps 0, 2, 4, 6
+    train(GanTask(), TinyCrops(), tiny_config(tmp_path / "b", max_steps=8), progress=False)
+    assert final_state(tmp_path / "b")["ema"]["updates"] == 8   # the generator runs every step there
+
+
 def test_data_order_visits_every_item_once_per_epoch_with_distinct_seeds():
     from stable_audio_core.training.data_order import DataOrder
     order = DataOrder(7, run_seed=3)

@@ -245,6 +245,8 @@ def test_task_implements_the_training_protocol_with_alternating_phases():
     assert [s for s in range(6) if phases["generator"].active(s)] == [0, 2, 4]
     assert [s for s in range(6) if phases["discriminator"].active(s)] == [1, 3, 5]
     assert phases["generator"].betas == phases["discriminator"].betas == (0.8, 0.99)
+    # the EMA follows the autoencoder, which only the generator phase changes
+    assert phases["generator"].moves_ema and not phases["discriminator"].moves_ema
 
 
 def test_full_warmup_holds_the_discriminator_back_and_adversarial_terms_start_after_warmup():

@@ -51,7 +51,9 @@ class Phase:
 
     ``loss_fn(batch, ctx)`` returns the scalar loss (mean over the micro-batch's items) and a dict
     of floats to log. ``start_step``/``every`` make a phase run only on some steps (for example a
-    discriminator warm-up). ``learning_rate``/``betas`` override the trainer's defaults.
+    discriminator warm-up). ``learning_rate``/``betas`` override the trainer's defaults. The EMA is
+updated after a step only when a phase with ``moves_ema`` ran in it, so a discriminator-only
+step leaves the averaged weights (and the EMA warm-up count) as they were.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Phase:
     learning_rate: float | None = None
     betas: tuple[float, float] | None = None
     weight_decay: float | None = None
+    moves_ema: bool = True   # False: this phase never changes the task's ema_modules (a discriminator)
 
     def active(self, step: int) -> bool:
         return step >= self.start_step and (step - self.start_step) % self.every == 0

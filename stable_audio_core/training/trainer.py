@@ -367,10 +367,12 @@ class _Run:
     def run_step(self, micro_batches: list[dict]) -> dict[str, float]:
         lr_factor = self.schedule(self.step)
         metrics: dict[str, float] = {}
+        moved = False
         for phase in self.phases:
             if phase.active(self.step):
                 metrics.update(self.run_phase(phase, micro_batches, lr_factor))
-        if self.ema is not None:
+                moved = moved or phase.moves_ema
+        if self.ema is not None and moved:
             self.ema.update()
         self.step += 1
         self.data_position += self.config.batch_size

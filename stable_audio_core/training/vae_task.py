@@ -203,7 +203,7 @@ class VAETask:
                               self.discriminator_loss, start_step=start, every=2,
                               learning_rate=s.discriminator_learning_rate,
                               betas=s.discriminator_betas,
-                              weight_decay=s.discriminator_weight_decay)  # fmt: skip
+                              weight_decay=s.discriminator_weight_decay, moves_ema=False)  # fmt: skip
         return [discriminator, generator]
 
     def export(self, ema: dict[str, nn.Module] | None) -> tuple[dict[str, Tensor], dict]:
