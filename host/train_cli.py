@@ -136,15 +136,12 @@ def dataset_shape(args: argparse.Namespace, model_config: Any) -> tuple[int, int
     """(sample_rate, sample_size, audio_channels) of the training windows: the model config's for
     vae/diffusion; for clap the command line's (the task resamples to its own rate, in mono)."""
     from stable_audio_core.errors import ConfigError
+    from stable_audio_core.training.data import dataset_shape as model_dataset_shape
     if args.task == "clap":
         return args.sample_rate, int(round(args.seconds * args.sample_rate)), 1
     if not isinstance(model_config, dict):
         raise ConfigError(f"{args.task} training needs a model_config.json file, not a folder")
-    missing = [key for key in ("sample_rate", "sample_size") if key not in model_config]
-    if missing:
-        raise ConfigError(f"{args.config} lacks {', '.join(missing)}: the training window comes from it")
-    return (int(model_config["sample_rate"]), int(model_config["sample_size"]),
-            int(model_config.get("audio_channels", 2)))
+    return model_dataset_shape(None, model_config)
 
 
 def build_dataset(args: argparse.Namespace, model_config: Any):

@@ -394,6 +394,21 @@ def test_task_builders_name_the_missing_module(monkeypatch):
         builders.build_task("gan", {}, {})
 
 
+def test_train_command_takes_the_window_shape_from_the_model_config():
+    from argparse import Namespace
+    from stable_audio_core.errors import ConfigError, InputError
+    from stable_audio_host.train_cli import dataset_shape
+    vae = Namespace(task="vae", config="model_config.json")
+    assert dataset_shape(vae, {"sample_rate": 44100, "sample_size": 65536}) == (44100, 65536, 2)
+    assert dataset_shape(vae, {"sample_rate": 16000, "sample_size": 4096, "audio_channels": 1}) == (16000, 4096, 1)
+    with pytest.raises(InputError, match="no sample_size"):
+        dataset_shape(vae, {"sample_rate": 44100})
+    with pytest.raises(ConfigError, match="not a folder"):
+        dataset_shape(vae, "some/folder")
+    clap = Namespace(task="clap", sample_rate=48000, seconds=10.0)
+    assert dataset_shape(clap, None) == (48000, 480000, 1)
+
+
 def test_train_command_runs_a_task_on_a_folder_of_audio(tmp_path, monkeypatch):
     import soundfile
     from stable_audio_host import cli

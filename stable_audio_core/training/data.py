@@ -196,7 +196,7 @@ def dataset_shape(task: Any, model_config: dict | None) -> tuple[int, int, int]:
         if value is None and isinstance(model_config, dict):
             value = model_config.get(name, 2 if name == "audio_channels" else None)
         if value is None:
-            raise InputError(f"the model config gives no {name}, which the training data needs")
+            raise InputError(f"the model config gives no {name}: the training windows take their shape from it")
         values.append(int(value))
     return values[0], values[1], values[2]
 
