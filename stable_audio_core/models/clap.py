@@ -20,7 +20,7 @@ from .clap_audio import ClapAudioModel, relative_position_index
 from .clap_config import CONFIG_FILE, ClapConfig
 from .clap_text import ClapTextModel
 # Hugging Face folder reading is shared with the T5 loader (single file, shards, pickle refusal).
-from .t5 import _group_by_prefix, _weight_files
+from .hf_folder import group_by_prefix, weight_files
 
 TOWERS = ("text", "audio")
 # Checkpoint key prefixes of each tower (our module `text` holds keys `text.<checkpoint key>`).
@@ -92,7 +92,7 @@ class ClapModel(nn.Module):
             model = cls(config, towers)
         expected = {_checkpoint_key(key): value for key, value in model.state_dict().items()}
         skipped = tuple(p for name in TOWERS if name not in towers for p in TOWER_PREFIXES[name])
-        state = _read_weights(_weight_files(folder), expected, skipped, config, dtype)
+        state = _read_weights(weight_files(folder), expected, skipped, config, dtype)
         model.load_state_dict({_model_key(key): value for key, value in state.items()}, strict=True, assign=True)
         return model.to(device).eval()
 
@@ -162,9 +162,9 @@ def _read_weights(files: list[Path], expected: dict[str, Tensor], skipped: tuple
     missing = sorted(set(expected) - set(state))
     problems = []
     if missing:
-        problems.append(f"missing keys: {_group_by_prefix(missing, 4)}")
+        problems.append(f"missing keys: {group_by_prefix(missing, 4)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_group_by_prefix(sorted(unexpected), 4)}")
+        problems.append(f"unexpected keys: {group_by_prefix(sorted(unexpected), 4)}")
     if wrong_derived:
         shown = ", ".join(wrong_derived[:5]) + (f" (and {len(wrong_derived) - 5} more)" if len(wrong_derived) > 5 else "")
         problems.append(f"buffers with values this implementation does not reproduce: {shown}")

@@ -29,7 +29,7 @@ from ..errors import InputError
 from .attention import attention
 from .clap_config import ClapAudioConfig
 from .clap_text import ClapProjection, holder
-from .t5 import ACTIVATIONS
+from .hf_folder import ACTIVATIONS
 
 SHIFTED_REGION_BIAS = -100.0  # added between tokens from different regions of a shifted window
 PATCH_NORM_EPS = 1e-5  # the patch-embedding, merging and final norms use LayerNorm's default

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .t5 import ACTIVATIONS, _IGNORED_CONFIG_KEYS as _HF_GENERIC_KEYS
+from .hf_folder import ACTIVATIONS, IGNORED_CONFIG_KEYS as _HF_GENERIC_KEYS
 
 CONFIG_FILE = "config.json"
 

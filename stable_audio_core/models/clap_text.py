@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from .attention import attention
 from .clap_config import ClapTextConfig
-from .t5 import ACTIVATIONS
+from .hf_folder import ACTIVATIONS
 
 
 def holder(**children: nn.Module) -> nn.Module:
