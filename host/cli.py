@@ -4,6 +4,7 @@ train models (`train`, `encode-latents`)."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -43,10 +44,23 @@ def _progress_callback(total: int):
     return callback
 
 
+def generation_settings(args: argparse.Namespace, defaults: dict, steps: int) -> dict:
+    """What `generate` was run with, the model's defaults filled in (saved in FLAC outputs)."""
+    return {"model": args.checkpoint or "bundled default model", "config": args.config,
+            "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+            "seconds_start": args.seconds_start, "seconds_total": args.seconds, "steps": steps,
+            "cfg_scale": args.cfg_scale if args.cfg_scale is not None else defaults["cfg_scale"],
+            "cfg_rescale": args.cfg_rescale, "sampler": args.sampler or defaults["sampler"],
+            "schedule": args.schedule, "sigma_min": args.sigma_min, "sigma_max": args.sigma_max,
+            "seed_per_item": args.seed_per_item, "batch_size": args.batch, "window_seconds": args.window,
+            "init_audio": args.init_audio, "init_noise_level": args.init_noise_level}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from stable_audio_core.audio import read_audio, write_audio
+    from stable_audio_core.audio_tags import write_flac_tags
     from stable_audio_core.factory import load_model
     from stable_audio_core.pipeline import defaults_for, generate
 
@@ -83,9 +97,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     )
     print(f"generated in {time.time() - started:.1f} s", file=sys.stderr)
     fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output and Path(args.output).suffix else "wav")
+    settings = generation_settings(args, defaults, steps)
     for path, audio, seed in zip(output_paths(args.output, args.prompt, result.seeds, fmt),
                                  result.audio, result.seeds):
         write_audio(path, audio, result.sample_rate, fmt)
+        if fmt == "flac":   # the prompt and what reproduces the file travel with it
+            write_flac_tags(path, {"DESCRIPTION": args.prompt,
+                                   "stable_audio_settings": json.dumps({**settings, "seed": seed})})
         seconds = audio.shape[-1] / result.sample_rate
         print(f"{path}  ({seconds:.2f} s, {audio.shape[0]} ch, {result.sample_rate} Hz, seed {seed})")
     return 0

@@ -6,9 +6,10 @@ import json
 
 import torch
 
+from ..stable_audio_core import audio_tags
 from ..stable_audio_core.audio import WRITE_FORMATS, write_audio
 from ..stable_audio_core.postprocess import trim_silence
-from . import files, metadata
+from . import files
 from .datatypes import AUDIO, CATEGORY, audio_parts, make_audio
 
 
@@ -80,8 +81,8 @@ class SaveAudio:
             path, filename, subfolder = files.output_path(filename_prefix, format)
             write_audio(path, item.to(torch.float32), rate, format)
             if tags and format == "flac":
-                metadata.write_flac_tags(path, tags)
+                audio_tags.write_flac_tags(path, tags)
             elif tags:
-                metadata.write_sidecar(path, tags)
+                audio_tags.write_sidecar(path, tags)
             results.append({"filename": filename, "subfolder": subfolder, "type": "output"})
         return {"ui": {"audio": results}}

@@ -10,6 +10,7 @@ from conftest import perturbed_model, save_checkpoint, tiny_config
 
 
 def _model_files(tmp_path):
+    """A tiny model whose "prompt" conditioner takes numbers (so prompts here are numerals)."""
     config = tiny_config()
     (tmp_path / "model_config.json").write_text(json.dumps(config))
     save_checkpoint(perturbed_model(config), tmp_path / "model.safetensors")
@@ -33,6 +34,26 @@ def test_batch_writes_one_file_per_item_with_its_seed(tmp_path):
                      "-o", str(folder), "--format", "flac", *_model_files(tmp_path)])
     assert code == 0
     assert sorted(p.name for p in folder.iterdir()) == ["2_10_0.flac", "2_11_1.flac"]
+
+
+def test_flac_output_carries_the_prompt_and_the_settings_that_reproduce_it(tmp_path):
+    from stable_audio_core.audio_tags import read_flac_tags
+    files = _model_files(tmp_path)
+    code = cli_main(["generate", "3", "--steps", "2", "--seed", "9", "--sampler", "dpmpp-2m",
+                     "--cfg-scale", "3", "-o", str(tmp_path / "a.flac"), *files])
+    assert code == 0
+    tags = read_flac_tags(tmp_path / "a.flac")
+    settings = json.loads(tags["stable_audio_settings"])
+    assert tags["DESCRIPTION"] == "3"
+    assert settings["seed"] == 9 and settings["steps"] == 2 and settings["cfg_scale"] == 3.0
+    assert settings["sampler"] == "dpmpp-2m" and settings["prompt"] == "3"
+    again = ["generate", settings["prompt"], "--steps", str(settings["steps"]), "--seed", str(settings["seed"]),
+             "--sampler", settings["sampler"], "--cfg-scale", str(settings["cfg_scale"]),
+             "-o", str(tmp_path / "b.flac"), *files]
+    assert cli_main(again) == 0
+    assert (sf.read(str(tmp_path / "a.flac"))[0] == sf.read(str(tmp_path / "b.flac"))[0]).all()
+    assert cli_main(["generate", "3", "--steps", "1", "-o", str(tmp_path / "c.wav"), *files]) == 0
+    assert not (tmp_path / "c.wav.json").exists()   # other formats stay a single file
 
 
 def test_generate_with_a_checkpoint_but_no_config_explains_what_to_pass(capsys):

@@ -1,7 +1,8 @@
-"""The workflow and prompt saved with the audio: FLAC Vorbis comments, else a sidecar JSON.
+"""Metadata saved with written audio: FLAC Vorbis comments, else a sidecar JSON (<file>.json).
 
-ComfyUI's own SaveAudio stores `prompt` and `workflow` as FLAC tags, and its frontend loads the
-workflow back from a dropped FLAC; we write the same tags. Other formats get <file>.json.
+Used by the node pack's SaveAudio (ComfyUI's own SaveAudio stores `prompt` and `workflow` as FLAC
+tags, and its frontend loads the workflow back from a dropped FLAC; we write the same tags) and by
+`stable-audio generate` (the prompt and the settings that reproduce the file).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import struct
 import tempfile
 from pathlib import Path
 
-from ..stable_audio_core.errors import AudioFileError
+from .errors import AudioFileError
 
 _STREAMINFO, _VORBIS_COMMENT = 0, 4
 _MAX_BLOCK = (1 << 24) - 1  # a FLAC metadata block length is 24 bits
