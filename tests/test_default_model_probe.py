@@ -43,3 +43,34 @@ def test_nearest_centroid_leave_one_out_and_predictions():
     accuracy, predicted = evaluate.nearest_centroid(train, labels, evaluate.band_features(test_clips, RATE), choices)
     assert accuracy == 8 / 9
     assert predicted == ["square", "sine"]
+
+
+def _write_dataset(root: Path, rows: list[dict]) -> None:
+    import json
+
+    import soundfile as sf
+    (root / "audio").mkdir(parents=True)
+    for row in rows:
+        row["path"] = f"audio/{row['id']}.wav"
+        sf.write(str(root / row["path"]), _tone("sine", 440, 0.2, 0.1).T.numpy(), RATE)
+    (root / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ids = [r["id"] for r in rows]
+    (root / "split.json").write_text(json.dumps({"train": ids[:-1], "held_out": ids[-1:]}))
+
+
+def test_solo_clips_are_the_lone_melodies_of_every_dataset_and_split(tmp_path):
+    def row(i, instruments, description, kind="music"):
+        return {"id": f"{i:06d}", "instruments": instruments, "description": description, "kind": kind}
+    _write_dataset(tmp_path / "a", [row(0, ["piano"], "jazz music with piano melody"),
+                                    row(1, ["piano", "drums"], "piano melody and drums"),
+                                    row(2, ["piano"], "arpeggiated piano, calm"),
+                                    row(3, ["flute"], "soft flute melody, folk")])      # held out
+    _write_dataset(tmp_path / "b", [row(0, ["piano"], "piano melody, pop"),
+                                    row(1, ["piano"], "piano melody, rock"),
+                                    row(2, [], "thunder", kind="sfx"),
+                                    row(3, ["marimba"], "marimba melody")])
+    clips, labels = evaluate.solo_clips([tmp_path / "a", tmp_path / "b"], RATE)
+    assert labels == ["piano", "flute", "piano", "piano", "marimba"]
+    assert all(c.shape == (2, int(0.1 * RATE)) for c in clips)
+    _, capped = evaluate.solo_clips([tmp_path / "a", tmp_path / "b"], RATE, per_instrument=1)
+    assert capped == ["piano", "flute", "marimba"]

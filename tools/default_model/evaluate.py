@@ -17,7 +17,8 @@ Parts (``--parts``, comma-separated; all by default):
              generated with several seeds; the CLAP zero-shot label among the instrument set
              (text "<instrument> melody") must be the prompted one; chance = 1 / instruments.
              The same classifier on the real single-instrument clips of the dataset calibrates it,
-             and on their VAE reconstructions (the best audio this decoder can give). Then the
+             and on their VAE reconstructions (the best audio this decoder can give); --probe-data
+             adds the solo clips of more datasets (e.g. one made with --solo-fraction 1). Then the
              question in the decoder's domain: nearest-centroid classifiers (band energies; CLAP
              audio embeddings) fitted on those reconstructions, leave-one-out accuracy there as
              the ceiling, applied to the generations.
@@ -215,8 +216,27 @@ def nearest_centroid(train: torch.Tensor, labels: list[str], test: torch.Tensor,
     return hits / len(train), [choices[p] for p in predicted]
 
 
+def solo_clips(datasets: list[Path], sample_rate: int, per_instrument: int | None = None
+               ) -> tuple[list[torch.Tensor], list[str]]:
+    """The single-instrument melody clips of the datasets (every split), at most `per_instrument`
+    of each instrument, in dataset then manifest order: (audio Tensor[2, T] list, labels)."""
+    clips, labels = [], []
+    for data in datasets:
+        for row in dataset_rows(data, "train") + dataset_rows(data, "held_out"):
+            name = row["instruments"][0] if len(row["instruments"]) == 1 else None
+            if row["kind"] != "music" or name not in MELODY_INSTRUMENTS or f"{name} melody" not in row["description"]:
+                continue
+            if per_instrument is not None and labels.count(name) >= per_instrument:
+                continue
+            audio, rate = read_audio(data / row["path"])
+            clips.append(prepare_audio(audio, rate, sample_rate, 2)[0])
+            labels.append(name)
+    return clips, labels
+
+
 def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds_per: int, seed: int,
-                         data: Path, out: Path, keep_audio: bool) -> dict:
+                         data: Path, out: Path, keep_audio: bool, probe_data: list[Path] = (),
+                         probe_limit: int | None = None) -> dict:
     clips, labels, prompts = [], [], []
     started = time.time()
     for i, name in enumerate(MELODY_INSTRUMENTS):
@@ -234,15 +254,12 @@ def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds
     generated["prompts"] = prompts
     # Calibration: the same classifier on real single-instrument clips with a melody part, and on
     # their VAE reconstructions (the best any generation through this decoder can sound).
-    real_clips, real_labels, reconstructions = [], [], []
-    for row in dataset_rows(data, "train") + dataset_rows(data, "held_out"):
-        if row["kind"] == "music" and len(row["instruments"]) == 1 and row["instruments"][0] in MELODY_INSTRUMENTS \
-                and f"{row['instruments'][0]} melody" in row["description"]:
-            audio, rate = read_audio(data / row["path"])
-            audio = prepare_audio(audio, rate, sample_rate, 2)[0]
-            reconstructions.append(reconstruct(model.autoencoder, audio))
-            real_clips.append(audio)
-            real_labels.append(row["instruments"][0])
+    real_clips, real_labels = solo_clips([data, *probe_data], sample_rate, probe_limit)
+    reconstructions = []
+    for index, audio in enumerate(real_clips):
+        reconstructions.append(reconstruct(model.autoencoder, audio))
+        if (index + 1) % 100 == 0:
+            log(f"reconstructions {index + 1}/{len(real_clips)}")
     real = zero_shot(scorer, real_clips, real_labels, sample_rate, MELODY_INSTRUMENTS)
     reconstructed = zero_shot(scorer, reconstructions, real_labels, sample_rate, MELODY_INSTRUMENTS)
     # A check in the decoder's own domain: nearest-centroid classifiers fitted on the
@@ -332,6 +349,11 @@ def main() -> None:
     parser.add_argument("--cfg-scale", type=float, default=None)
     parser.add_argument("--threshold-db", type=float, default=THRESHOLD_DB, help="silence detector level (dBFS)")
     parser.add_argument("--seeds-per-instrument", type=int, default=5)
+    parser.add_argument("--probe-data", type=Path, action="append", default=[],
+                        help="more datasets whose single-instrument melody clips calibrate the instrument "
+                             "check and fit the decoder-domain probe (repeatable; --data always counts)")
+    parser.add_argument("--probe-limit", type=int, default=None,
+                        help="at most this many calibration clips per instrument (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--keep-audio", action="store_true")
@@ -366,7 +388,8 @@ def main() -> None:
                            "real held-out clips": adherence(scorer, prompts, real, sr)}
     if "instrument" in parts:
         results["instrument"] = evaluate_instruments(run, model, scorer, sr, args.seeds_per_instrument, args.seed,
-                                                     args.data, args.out, args.keep_audio)
+                                                     args.data, args.out, args.keep_audio, args.probe_data,
+                                                     args.probe_limit)
     results_path.write_text(json.dumps(results, indent=1))
     (args.out / "report.md").write_text(report(results))
     print(report(results))
