@@ -52,8 +52,8 @@ class Phase:
     ``loss_fn(batch, ctx)`` returns the scalar loss (mean over the micro-batch's items) and a dict
     of floats to log. ``start_step``/``every`` make a phase run only on some steps (for example a
     discriminator warm-up). ``learning_rate``/``betas`` override the trainer's defaults. The EMA is
-updated after a step only when a phase with ``moves_ema`` ran in it, so a discriminator-only
-step leaves the averaged weights (and the EMA warm-up count) as they were.
+    updated after a step only when a phase with ``moves_ema`` ran in it, so a discriminator-only
+    step leaves the averaged weights (and the EMA warm-up count) as they were.
     """
 
     name: str

@@ -161,16 +161,21 @@ def adherence(scorer: ClapScorer, prompts: list[str], clips: list[torch.Tensor],
             "chance_top1": 1 / len(prompts), "chance_top5": min(5, len(prompts)) / len(prompts)}
 
 
-def zero_shot(scorer: ClapScorer, clips: list[torch.Tensor], labels: list[str], sample_rate: int,
-              choices: tuple[str, ...]) -> dict:
-    text = scorer.text_embeddings([f"{name} melody" for name in choices])
-    audio = scorer.audio_embeddings(clips, sample_rate)
-    predicted = similarity_matrix(text, audio).argmax(dim=0).tolist()
-    hits = [choices[p] == label for p, label in zip(predicted, labels)]
+def label_accuracy(predicted: list[str], labels: list[str], choices: tuple[str, ...]) -> dict:
+    """Overall and per-label accuracy of predicted labels (None for a label with no examples)."""
+    hits = [p == label for p, label in zip(predicted, labels)]
     per = {name: [h for h, label in zip(hits, labels) if label == name] for name in choices}
-    return {"count": len(clips), "accuracy": sum(hits) / len(hits), "chance": 1 / len(choices),
-            "per_instrument": {k: (sum(v) / len(v) if v else None) for k, v in per.items()},
-            "predicted": [choices[p] for p in predicted], "labels": labels}
+    return {"accuracy": sum(hits) / len(hits),
+            "per_instrument": {k: (sum(v) / len(v) if v else None) for k, v in per.items()}}
+
+
+def zero_shot(scorer: ClapScorer, audio_embeddings: torch.Tensor, labels: list[str],
+              choices: tuple[str, ...]) -> dict:
+    """The CLAP zero-shot label ("<instrument> melody") of each clip, from its audio embedding."""
+    text = scorer.text_embeddings([f"{name} melody" for name in choices])
+    predicted = [choices[p] for p in similarity_matrix(text, audio_embeddings).argmax(dim=0).tolist()]
+    return {"count": len(labels), **label_accuracy(predicted, labels, choices), "chance": 1 / len(choices),
+            "predicted": predicted, "labels": labels}
 
 
 def band_features(clips: list[torch.Tensor], sample_rate: int) -> torch.Tensor:
@@ -250,7 +255,8 @@ def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds
             if keep_audio:
                 write_audio(out / "generations" / f"instrument-{name.replace(' ', '_')}-{j}.wav", audio, sample_rate)
         log(f"instruments {i + 1}/{len(MELODY_INSTRUMENTS)} ({time.time() - started:.0f} s)")
-    generated = zero_shot(scorer, clips, labels, sample_rate, MELODY_INSTRUMENTS)
+    generated_embeddings = scorer.audio_embeddings(clips, sample_rate)
+    generated = zero_shot(scorer, generated_embeddings, labels, MELODY_INSTRUMENTS)
     generated["prompts"] = prompts
     # Calibration: the same classifier on real single-instrument clips with a melody part, and on
     # their VAE reconstructions (the best any generation through this decoder can sound).
@@ -260,21 +266,19 @@ def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds
         reconstructions.append(reconstruct(model.autoencoder, audio))
         if (index + 1) % 100 == 0:
             log(f"reconstructions {index + 1}/{len(real_clips)}")
-    real = zero_shot(scorer, real_clips, real_labels, sample_rate, MELODY_INSTRUMENTS)
-    reconstructed = zero_shot(scorer, reconstructions, real_labels, sample_rate, MELODY_INSTRUMENTS)
+    reconstructed_embeddings = scorer.audio_embeddings(reconstructions, sample_rate)
+    real = zero_shot(scorer, scorer.audio_embeddings(real_clips, sample_rate), real_labels, MELODY_INSTRUMENTS)
+    reconstructed = zero_shot(scorer, reconstructed_embeddings, real_labels, MELODY_INSTRUMENTS)
     # A check in the decoder's own domain: nearest-centroid classifiers fitted on the
     # reconstructions (leave-one-out accuracy there is the ceiling), applied to the generations.
     probes = {}
-    for name, features in (("band energies", lambda c: band_features(c, sample_rate)),
-                           ("CLAP audio embeddings", lambda c: torch.nn.functional.normalize(
-                               scorer.audio_embeddings(c, sample_rate), dim=-1))):
-        ceiling, predicted = nearest_centroid(features(reconstructions), real_labels, features(clips),
-                                              MELODY_INSTRUMENTS)
-        hits = [p == label for p, label in zip(predicted, labels)]
-        probes[name] = {"reconstructions_leave_one_out": ceiling, "generated": sum(hits) / len(hits),
-                        "per_instrument": {k: sum(h for h, label in zip(hits, labels) if label == k) / labels.count(k)
-                                           for k in MELODY_INSTRUMENTS},
-                        "predicted": predicted}
+    for name, fitted_on, applied_to in (
+            ("band energies", band_features(reconstructions, sample_rate), band_features(clips, sample_rate)),
+            ("CLAP audio embeddings", reconstructed_embeddings, generated_embeddings)):
+        ceiling, predicted = nearest_centroid(fitted_on, real_labels, applied_to, MELODY_INSTRUMENTS)
+        scored = label_accuracy(predicted, labels, MELODY_INSTRUMENTS)
+        probes[name] = {"reconstructions_leave_one_out": ceiling, "generated": scored["accuracy"],
+                        "per_instrument": scored["per_instrument"], "predicted": predicted}
     strip = ("predicted", "labels")
     return {"generated": generated, "real_clips": {k: v for k, v in real.items() if k not in strip},
             "vae_reconstructions": {k: v for k, v in reconstructed.items() if k not in strip},
