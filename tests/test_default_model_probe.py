@@ -74,3 +74,39 @@ def test_solo_clips_are_the_lone_melodies_of_every_dataset_and_split(tmp_path):
     assert all(c.shape == (2, int(0.1 * RATE)) for c in clips)
     _, capped = evaluate.solo_clips([tmp_path / "a", tmp_path / "b"], RATE, per_instrument=1)
     assert capped == ["piano", "flute", "marimba"]
+    _, held_out = evaluate.solo_clips([tmp_path / "a", tmp_path / "b"], RATE, splits=("held_out",))
+    assert held_out == ["flute", "marimba"]
+
+
+class _BandEncoder:
+    """An 'autoencoder' whose latents are per-frame log energies in 16 bands (they hold the
+    spectrum); `perfect` decodes to the clip it last encoded, otherwise to noise."""
+
+    downsampling_ratio = 1024
+
+    def __init__(self, perfect: bool):
+        self.perfect, self.last = perfect, None
+
+    def encode(self, audio):
+        self.last = audio
+        frames = audio.shape[-1] // self.downsampling_ratio
+        spectrum = torch.stft(audio[0].mean(0), 2048, 1024, window=torch.hann_window(2048),
+                              return_complex=True).abs()[:384, :frames]
+        return (spectrum.reshape(16, 24, frames).sum(1) + 1e-4).log()[None]
+
+    def decode(self, latents):
+        if self.perfect:
+            return self.last
+        return torch.randn(1, 2, latents.shape[-1] * self.downsampling_ratio, generator=torch.Generator().manual_seed(0)) * 0.1
+
+
+def test_latent_probe_tells_a_lossy_decoder_from_lossy_latents(tmp_path):
+    clips = [_tone(kind, pitch, 0.3, 0.5) for kind in ("sine", "square") for pitch in (110, 220, 330, 440, 660, 880)]
+    train, test = clips[::2] + clips[1::4], clips[3::4]
+    noisy = evaluate.latent_probe(_BandEncoder(perfect=False), train, test, seed=0, steps=300)
+    assert noisy["latents_r2"] > 0.5 and noisy["decoder_r2"] < 0.0
+    exact = evaluate.latent_probe(_BandEncoder(perfect=True), train, test, seed=0, steps=300,
+                                  plot_to=tmp_path / "probe.png")
+    assert (tmp_path / "probe.png").stat().st_size > 1000
+    assert exact["decoder_r2"] == 1.0
+    assert exact["test_clips"] == len(test) and exact["test_frames"] == len(test) * -(-int(0.5 * RATE) // 1024)   # padded to whole latents

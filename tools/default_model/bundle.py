@@ -10,13 +10,16 @@ come from that autoencoder run instead: its decoder, after a phase-2 fine-tune (
 so the latents the diffusion model learned stay the same; the script checks the encoders agree). The config written is
 tools/default_model/model_config.json, checked against the one the run trained with. Prints the
 sizes; refuses a bundle of 60 MB or more (the limit the repository keeps it under).
+
+A new decoder alone goes into the model already bundled (its diffusion model and CLAP stay):
+
+    python tools/default_model/bundle.py --vae-run /work/runs/default-vae-gan
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -56,29 +59,33 @@ def with_vae(weights: dict, vae: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--diffusion-run", type=Path, required=True)
-    parser.add_argument("--clap-run", type=Path, required=True)
+    parser.add_argument("--diffusion-run", type=Path, default=None,
+                        help="diffusion run (default: keep the bundled diffusion model; needs --vae-run)")
+    parser.add_argument("--clap-run", type=Path, default=None, help="CLAP run (default: keep the bundled CLAP)")
     parser.add_argument("--vae-run", type=Path, default=None,
                         help="autoencoder run (phase 2) whose weights replace the checkpoint's VAE")
     parser.add_argument("--config", type=Path, default=ROOT / "tools" / "default_model" / "model_config.json")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
     args = parser.parse_args()
-    diffusion = checkpoint_folder(args.diffusion_run)
-    clap = checkpoint_folder(args.clap_run)
+    if args.diffusion_run is None and args.vae_run is None:
+        sys.exit("nothing to bundle: give --diffusion-run, --vae-run or both")
+    # Without a run, a part comes from the bundle already in place (read before anything is written).
+    diffusion = checkpoint_folder(args.diffusion_run) if args.diffusion_run else DEFAULT_MODEL_DIR
+    clap = checkpoint_folder(args.clap_run) if args.clap_run else DEFAULT_MODEL_DIR / "clap"
     config = json.loads(args.config.read_text())
     trained = json.loads((diffusion / "model_config.json").read_text())
     if trained.get("model") != config.get("model") or trained.get("sample_size") != config.get("sample_size"):
         sys.exit(f"{args.config} differs from the config {diffusion} was trained with")
+    weights = load_file(diffusion / "model.safetensors")
+    if args.vae_run is not None:
+        weights = with_vae(weights, load_file(resolve_checkpoint(args.vae_run)))
+    clap_files = {name: (clap / name).read_bytes() for name in CLAP_FILES}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "clap").mkdir(exist_ok=True)
-    if args.vae_run is None:
-        shutil.copyfile(diffusion / "model.safetensors", args.out / "model.safetensors")
-    else:
-        save_file(with_vae(load_file(diffusion / "model.safetensors"), load_file(resolve_checkpoint(args.vae_run))),
-                  args.out / "model.safetensors")
+    save_file(weights, args.out / "model.safetensors")
     (args.out / "model_config.json").write_text(json.dumps(config, indent=1) + "\n")
-    for name in CLAP_FILES:
-        shutil.copyfile(clap / name, args.out / "clap" / name)
+    for name, data in clap_files.items():
+        (args.out / "clap" / name).write_bytes(data)
     sizes = {str(p.relative_to(args.out)): p.stat().st_size for p in sorted(args.out.rglob("*")) if p.is_file()}
     for name, size in sizes.items():
         print(f"{size / 1e6:8.2f} MB  {name}")

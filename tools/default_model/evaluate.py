@@ -22,8 +22,13 @@ Parts (``--parts``, comma-separated; all by default):
              question in the decoder's domain: nearest-centroid classifiers (band energies; CLAP
              audio embeddings) fitted on those reconstructions, leave-one-out accuracy there as
              the ceiling, applied to the generations.
+  latent     where the timbre is lost, the encoder or the decoder: a small MLP fitted on the solo
+             clips of the training split (--probe-data, else --data) predicts each frame's log
+             spectrum (2048-point STFT, hop = one latent, up to 8 kHz) from five latent frames; its
+             R^2 on the held-out solo clips is what the latents hold, against the R^2 of the same
+             spectrum of the decoder's reconstruction (1 = exact, 0 = the mean spectrum).
 
-Writes results.json, timing.png, timing.md, a report.md with every table, and generations/*.wav
+Writes results.json, timing.png, timing.md, latent_probe.png, a report.md with every table, and generations/*.wav
 (--keep-audio). Deterministic from --seed.
 """
 
@@ -221,13 +226,13 @@ def nearest_centroid(train: torch.Tensor, labels: list[str], test: torch.Tensor,
     return hits / len(train), [choices[p] for p in predicted]
 
 
-def solo_clips(datasets: list[Path], sample_rate: int, per_instrument: int | None = None
-               ) -> tuple[list[torch.Tensor], list[str]]:
-    """The single-instrument melody clips of the datasets (every split), at most `per_instrument`
-    of each instrument, in dataset then manifest order: (audio Tensor[2, T] list, labels)."""
+def solo_clips(datasets: list[Path], sample_rate: int, per_instrument: int | None = None,
+               splits: tuple[str, ...] = ("train", "held_out")) -> tuple[list[torch.Tensor], list[str]]:
+    """The single-instrument melody clips of the datasets (`splits`, every one by default), at most
+    `per_instrument` of each instrument, in dataset then manifest order: (audio Tensor[2, T] list, labels)."""
     clips, labels = [], []
     for data in datasets:
-        for row in dataset_rows(data, "train") + dataset_rows(data, "held_out"):
+        for row in [row for split in splits for row in dataset_rows(data, split)]:
             name = row["instruments"][0] if len(row["instruments"]) == 1 else None
             if row["kind"] != "music" or name not in MELODY_INSTRUMENTS or f"{name} melody" not in row["description"]:
                 continue
@@ -285,6 +290,84 @@ def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds
             "decoder_domain_probe": probes}
 
 
+LATENT_PROBE_BINS = 372   # 2048-point STFT bins below 8 kHz at 44.1 kHz
+
+
+def frame_log_spectrum(audio: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
+    """Log magnitude Tensor[frames, LATENT_PROBE_BINS] of the channel mean, one frame per latent."""
+    spectrum = torch.stft(audio.float().mean(0), 2048, hop, window=torch.hann_window(2048), return_complex=True)
+    return (spectrum.abs()[:LATENT_PROBE_BINS, :frames] + 1e-4).log().T
+
+
+def latent_frames(autoencoder, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(five-frame latent context Tensor[L, 5 D], the clip's log spectrum, its reconstruction's)."""
+    length = audio.shape[-1]
+    padded = torch.nn.functional.pad(audio, (0, -length % autoencoder.downsampling_ratio))[None]
+    with torch.inference_mode():
+        latents = autoencoder.encode(padded)[0]
+        decoded = autoencoder.decode(latents[None])[0]
+    frames = latents.shape[-1]
+    edged = torch.nn.functional.pad(latents, (2, 2))
+    context = torch.cat([edged[:, i:i + frames] for i in range(5)]).T.float()
+    hop = autoencoder.downsampling_ratio
+    return context, frame_log_spectrum(padded[0], hop, frames), frame_log_spectrum(decoded, hop, frames)
+
+
+def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    return float(1 - (predicted - target).square().mean() / (target - target.mean(0)).square().mean())
+
+
+def plot_spectra(panels: dict[str, torch.Tensor], path: Path) -> None:
+    """Log spectra Tensor[frames, bins] side by side, one colour scale, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    low, high = min(float(p.min()) for p in panels.values()), max(float(p.max()) for p in panels.values())
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), dpi=100, sharey=True)
+    for axis, (title, spectrum) in zip(axes, panels.items()):
+        axis.imshow(spectrum.T.numpy(), origin="lower", aspect="auto", vmin=low, vmax=high,
+                    extent=(0, spectrum.shape[0], 0, 8.0))
+        axis.set_title(title)
+        axis.set_xlabel("latent frame")
+    axes[0].set_ylabel("kHz")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def latent_probe(autoencoder, train: list[torch.Tensor], test: list[torch.Tensor], seed: int,
+                 steps: int = 3000, plot_to: Path | None = None) -> dict:
+    """How much of the spectrum the latents hold (an MLP probe's held-out R^2) against how much the
+    decoder gives back (its reconstruction's R^2 on the same frames); `plot_to`: a PNG of the
+    first 400 held-out frames, real / probe / decoder."""
+    fitted = [latent_frames(autoencoder, clip) for clip in train]
+    tested = [latent_frames(autoencoder, clip) for clip in test]
+    x, y = torch.cat([f[0] for f in fitted]), torch.cat([f[1] for f in fitted])
+    x_test, y_test, decoded = (torch.cat([f[i] for f in tested]) for i in range(3))
+    x_mean, x_std, y_mean = x.mean(0), x.std(0) + 1e-6, y.mean(0)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        probe = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 512), torch.nn.GELU(), torch.nn.Linear(512, 512),
+                                    torch.nn.GELU(), torch.nn.Linear(512, y.shape[1]))
+    optimizer = torch.optim.Adam(probe.parameters(), 1e-3)
+    with torch.enable_grad():
+        for _ in range(steps):
+            rows = torch.randint(0, len(x), (256,), generator=generator)
+            loss = (probe((x[rows] - x_mean) / x_std) - (y[rows] - y_mean)).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        predicted = probe((x_test - x_mean) / x_std) + y_mean
+    if plot_to is not None:
+        shown = slice(0, 400)
+        plot_spectra({"real": y_test[shown], "MLP probe on the latents": predicted[shown],
+                      "decoder": decoded[shown]}, plot_to)
+    return {"train_clips": len(train), "test_clips": len(test), "test_frames": len(y_test),
+            "latents_r2": r_squared(predicted, y_test), "decoder_r2": r_squared(decoded, y_test)}
+
+
 def report(results: dict) -> str:
     lines = ["# Default model evaluation", ""]
     if "vae" in results:
@@ -340,6 +423,16 @@ def report(results: dict) -> str:
             for name, probe in i["decoder_domain_probe"].items():
                 lines.append(f"| {name} | {probe['reconstructions_leave_one_out']:.2f} | **{probe['generated']:.2f}** |")
             lines.append("")
+    if "latent" in results:
+        p = results["latent"]
+        lines += ["## Where the timbre is lost: latents against decoder", "",
+                  f"Log spectrum (2048-point STFT, one frame per latent, up to 8 kHz) of {p['test_clips']} held-out "
+                  f"solo clips ({p['test_frames']} frames), R^2 against the real one (1 = exact, 0 = the mean "
+                  f"spectrum):", "", "| from | R^2 |", "|---|---|",
+                  f"| an MLP probe on five latent frames (fitted on {p['train_clips']} training clips) | "
+                  f"**{p['latents_r2']:.2f}** |",
+                  f"| the decoder's reconstruction | **{p['decoder_r2']:.2f}** |", "",
+                  "![latent probe](latent_probe.png)", ""]
     return "\n".join(lines)
 
 
@@ -348,7 +441,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the rendered dataset (tools/make_dataset.py)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, default=None, help="default: the bundled default model")
-    parser.add_argument("--parts", default="vae,timing,clap,instrument")
+    parser.add_argument("--parts", default="vae,timing,clap,instrument,latent")
     parser.add_argument("--steps", type=int, default=None, help="default: the model's sampling_defaults")
     parser.add_argument("--cfg-scale", type=float, default=None)
     parser.add_argument("--threshold-db", type=float, default=THRESHOLD_DB, help="silence detector level (dBFS)")
@@ -390,6 +483,12 @@ def main() -> None:
         real = [prepare_audio(*read_audio(args.data / row["path"]), sr, 2)[0] for row in held_out]
         results["clap"] = {"generated (held-out prompts)": adherence(scorer, prompts, [a for _, a in trimmed], sr),
                            "real held-out clips": adherence(scorer, prompts, real, sr)}
+    if "latent" in parts:
+        log("latent probe ...")
+        solo = [*args.probe_data] or [args.data]
+        train, _ = solo_clips(solo, sr, args.probe_limit, splits=("train",))
+        test, _ = solo_clips(solo, sr, None, splits=("held_out",))
+        results["latent"] = latent_probe(model.autoencoder, train, test, args.seed, plot_to=args.out / "latent_probe.png")
     if "instrument" in parts:
         results["instrument"] = evaluate_instruments(run, model, scorer, sr, args.seeds_per_instrument, args.seed,
                                                      args.data, args.out, args.keep_audio, args.probe_data,
