@@ -55,7 +55,6 @@ ONEDNN_MIN_ROWS = 8
 # 1024-2560 channels, about equal from 500 to 1000, slower from a few thousand on. 512 rather
 # than 1024 made the benchmark's U-Net call 5% faster with 2 threads (864-position top level).
 IM2COL_MAX_ROWS = 512
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
 HUGE_PAGES_SWITCH = "STABLE_AUDIO_HUGE_PAGES"
@@ -89,10 +88,22 @@ def onednn_linear_available() -> bool:
         return False
 
 
+@lru_cache(maxsize=1)
+def onednn_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes the oneDNN paths take: float32, and bfloat16 where this CPU has oneDNN bfloat16
+    kernels (AVX512-BF16 / AMX; elsewhere oneDNN refuses to build the primitive, and torch's own
+    bfloat16 kernels run instead)."""
+    try:
+        bfloat16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        bfloat16 = False
+    return (torch.float32, torch.bfloat16) if bfloat16 else (torch.float32,)
+
+
 def inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the oneDNN paths may run: CPU inference (no autograd) in a oneDNN dtype."""
     # Under torch.compile the plain ops are traced instead: inductor picks its own kernels.
-    return (x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype
+    return (x.device.type == "cpu" and x.dtype in onednn_dtypes() and weight.dtype == x.dtype
             and not torch.compiler.is_compiling()
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and onednn_linear_available())

@@ -76,6 +76,21 @@ def test_onednn_bfloat16_linear_matches_torch_bfloat16():
 
 
 @needs_onednn
+def test_bfloat16_takes_torchs_kernels_where_onednn_has_none(monkeypatch):
+    # oneDNN builds no bfloat16 inner product on CPUs without AVX512-BF16 / AMX (it raises there).
+    assert (torch.bfloat16 in acceleration.onednn_dtypes()) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    monkeypatch.setattr(acceleration, "onednn_dtypes", lambda: (torch.float32,))
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 32).to(torch.bfloat16)
+    use_onednn_linear(layer)
+    x, weight = torch.randn(3, 20, 64, dtype=torch.bfloat16), torch.randn(8, 64, 3, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+        signal = x.transpose(1, 2).contiguous()
+        assert torch.equal(conv1d(signal, weight, padding=1), F.conv1d(signal, weight, padding=1))
+
+
+@needs_onednn
 @pytest.mark.parametrize("kernel, stride, padding, dilation, length", [
     (1, 1, 0, 1, 40), (3, 1, 1, 1, 27), (7, 1, 9, 3, 64), (9, 4, 4, 1, 64), (5, 2, 0, 1, 33),
 ])  # fmt: skip
