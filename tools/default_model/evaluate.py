@@ -317,8 +317,8 @@ def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
     return float(1 - (predicted - target).square().mean() / (target - target.mean(0)).square().mean())
 
 
-def plot_spectra(panels: dict[str, torch.Tensor], path: Path) -> None:
-    """Log spectra Tensor[frames, bins] side by side, one colour scale, as a PNG."""
+def plot_spectra(panels: dict[str, torch.Tensor], path: Path, frame_label: str = "latent frame") -> None:
+    """Log spectra Tensor[frames, bins below 8 kHz] side by side, one colour scale, as a PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -328,7 +328,7 @@ def plot_spectra(panels: dict[str, torch.Tensor], path: Path) -> None:
         axis.imshow(spectrum.T.numpy(), origin="lower", aspect="auto", vmin=low, vmax=high,
                     extent=(0, spectrum.shape[0], 0, 8.0))
         axis.set_title(title)
-        axis.set_xlabel("latent frame")
+        axis.set_xlabel(frame_label)
     axes[0].set_ylabel("kHz")
     figure.tight_layout()
     figure.savefig(path)
