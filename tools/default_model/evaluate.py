@@ -293,10 +293,12 @@ def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds
 LATENT_PROBE_BINS = 372   # 2048-point STFT bins below 8 kHz at 44.1 kHz
 
 
-def frame_log_spectrum(audio: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
-    """Log magnitude Tensor[frames, LATENT_PROBE_BINS] of the channel mean, one frame per latent."""
+def frame_log_spectrum(audio: torch.Tensor, hop: int, frames: int | None = None, floor: float = 1e-4) -> torch.Tensor:
+    """Log magnitude (plus `floor`) Tensor[frames, LATENT_PROBE_BINS] of the channel mean of audio
+    Tensor[C, T], 2048-point STFT every `hop` samples (one frame per latent in the latent probe);
+    the first `frames` frames, or all."""
     spectrum = torch.stft(audio.float().mean(0), 2048, hop, window=torch.hann_window(2048), return_complex=True)
-    return (spectrum.abs()[:LATENT_PROBE_BINS, :frames] + 1e-4).log().T
+    return (spectrum.abs()[:LATENT_PROBE_BINS, :frames] + floor).log().T
 
 
 def latent_frames(autoencoder, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

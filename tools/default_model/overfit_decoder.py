@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT / "default_model"))
 
-from evaluate import plot_spectra, r_squared, solo_clips  # noqa: E402
+from evaluate import frame_log_spectrum, plot_spectra, r_squared, solo_clips  # noqa: E402
 
 from stable_audio_core.bundled import default_model_files  # noqa: E402
 from stable_audio_core.training.vae_task import build_vae_task  # noqa: E402
@@ -59,8 +59,7 @@ def main() -> None:
         latents = autoencoder.bottleneck.encode(autoencoder.encoder(crop))
 
     def spectrum(audio: torch.Tensor) -> torch.Tensor:
-        frames = torch.stft(audio[0].mean(0), 2048, 256, window=torch.hann_window(2048), return_complex=True)
-        return (frames.abs()[:372] + 1e-3).log().T
+        return frame_log_spectrum(audio[0], hop=256, floor=1e-3)
 
     target = spectrum(crop)
     optimizer = torch.optim.Adam(task.generator_parameters(), args.lr)
