@@ -17,9 +17,9 @@ from stable_audio_core.audio import read_audio, read_audio_window, resample
 from stable_audio_core.errors import AudioFileError, InputError
 from stable_audio_core.models.autoencoder import build_autoencoder
 from stable_audio_core.training.data import AudioFolderDataset, crop_offset, timing_seconds
-from stable_audio_core.training.latents import (LatentDataset, LatentDatasets, crop_seed, encode_dataset,
-                                                latent_padding_mask, open_latents)
+from stable_audio_core.training.latents import LatentDataset, LatentDatasets, crop_seed, encode_dataset, open_latents
 from stable_audio_core.training.prompts import PromptOptions, build_prompt
+from stable_audio_core.training.task import latent_padding_mask
 
 RATE = 8000
 WINDOW = 4096   # a multiple of the tiny autoencoder's downsampling ratio (16)
@@ -287,10 +287,20 @@ def autoencoder():
     return model
 
 
-def test_latent_padding_mask_marks_frames_holding_any_real_sample():
+def test_latent_padding_mask_is_the_references_nearest_rule():
+    # Content up to sample 33 of 64 at 16 samples a frame: frames 0-2 hold some of it.
     mask = torch.arange(64) < 33
-    assert latent_padding_mask(mask, 16).tolist() == [True, True, True, False]
-    assert latent_padding_mask(torch.ones(2, 64, dtype=torch.bool), 16).shape == (2, 4)
+    assert latent_padding_mask(mask, 4).tolist() == [True, True, True, False]
+    assert latent_padding_mask(torch.ones(2, 64, dtype=torch.bool), 4).shape == (2, 4)
+    # stable-audio-tools resizes the mask with F.interpolate(mode="nearest"): the same frames, also
+    # for masks that are not a prefix and lengths that are not a multiple of the frames.
+    generator = torch.Generator().manual_seed(0)
+    for samples, frames in ((64, 4), (2048, 32), (1000, 7), (44100, 43), (5, 5)):
+        masks = torch.rand(3, samples, generator=generator) < 0.5
+        expected = torch.nn.functional.interpolate(masks[:, None].float(), size=frames, mode="nearest")[:, 0].bool()
+        assert torch.equal(latent_padding_mask(masks, frames), expected), (samples, frames)
+    with pytest.raises(ValueError, match="latent frames"):
+        latent_padding_mask(mask, 65)
 
 
 def test_latents_round_trip_with_crop_timing_and_masks(folder, autoencoder, tmp_path):

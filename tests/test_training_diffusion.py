@@ -19,12 +19,12 @@ from stable_audio_core.factory import load_model
 from stable_audio_core.pipeline import generate
 from stable_audio_core.training.data import collate_items
 from stable_audio_core.training.diffusion_task import (
-    DiffusionTask, build_diffusion_task, dropout_draws, latent_padding_mask, noised_and_target, per_item_mse,
+    DiffusionTask, build_diffusion_task, dropout_draws, noised_and_target, per_item_mse,
     sample_timesteps,
 )
 from stable_audio_core.training.export import save_diffusion_checkpoint
 from stable_audio_core.training.lora import LoRALinear, apply_lora, lora_parameters, merge_lora, target_patterns
-from stable_audio_core.training.task import StepContext, per_item_rand, per_item_randn
+from stable_audio_core.training.task import StepContext, latent_padding_mask, per_item_rand, per_item_randn
 
 from conftest import FIXTURES, tiny_config
 

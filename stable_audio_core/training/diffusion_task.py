@@ -38,7 +38,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ..checkpoint import load_state_dict_strict, read_state_dict
 from ..config import ModelConfig, load_model_config
@@ -47,7 +46,8 @@ from ..factory import attach_text_encoder, build_model, load_weights
 from ..models.stable_audio import BACKBONES, ModelInputs, StableAudioModel, assemble_inputs
 from .export import diffusion_model_config, diffusion_state_dict
 from .lora import apply_lora, lora_parameters, target_patterns
-from .task import Batch, Phase, StepContext, item_generators, per_item_rand, per_item_randn
+from .task import (Batch, Phase, StepContext, item_generators, latent_padding_mask, per_item_rand,
+                   per_item_randn)
 
 TIMESTEP_SAMPLERS = ("uniform", "logit_normal", "trunc_logit_normal", "log_snr")
 # Keys of a model config's "training" section that set this task's defaults (the reference's names).
@@ -146,11 +146,6 @@ def per_item_mse(output: Tensor, target: Tensor, mask: Tensor | None = None) -> 
     keep = mask.to(error.dtype)[:, None, :]
     counted = (keep.sum(dim=(1, 2)) * error.shape[1]).clamp(min=1)
     return (error * keep).sum(dim=(1, 2)) / counted
-
-
-def latent_padding_mask(mask: Tensor, length: int) -> Tensor:
-    """BoolTensor[B, T] over audio samples -> BoolTensor[B, length] over latent frames (nearest)."""
-    return F.interpolate(mask[:, None].float(), size=length, mode="nearest")[:, 0].bool()
 
 
 # --- a per-text cache over a frozen text encoder --------------------------------------------------

@@ -34,7 +34,7 @@ from ..errors import AudioFileError, ConfigError, InputError
 from ..models.autoencoder import AudioAutoencoder, build_autoencoder
 from .data import AudioFolderDataset, collate_items
 from .prompts import PromptOptions, build_prompt
-from .task import Batch, item_generators
+from .task import Batch, item_generators, latent_padding_mask
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "stable-audio-latents"
@@ -42,14 +42,6 @@ INDEX_VERSION = 1
 LATENT_MODES = ("mean", "sample")
 CROP_CHOICES = ("random", "first")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def latent_padding_mask(mask: Tensor, downsampling_ratio: int) -> Tensor:
-    """Tensor[..., T] bool -> Tensor[..., T // ratio]: a latent frame is real when any sample it
-    covers is real (for a mask that is real up to n samples: the first ceil(n / ratio) frames)."""
-    frames = mask.shape[-1] // downsampling_ratio
-    covered = mask[..., : frames * downsampling_ratio]
-    return covered.reshape(*mask.shape[:-1], frames, downsampling_ratio).any(-1)
 
 
 def crop_seed(seed: int, file_index: int, crop: int) -> int:
@@ -153,7 +145,7 @@ class _Encoder:
                 ])
             outputs.append(latents.to("cpu", self.dtype))
         masks = torch.stack([item["padding_mask"] for item in items])
-        return torch.cat(outputs), latent_padding_mask(masks, self.autoencoder.downsampling_ratio)
+        return torch.cat(outputs), latent_padding_mask(masks, masks.shape[-1] // self.autoencoder.downsampling_ratio)
 
 
 def encode_dataset(

@@ -110,6 +110,18 @@ class TaskOptions:
 SALTS = {"noise": 1, "timestep": 2, "dropout": 3, "latent": 4, "crop": 5, "prompt": 6, "lora": 7}
 
 
+def latent_padding_mask(mask: Tensor, frames: int) -> Tensor:
+    """A padding mask over audio samples BoolTensor[..., T] -> one over latent frames
+    BoolTensor[..., frames], by nearest sampling as stable-audio-tools' diffusion training does
+    (``F.interpolate(mode="nearest")``): frame j takes the sample at floor(j * T / frames). With
+    T = frames * ratio and content up to sample n (the datasets' masks), the first ceil(n / ratio)
+    frames are real. The one rule for training from audio and from pre-encoded latents."""
+    if mask.shape[-1] < frames:
+        raise ValueError(f"cannot take {frames} latent frames from a mask of {mask.shape[-1]} samples")
+    index = torch.arange(frames, device=mask.device) * mask.shape[-1] // frames
+    return mask[..., index].bool()
+
+
 def item_generators(seeds: Tensor, salt: int | str, device: torch.device | str = "cpu") -> list[torch.Generator]:
     """One freshly seeded generator per item, for the random draw named by ``salt``."""
     salt_value = SALTS[salt] if isinstance(salt, str) else int(salt)
