@@ -22,6 +22,7 @@ from synthdata import cli, render  # noqa: E402
 from synthdata.captions import EXTRA_FIELDS, FIELDS  # noqa: E402
 from synthdata.compose import compose_song  # noqa: E402
 from synthdata.dataset import compose_metadata, generate_dataset, plan_dataset, split_ids  # noqa: E402
+from synthdata.merge import MergeError, merge_datasets  # noqa: E402
 from synthdata.midi import song_to_midi  # noqa: E402
 from synthdata.postprocess import finish_clip  # noqa: E402
 from synthdata.render import fold_to_mono  # noqa: E402
@@ -314,6 +315,36 @@ def test_sound_effect_dataset_is_written_resumable_and_identical_without_fluidsy
     with pytest.raises(ValueError, match="solo_fraction: 0.0 there, 0.5 now"):
         generate_dataset(tmp_path / "a", count=6, seed=2, sfx_fraction=1.0, max_seconds=2.0, solo_fraction=0.5,
                          log=logs.append)
+
+
+def test_merged_datasets_train_as_one_with_every_split_and_no_copies(tmp_path, monkeypatch):
+    from stable_audio_core.training.data import AudioFolderDataset
+
+    _hide_tools(monkeypatch)
+    for name, count, seed in (("first", 40, 2), ("second", 30, 5)):
+        generate_dataset(tmp_path / name, count=count, seed=seed, sfx_fraction=1.0, max_seconds=1.5,
+                         log=lambda line: None)
+    counts = merge_datasets([tmp_path / "first", tmp_path / "second"], tmp_path / "both")
+    splits = [json.loads((tmp_path / name / "split.json").read_text()) for name in ("first", "second")]
+    assert counts == {"items": 70, "train": sum(len(s["train"]) for s in splits),
+                      "held_out": sum(len(s["held_out"]) for s in splits)}
+    assert not (tmp_path / "both" / "audio").exists()  # referenced, not copied
+    rows = [json.loads(line) for line in (tmp_path / "both" / "manifest.jsonl").read_text().splitlines()]
+    assert rows[0]["id"] == "first-000000" and rows[0]["path"] == "../first/audio/000000.wav"
+    assert rows[40]["id"] == "second-000000" and rows[40]["description"] == json.loads(
+        (tmp_path / "second" / "audio" / "000000.json").read_text())["description"]
+    for split, expected in (("train", counts["train"]), ("held_out", counts["held_out"])):
+        dataset = AudioFolderDataset(tmp_path / "both", sample_rate=44100, sample_size=4096, split=split)
+        assert len(dataset.entries) == expected
+        # the same id in both sources stays two items, each with its own audio
+        ids = [entry.metadata["id"] for entry in dataset.entries]
+        assert len(set(ids)) == len(ids)
+    item = AudioFolderDataset(tmp_path / "both", sample_rate=44100, sample_size=4096).get(40, seed=0)
+    assert item["audio"].shape == (2, 4096) and item["metadata"]["prompt"]
+    with pytest.raises(MergeError, match="already holds a manifest"):
+        merge_datasets([tmp_path / "first", tmp_path / "second"], tmp_path / "both")
+    with pytest.raises(MergeError, match="no manifest"):
+        merge_datasets([tmp_path / "first", tmp_path / "both" / "missing"], tmp_path / "other")
 
 
 @pytest.mark.skipif(not HAS_RENDERER, reason="needs fluidsynth, fluid-soundfont-gm and mido "
