@@ -30,6 +30,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 Batch = dict[str, Any]
 LossFn = Callable[[Batch, "StepContext"], tuple[Tensor, dict[str, float]]]
 
@@ -117,7 +119,7 @@ def latent_padding_mask(mask: Tensor, frames: int) -> Tensor:
     T = frames * ratio and content up to sample n (the datasets' masks), the first ceil(n / ratio)
     frames are real. The one rule for training from audio and from pre-encoded latents."""
     if mask.shape[-1] < frames:
-        raise ValueError(f"cannot take {frames} latent frames from a mask of {mask.shape[-1]} samples")
+        raise InputError(f"cannot take {frames} latent frames from a mask of {mask.shape[-1]} samples")
     index = torch.arange(frames, device=mask.device) * mask.shape[-1] // frames
     return mask[..., index].bool()
 
