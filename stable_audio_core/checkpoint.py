@@ -71,6 +71,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return data
 
 
+# Checkpoint key prefixes that hold an autoencoder: a diffusion model's pretransform, a
+# stable-audio-tools training wrapper's autoencoder.
+AUTOENCODER_PREFIXES = ("pretransform.model.", "autoencoder.")
+
+
+def autoencoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The autoencoder's weights (``encoder.*``, ``decoder.*``) in a checkpoint's state: a diffusion
+    model's ``pretransform.model.*`` or a training wrapper's ``autoencoder.*`` with the prefix
+    taken off; a bare autoencoder's state as it is."""
+    for prefix in AUTOENCODER_PREFIXES:
+        selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if selected:
+            return selected
+    return state
+
+
 def _group(keys) -> str:
     """Summarise keys grouped by their first two dotted components, a few examples each."""
     groups: dict[str, list[str]] = defaultdict(list)

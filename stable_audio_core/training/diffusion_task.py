@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import load_state_dict_strict, read_state_dict
+from ..checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict
 from ..config import ModelConfig, load_model_config
 from ..errors import ConfigError, InputError
 from ..factory import attach_text_encoder, build_model, load_weights
@@ -443,20 +443,12 @@ class DiffusionTask:
 
 # --- building -----------------------------------------------------------------------------------
 
-AUTOENCODER_PREFIXES = ("pretransform.model.", "autoencoder.")
-
-
 def load_pretransform(model: StableAudioModel, path: str | Path) -> None:
     """Load VAE weights into the model's pretransform: an autoencoder checkpoint (``encoder.*``,
     ``decoder.*``, what VAE training exports) or a full diffusion checkpoint's ``pretransform.model.*``."""
     if model.autoencoder is None:
         raise ConfigError("pretransform_checkpoint was given but the model config has no pretransform")
-    state = read_state_dict(path)
-    for prefix in AUTOENCODER_PREFIXES:
-        if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            break
-    load_state_dict_strict(model.autoencoder, state, f"{path} (pretransform)")
+    load_state_dict_strict(model.autoencoder, autoencoder_state(read_state_dict(path)), f"{path} (pretransform)")
 
 
 def build_diffusion_task(model_config: dict | str | Path | ModelConfig, options: dict | None = None) -> DiffusionTask:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..audio import write_audio
-from ..checkpoint import load_state_dict_strict, read_state_dict
+from ..checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict
 from ..config import check_keys, require
 from ..errors import CheckpointError, ConfigError, InputError
 from ..models.autoencoder import AUTOENCODER_KEYS, AudioAutoencoder, build_autoencoder
@@ -89,9 +89,6 @@ TRAINING_KEYS_INACTIVE = {"encoder_freeze_on_warmup": (False, "train phase 2 as 
                           "teacher_model_ckpt": (None, "distillation is not supported")}  # fmt: skip
 LOSS_CONFIG_KEYS = frozenset({"discriminator", "spectral", "time", "bottleneck"})
 
-# Checkpoint key prefixes that hold an autoencoder: a diffusion model's pretransform, a
-# stable-audio-tools training wrapper's autoencoder.
-AUTOENCODER_PREFIXES = ("pretransform.model.", "autoencoder.")
 REFERENCE_DISCRIMINATOR_PREFIX = "discriminator.discriminators."
 
 
@@ -321,13 +318,7 @@ class VAETask:
         when present) from a checkpoint file: a bare autoencoder, a diffusion model's
         `pretransform.model.*`, or a training wrapper's `autoencoder.*`."""
         state = read_state_dict(path)
-        autoencoder_state = state
-        for prefix in AUTOENCODER_PREFIXES:
-            selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if selected:
-                autoencoder_state = selected
-                break
-        load_state_dict_strict(self.autoencoder, autoencoder_state, f"{path} (autoencoder)")
+        load_state_dict_strict(self.autoencoder, autoencoder_state(state), f"{path} (autoencoder)")
         prefix = REFERENCE_DISCRIMINATOR_PREFIX
         discriminator_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if discriminator_state and self.discriminator is not None:

@@ -28,21 +28,9 @@ sys.path.insert(0, str(ROOT / "tools" / "default_model"))
 from evaluate import MELODY_INSTRUMENTS, frame_log_spectrum, r_squared, reconstruct, solo_clips, zero_shot  # noqa: E402
 
 from stable_audio_core.bundled import default_model_files  # noqa: E402
-from stable_audio_core.checkpoint import read_state_dict, resolve_checkpoint  # noqa: E402
 from stable_audio_core.evaluation.clap_score import ClapScorer  # noqa: E402
 from stable_audio_core.training.losses import multiresolution_stft_distance  # noqa: E402
-from stable_audio_core.training.vae_task import AUTOENCODER_PREFIXES, build_vae_task  # noqa: E402
-
-
-def autoencoder_weights(path: Path) -> dict:
-    """An autoencoder state dict from a VAE checkpoint (file, checkpoint folder or run folder: its
-    latest) or a diffusion model's pretransform."""
-    state = read_state_dict(resolve_checkpoint(path))
-    for prefix in AUTOENCODER_PREFIXES:
-        selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if selected:
-            return selected
-    return state
+from stable_audio_core.training.vae_task import build_vae_task  # noqa: E402
 
 
 def main() -> None:
@@ -56,8 +44,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     files = default_model_files()
     config = json.loads((ROOT / "tools" / "default_model" / "vae_crops16k.json").read_text())
-    autoencoder = build_vae_task(config, {"adversarial": 0, "feature_matching": 0,
-                                          "checkpoint": str(files.checkpoint)}).autoencoder.eval()  # fmt: skip
+    task = build_vae_task(config, {"adversarial": 0, "feature_matching": 0, "checkpoint": str(files.checkpoint)})
+    autoencoder = task.autoencoder.eval()
+    bundled_encoder = {k: v.clone() for k, v in autoencoder.encoder.state_dict().items()}
     rate = autoencoder.sample_rate
     scorer = ClapScorer.from_folder(files.text_encoder)
     clips, labels = solo_clips([args.data], rate, splits=("held_out",))
@@ -80,13 +69,10 @@ def main() -> None:
 
     measure("bundled decoder")
     for path in args.checkpoints:
-        weights = autoencoder_weights(path)
-        encoder_changed = [k for k, v in autoencoder.state_dict().items()
-                           if k.startswith("encoder.") and not torch.equal(v, weights[k])]  # fmt: skip
-        if encoder_changed:
+        task.load_start_weights(path)  # a file, or a run / checkpoint folder (its latest)
+        if any(not torch.equal(v, bundled_encoder[k]) for k, v in autoencoder.encoder.state_dict().items()):
             print(f"{path}: its encoder differs from the bundled one (not a phase-2 run); skipped")
             continue
-        autoencoder.load_state_dict(weights)
         measure(str(path))
 
 
