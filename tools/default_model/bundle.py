@@ -7,8 +7,10 @@ Takes each run's latest checkpoint (a run folder's `latest`, or a checkpoint fol
 diffusion model's model.safetensors (its exported weights: the EMA when the run kept one, with
 the VAE and the conditioners) and the CLAP Hugging Face folder. With --vae-run, the VAE weights
 come from that autoencoder run instead: its decoder, after a phase-2 fine-tune (encoder frozen,
-so the latents the diffusion model learned stay the same; the script checks the encoders agree). The config written is
-tools/default_model/model_config.json, checked against the one the run trained with. Prints the
+so the latents the diffusion model learned stay the same; the script checks the encoders agree).
+The config written is tools/default_model/model_config.json, checked against the one the
+diffusion run trained with, and its decoder section against the VAE run's (which may be wider
+than the one the diffusion model was trained beside: tools/default_model/widen_decoder.py). Prints the
 sizes; refuses a bundle of 60 MB or more (the limit the repository keeps it under).
 
 A new decoder alone goes into the model already bundled (its diffusion model and CLAP stay):
@@ -39,6 +41,20 @@ LIMIT_BYTES = 60_000_000
 
 def checkpoint_folder(run: Path) -> Path:
     return resolve_checkpoint(run).parent
+
+
+def decoder_section(config: dict) -> dict:
+    return config["model"]["pretransform"]["config"]["decoder"]
+
+
+def without_decoder(config: dict, replaced_decoder: dict | None) -> tuple:
+    """What of a model config the bundle must agree on: its model and window, the VAE decoder's
+    section left out when a VAE run replaces the decoder (a phase-2 run may widen it; the
+    diffusion model only sees the encoder's latents)."""
+    model = json.loads(json.dumps(config.get("model")))
+    if replaced_decoder is not None:
+        del model["pretransform"]["config"]["decoder"]
+    return model, config.get("sample_size")
 
 
 def with_vae(weights: dict, vae: dict) -> dict:
@@ -74,7 +90,13 @@ def main() -> None:
     clap = checkpoint_folder(args.clap_run) if args.clap_run else DEFAULT_MODEL_DIR / "clap"
     config = json.loads(args.config.read_text())
     trained = json.loads((diffusion / "model_config.json").read_text())
-    if trained.get("model") != config.get("model") or trained.get("sample_size") != config.get("sample_size"):
+    vae_decoder = None
+    if args.vae_run is not None:
+        vae_config = json.loads((checkpoint_folder(args.vae_run) / "model_config.json").read_text())
+        vae_decoder = vae_config["model"]["decoder"]
+        if decoder_section(config) != vae_decoder:
+            sys.exit(f"{args.config}'s decoder differs from the one {args.vae_run} trained: {vae_decoder}")
+    if without_decoder(trained, vae_decoder) != without_decoder(config, vae_decoder):
         sys.exit(f"{args.config} differs from the config {diffusion} was trained with")
     weights = load_file(diffusion / "model.safetensors")
     if args.vae_run is not None:

@@ -1,0 +1,124 @@
+"""Widen an Oobleck decoder's channels without changing what it outputs.
+
+The default model's decoder runs its last two stages (11 kHz and 44.1 kHz) on 16 channels; the
+stage before them runs at 2.76 kHz, so everything above about 1.4 kHz is drawn by those 16
+channels. This writes the same autoencoder with a wider decoder (a config whose decoder differs
+only in `channels` / `c_mults`), function-preserving: every old weight is kept, weights from new
+channels into old ones are zero, and new channels start from the new model's own random
+initialisation, so the wider decoder decodes exactly as the old one did and training starts from
+there. The encoder is copied unchanged (a phase-2 run keeps it frozen).
+
+    python tools/default_model/widen_decoder.py --checkpoint stable_audio_core/default_model/model.safetensors \
+        --config tools/default_model/vae_crops8k_wide.json --out wide-init.safetensors
+
+Prints the largest difference between the two decoders' outputs on random latents (it must be
+at float rounding level) and the parameter counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from stable_audio_core.checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict  # noqa: E402
+import json  # noqa: E402
+from stable_audio_core.models.autoencoder import build_autoencoder  # noqa: E402
+from stable_audio_core.models.layers import WNConvTranspose1d, weight_from_norm  # noqa: E402
+
+
+def _norm_except_dim0(weight: torch.Tensor) -> torch.Tensor:
+    return weight.flatten(1).norm(dim=1).reshape(-1, *([1] * (weight.dim() - 1)))
+
+
+def widen_weight(old: torch.Tensor, new: torch.Tensor, in_dim: int, out_dim: int) -> torch.Tensor:
+    """`new` (an effective conv weight) with `old` in its leading corner and zeros where a new
+    input channel would feed an old output channel."""
+    result = new.clone()
+    result[tuple(slice(0, n) for n in old.shape)] = old
+    block = [slice(None)] * new.dim()
+    block[in_dim] = slice(old.shape[in_dim], None)
+    block[out_dim] = slice(0, old.shape[out_dim])
+    result[tuple(block)] = 0.0
+    return result
+
+
+def widen_state(old_state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The wide `model`'s state with `old_state` (same keys, narrower decoder) embedded."""
+    new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    missing = set(new_state) ^ set(old_state)
+    if missing:
+        raise SystemExit(f"the checkpoint's autoencoder keys differ from the config's: {sorted(missing)[:5]}")
+    transposed = {name for name, module in model.named_modules() if isinstance(module, WNConvTranspose1d)}
+    for key, old in old_state.items():
+        new = new_state[key]
+        if old.shape == new.shape:
+            new_state[key] = old.clone()
+        elif key.endswith(".weight_g"):
+            continue  # set with its weight_v below
+        elif key.endswith(".weight_v"):
+            prefix = key[: -len(".weight_v")]
+            old_weight = weight_from_norm(old_state[prefix + ".weight_g"], old)
+            new_weight = weight_from_norm(new_state[prefix + ".weight_g"], new)
+            # Conv1d weights are [out, in, k]; ConvTranspose1d weights are [in, out, k].
+            in_dim, out_dim = (0, 1) if prefix in transposed else (1, 0)
+            wide = widen_weight(old_weight, new_weight, in_dim, out_dim)
+            new_state[key] = wide
+            new_state[prefix + ".weight_g"] = _norm_except_dim0(wide)
+        elif old.dim() == 1 and all(o <= n for o, n in zip(old.shape, new.shape)):
+            new_state[key] = new.clone()
+            new_state[key][: old.shape[0]] = old  # biases, Snake alpha/beta
+        else:
+            raise SystemExit(f"{key}: cannot widen {tuple(old.shape)} to {tuple(new.shape)}")
+    for key in old_state:
+        if key.startswith("encoder.") and not torch.equal(old_state[key], new_state[key]):
+            raise SystemExit(f"the config's encoder differs from the checkpoint's ({key})")
+    return new_state
+
+
+def autoencoder_from(training_config: dict) -> torch.nn.Module:
+    """The autoencoder of an autoencoder training config (its `model` section)."""
+    section = {"type": "autoencoder", "config": training_config["model"]}
+    return build_autoencoder(section, training_config["sample_rate"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint holding the narrow autoencoder")
+    parser.add_argument("--config", type=Path, required=True, help="autoencoder training config with the wide decoder")
+    parser.add_argument("--narrow-config", type=Path, default=ROOT / "tools" / "default_model" / "vae_crops8k.json",
+                        help="the config the checkpoint's autoencoder was built with")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the new channels' initialisation")
+    args = parser.parse_args()
+
+    narrow_config, wide_config = (json.loads(p.read_text()) for p in (args.narrow_config, args.config))
+    narrow = autoencoder_from(narrow_config)
+    load_state_dict_strict(narrow, autoencoder_state(read_state_dict(args.checkpoint)), str(args.checkpoint))
+    torch.manual_seed(args.seed)
+    wide = autoencoder_from(wide_config)
+    state = widen_state(narrow.state_dict(), wide)
+    wide.load_state_dict(state)
+
+    narrow.eval(), wide.eval()
+    latents = torch.randn(2, narrow.latent_dim, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        difference = (narrow.decoder(latents) - wide.decoder(latents)).abs().max().item()
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    print(f"decoder parameters {count(narrow.decoder):,} -> {count(wide.decoder):,}; "
+          f"largest output difference on random latents {difference:.2e}")
+    if difference > 1e-4:
+        raise SystemExit("the widened decoder does not reproduce the narrow one")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
