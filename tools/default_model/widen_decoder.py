@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 from stable_audio_core.checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict  # noqa: E402
 import json  # noqa: E402
 from stable_audio_core.models.autoencoder import build_autoencoder  # noqa: E402
-from stable_audio_core.models.layers import WNConvTranspose1d, weight_from_norm  # noqa: E402
-
-
-def _norm_except_dim0(weight: torch.Tensor) -> torch.Tensor:
-    return weight.flatten(1).norm(dim=1).reshape(-1, *([1] * (weight.dim() - 1)))
+from stable_audio_core.models.layers import (  # noqa: E402
+    WNConvTranspose1d,
+    fold_weight_norm_state,
+    unfold_weight_norm_state,
+)
 
 
 def widen_weight(old: torch.Tensor, new: torch.Tensor, in_dim: int, out_dim: int) -> torch.Tensor:
@@ -50,36 +50,35 @@ def widen_weight(old: torch.Tensor, new: torch.Tensor, in_dim: int, out_dim: int
 
 
 def widen_state(old_state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The wide `model`'s state with `old_state` (same keys, narrower decoder) embedded."""
+    """The wide `model`'s state with `old_state` (same keys, narrower decoder) embedded. Tensors
+    of unchanged shape are copied as they are (the encoder stays bitwise equal)."""
     new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     missing = set(new_state) ^ set(old_state)
     if missing:
         raise SystemExit(f"the checkpoint's autoencoder keys differ from the config's: {sorted(missing)[:5]}")
+    reshaped = [k for k, v in old_state.items() if v.shape != new_state[k].shape]
+    if any(k.startswith("encoder.") for k in reshaped):
+        raise SystemExit(f"the config's encoder differs from the checkpoint's ({reshaped[0]})")
+    # A widened conv: its effective weight (w = g v / ||v||) is widened, then stored back as
+    # g = ||w||, v = w (both change even where g's shape does not).
+    widened = sorted({k.rsplit(".weight_", 1)[0] + ".weight" for k in reshaped if ".weight_" in k})
+    unchanged = {k: v.clone() for k, v in old_state.items()
+                 if k not in reshaped and k.rsplit(".weight_", 1)[0] + ".weight" not in widened}
+    old = fold_weight_norm_state(old_state, widened)
+    wide = fold_weight_norm_state(new_state, widened)
     transposed = {name for name, module in model.named_modules() if isinstance(module, WNConvTranspose1d)}
-    for key, old in old_state.items():
-        new = new_state[key]
-        if old.shape == new.shape:
-            new_state[key] = old.clone()
-        elif key.endswith(".weight_g"):
-            continue  # set with its weight_v below
-        elif key.endswith(".weight_v"):
-            prefix = key[: -len(".weight_v")]
-            old_weight = weight_from_norm(old_state[prefix + ".weight_g"], old)
-            new_weight = weight_from_norm(new_state[prefix + ".weight_g"], new)
-            # Conv1d weights are [out, in, k]; ConvTranspose1d weights are [in, out, k].
-            in_dim, out_dim = (0, 1) if prefix in transposed else (1, 0)
-            wide = widen_weight(old_weight, new_weight, in_dim, out_dim)
-            new_state[key] = wide
-            new_state[prefix + ".weight_g"] = _norm_except_dim0(wide)
-        elif old.dim() == 1 and all(o <= n for o, n in zip(old.shape, new.shape)):
-            new_state[key] = new.clone()
-            new_state[key][: old.shape[0]] = old  # biases, Snake alpha/beta
-        else:
-            raise SystemExit(f"{key}: cannot widen {tuple(old.shape)} to {tuple(new.shape)}")
-    for key in old_state:
-        if key.startswith("encoder.") and not torch.equal(old_state[key], new_state[key]):
-            raise SystemExit(f"the config's encoder differs from the checkpoint's ({key})")
-    return new_state
+    for key in widened:
+        # Conv1d weights are [out, in, k]; ConvTranspose1d weights are [in, out, k].
+        in_dim, out_dim = (0, 1) if key[: -len(".weight")] in transposed else (1, 0)
+        wide[key] = widen_weight(old[key], wide[key], in_dim, out_dim)
+    for key, value in old_state.items():
+        if key not in unchanged and ".weight_" not in key:
+            if value.dim() != 1:
+                raise SystemExit(f"{key}: cannot widen {tuple(value.shape)} to {tuple(new_state[key].shape)}")
+            wide[key][: value.shape[0]] = value  # biases, Snake alpha/beta
+    result = unfold_weight_norm_state(wide, new_state)
+    result.update(unchanged)
+    return result
 
 
 def autoencoder_from(training_config: dict) -> torch.nn.Module:
