@@ -18,6 +18,7 @@ at float rounding level) and the parameter counts.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from stable_audio_core.checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict  # noqa: E402
-import json  # noqa: E402
 from stable_audio_core.models.autoencoder import build_autoencoder  # noqa: E402
 from stable_audio_core.models.layers import (  # noqa: E402
     WNConvTranspose1d,
@@ -81,6 +81,10 @@ def widen_state(old_state: dict[str, torch.Tensor], model: torch.nn.Module) -> d
     return result
 
 
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def autoencoder_from(training_config: dict) -> torch.nn.Module:
     """The autoencoder of an autoencoder training config (its `model` section)."""
     section = {"type": "autoencoder", "config": training_config["model"]}
@@ -105,12 +109,12 @@ def main() -> None:
     state = widen_state(narrow.state_dict(), wide)
     wide.load_state_dict(state)
 
-    narrow.eval(), wide.eval()
+    narrow.eval()
+    wide.eval()
     latents = torch.randn(2, narrow.latent_dim, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         difference = (narrow.decoder(latents) - wide.decoder(latents)).abs().max().item()
-    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-    print(f"decoder parameters {count(narrow.decoder):,} -> {count(wide.decoder):,}; "
+    print(f"decoder parameters {parameter_count(narrow.decoder):,} -> {parameter_count(wide.decoder):,}; "
           f"largest output difference on random latents {difference:.2e}")
     if difference > 1e-4:
         raise SystemExit("the widened decoder does not reproduce the narrow one")
