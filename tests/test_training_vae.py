@@ -328,6 +328,42 @@ def test_phase_two_leaves_the_encoder_unchanged_and_trains_the_decoder():
     assert any(not torch.equal(v, decoder_before[k]) for k, v in task.autoencoder.decoder.state_dict().items())
 
 
+def test_decode_frames_decodes_the_middle_of_the_whole_crops_latents():
+    task = tiny_task(phase=2, decode_frames=128)
+    audio = tones(length=2 * LENGTH)  # 1024 samples: 256 latent frames, the middle 128 decoded
+    batch = make_batch(audio)
+    reals, decoded, latents, _ = task._reconstruct(batch, training_generator=True)
+    whole, _ = task._encode(audio, batch["seeds"], with_grad=False)
+    assert torch.equal(latents, whole[..., 64:192])
+    assert torch.equal(reals, audio[..., 256:768])
+    with torch.no_grad():
+        expected = task.autoencoder.decoder(task.autoencoder.bottleneck.decode(latents))
+    torch.testing.assert_close(decoded.detach(), expected)
+    alone, _ = task._encode(audio[..., 256:768], batch["seeds"], with_grad=False)
+    assert not torch.allclose(latents, alone, atol=1e-3)  # the crop's edges change its latents
+    loss, _ = {p.name: p for p in task.phases()}["generator"].loss_fn(batch, context(0))
+    loss.backward()
+    assert all(p.grad is None for p in task.autoencoder.encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.autoencoder.decoder.parameters())
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"decode_frames": 64}, ConfigError, "phase 2"),  # phase 1 would train the encoder on the middle only
+    ({"phase": 2, "decode_frames": -1}, ConfigError, "decode_frames"),
+    ({"phase": 2, "decode_frames": 1.5}, ConfigError, "decode_frames"),
+])  # fmt: skip
+def test_bad_decode_frames_are_refused(options, error, message):
+    with pytest.raises(error, match=message):
+        tiny_task(**options)
+
+
+def test_decode_frames_longer_than_the_crop_are_refused_with_the_fix():
+    task = tiny_task(phase=2, decode_frames=LENGTH)  # a LENGTH-sample crop has LENGTH / 4 frames
+    generator = {p.name: p for p in task.phases()}["generator"]
+    with pytest.raises(InputError, match="sample_size"):
+        generator.loss_fn(make_batch(tones()), context(0))
+
+
 def test_a_few_steps_run_through_the_trainer_and_write_a_loadable_checkpoint(tmp_path):
     from stable_audio_core.training import state
     from stable_audio_core.training.trainer import TrainerConfig, train

@@ -72,6 +72,7 @@ VAE_OPTION_KEYS = frozenset({
     "learning_rate", "discriminator_learning_rate",    # None: the trainer's learning rate
     "betas", "discriminator_betas", "weight_decay", "discriminator_weight_decay",
     "demo_items", "seed", "use_ema",
+    "decode_frames",                                   # phase 2: decode only the middle latents
 })  # fmt: skip
 
 MODEL_CONFIG_KEYS = frozenset({"model_type", "sample_size", "sample_rate", "audio_channels", "model",
@@ -127,6 +128,10 @@ class VAESettings:
     discriminator_weight_decay: float | None = None
     demo_items: int = 4
     use_ema: bool = True
+    # Phase 2: encode the whole crop but decode (and score) only its middle `decode_frames`
+    # latent frames, so the decoder learns on latents with the encoder's full context, like the
+    # ones of whole clips it decodes at inference (0: decode the whole crop).
+    decode_frames: int = 0
 
 
 class VAETask:
@@ -142,6 +147,13 @@ class VAETask:
         if settings.warmup_mode not in WARMUP_MODES:
             raise ConfigError(f"VAE option 'warmup_mode' must be one of {WARMUP_MODES}, got "
                               f"{settings.warmup_mode!r}")  # fmt: skip
+        if isinstance(settings.decode_frames, bool) or not isinstance(settings.decode_frames, int) \
+                or settings.decode_frames < 0:
+            raise ConfigError(f"VAE option 'decode_frames' must be a whole number >= 0, got "
+                              f"{settings.decode_frames!r}")  # fmt: skip
+        if settings.decode_frames and settings.phase != 2:
+            raise ConfigError("VAE option 'decode_frames' needs phase 2 (a frozen encoder): in phase 1 "
+                              "the encoder would learn only from the middle of each crop")  # fmt: skip
         if settings.weights.uses_discriminator and discriminator is None:
             raise ConfigError("adversarial or feature_matching weight is non-zero but there is no "
                               "discriminator")  # fmt: skip
@@ -259,12 +271,24 @@ class VAETask:
         reals = self._reals(batch)
         encoder_grad = training_generator and self.settings.phase == 1
         latents, kl = self._encode(reals, batch["seeds"], encoder_grad)
+        if self.settings.decode_frames:
+            latents, reals = self._middle(latents, reals)
         with nullcontext() if training_generator else torch.no_grad():
             decoded = self.autoencoder.decoder(self.autoencoder.bottleneck.decode(latents))
             if self.autoencoder.soft_clip:
                 decoded = torch.tanh(decoded)
         length = min(reals.shape[-1], decoded.shape[-1])
         return reals[..., :length], decoded[..., :length], latents, kl
+
+    def _middle(self, latents: Tensor, reals: Tensor) -> tuple[Tensor, Tensor]:
+        """The middle `decode_frames` latent frames and the audio they stand for."""
+        frames, total = self.settings.decode_frames, latents.shape[-1]
+        if frames > total:
+            raise InputError(f"VAE option 'decode_frames' is {frames} but a training crop encodes to "
+                             f"{total} latent frames: lower it or raise the config's sample_size")  # fmt: skip
+        start = (total - frames) // 2
+        ratio = self.autoencoder.downsampling_ratio
+        return latents[..., start : start + frames], reals[..., start * ratio : (start + frames) * ratio]
 
     @contextmanager
     def _frozen_discriminator(self):
@@ -465,7 +489,8 @@ def build_vae_task(model_config: dict, options: dict | None = None) -> VAETask:
     merged over the config's, e.g. {"filters": 32}); "warmup_steps", "warmup_mode" ("adv" |
     "full"); "learning_rate", "discriminator_learning_rate", "betas", "discriminator_betas",
     "weight_decay", "discriminator_weight_decay" (None: the trainer's); "demo_items" (4);
-    "seed" (weight initialisation, 0); "use_ema" (True).
+    "seed" (weight initialisation, 0); "use_ema" (True); "decode_frames" (phase 2: decode and
+    score only the middle N latent frames of each encoded crop; 0, the default, decodes all).
     """
     options = dict(options or {})
     check_keys(options, VAE_OPTION_KEYS, "VAE training options")
