@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from stable_audio_core.training.latents import load_autoencoder
+
 SPEC = importlib.util.spec_from_file_location(
     "widen_decoder", Path(__file__).resolve().parents[1] / "tools" / "default_model" / "widen_decoder.py")
 widen = importlib.util.module_from_spec(SPEC)
@@ -16,7 +18,7 @@ SPEC.loader.exec_module(widen)
 
 def _config(decoder_channels: int, decoder_mults: list[int]) -> dict:
     return {
-        "sample_rate": 44100,
+        "model_type": "autoencoder", "sample_rate": 44100,
         "model": {
             "encoder": {"type": "oobleck", "config": {"in_channels": 2, "channels": 4, "c_mults": [1, 2, 4],
                                                       "strides": [2, 4, 4], "latent_dim": 8, "use_snake": True}},
@@ -37,9 +39,9 @@ def _trained_like(model: torch.nn.Module) -> None:
 
 def test_widened_decoder_decodes_as_the_narrow_one_and_keeps_the_encoder():
     torch.manual_seed(0)
-    narrow = widen.autoencoder_from(_config(4, [1, 2, 4]))
+    narrow = load_autoencoder(_config(4, [1, 2, 4]))
     _trained_like(narrow)
-    wide = widen.autoencoder_from(_config(8, [1, 1, 2]))  # same deep width (16), last stages 4 -> 8
+    wide = load_autoencoder(_config(8, [1, 1, 2]))  # same deep width (16), last stages 4 -> 8
     state = widen.widen_state(narrow.state_dict(), wide)
     wide.load_state_dict(state)
     assert sum(p.numel() for p in wide.decoder.parameters()) > sum(p.numel() for p in narrow.decoder.parameters())
@@ -62,8 +64,8 @@ def test_widened_decoder_decodes_as_the_narrow_one_and_keeps_the_encoder():
 
 
 def test_widening_refuses_a_different_encoder():
-    narrow = widen.autoencoder_from(_config(4, [1, 2, 4]))
+    narrow = load_autoencoder(_config(4, [1, 2, 4]))
     other = _config(8, [1, 1, 2])
     other["model"]["encoder"]["config"]["channels"] = 8
     with pytest.raises(SystemExit):
-        widen.widen_state(narrow.state_dict(), widen.autoencoder_from(other))
+        widen.widen_state(narrow.state_dict(), load_autoencoder(other))

@@ -31,23 +31,16 @@ from stable_audio_core.bundled import default_model_files  # noqa: E402
 from stable_audio_core.checkpoint import resolve_checkpoint  # noqa: E402
 from stable_audio_core.evaluation.clap_score import ClapScorer  # noqa: E402
 from stable_audio_core.training.losses import multiresolution_stft_distance  # noqa: E402
-from stable_audio_core.training.vae_task import build_vae_task  # noqa: E402
+from stable_audio_core.training.latents import load_autoencoder  # noqa: E402
 
 
-def autoencoder_section(path: Path) -> dict | None:
-    """The autoencoder config beside a checkpoint (an autoencoder run's, or a diffusion model's
-    pretransform), or None when there is none."""
+def load_decoder_checkpoint(path: Path, fallback_config: Path):
+    """The autoencoder of a checkpoint, built from the config saved beside it (an autoencoder
+    run's, or a diffusion model's pretransform: a widened decoder builds wide), else from
+    `fallback_config`."""
     config_path = resolve_checkpoint(path).parent / "model_config.json"
-    if not config_path.exists():
-        return None
-    raw = json.loads(config_path.read_text())
-    return raw["model"] if raw.get("model_type") == "autoencoder" else raw["model"]["pretransform"]["config"]
-
-
-def vae_task(section: dict, checkpoint: Path):
-    config = {"model_type": "autoencoder", "sample_size": 8192, "sample_rate": 44100, "audio_channels": 2,
-              "model": section}
-    return build_vae_task(config, {"adversarial": 0, "feature_matching": 0, "checkpoint": str(checkpoint)})
+    config = json.loads((config_path if config_path.exists() else fallback_config).read_text())
+    return load_autoencoder(config, path)
 
 
 def main() -> None:
@@ -60,8 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     files = default_model_files()
-    task = vae_task(autoencoder_section(files.checkpoint), files.checkpoint)
-    autoencoder = task.autoencoder.eval()
+    autoencoder = load_autoencoder(json.loads(files.config.read_text()), files.checkpoint)
     bundled_encoder = {k: v.clone() for k, v in autoencoder.encoder.state_dict().items()}
     rate = autoencoder.sample_rate
     scorer = ClapScorer.from_folder(files.text_encoder)
@@ -85,12 +77,7 @@ def main() -> None:
 
     measure("bundled decoder")
     for path in args.checkpoints:
-        section = autoencoder_section(path)
-        if section is not None and section != autoencoder_section(files.checkpoint):
-            autoencoder = vae_task(section, path).autoencoder.eval()  # e.g. a widened decoder
-        else:
-            task.load_start_weights(path)  # a file, or a run / checkpoint folder (its latest)
-            autoencoder = task.autoencoder.eval()
+        autoencoder = load_decoder_checkpoint(path, files.config)  # a file, or a run / checkpoint folder
         if any(not torch.equal(v, bundled_encoder[k]) for k, v in autoencoder.encoder.state_dict().items()):
             print(f"{path}: its encoder differs from the bundled one (not a phase-2 run); skipped")
             continue

@@ -28,13 +28,13 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stable_audio_core.checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict  # noqa: E402
-from stable_audio_core.models.autoencoder import build_autoencoder  # noqa: E402
+from stable_audio_core.checkpoint import resolve_checkpoint  # noqa: E402
 from stable_audio_core.models.layers import (  # noqa: E402
     WNConvTranspose1d,
     fold_weight_norm_state,
     unfold_weight_norm_state,
 )
+from stable_audio_core.training.latents import load_autoencoder  # noqa: E402
 
 
 def widen_weight(old: torch.Tensor, new: torch.Tensor, in_dim: int, out_dim: int) -> torch.Tensor:
@@ -85,32 +85,24 @@ def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def autoencoder_from(training_config: dict) -> torch.nn.Module:
-    """The autoencoder of an autoencoder training config (its `model` section)."""
-    section = {"type": "autoencoder", "config": training_config["model"]}
-    return build_autoencoder(section, training_config["sample_rate"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint holding the narrow autoencoder")
     parser.add_argument("--config", type=Path, required=True, help="autoencoder training config with the wide decoder")
-    parser.add_argument("--narrow-config", type=Path, default=ROOT / "tools" / "default_model" / "vae_crops8k.json",
-                        help="the config the checkpoint's autoencoder was built with")
+    parser.add_argument("--narrow-config", type=Path, default=None,
+                        help="the config the checkpoint's autoencoder was built with (default: the "
+                             "model_config.json beside the checkpoint)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0, help="seed of the new channels' initialisation")
     args = parser.parse_args()
 
-    narrow_config, wide_config = (json.loads(p.read_text()) for p in (args.narrow_config, args.config))
-    narrow = autoencoder_from(narrow_config)
-    load_state_dict_strict(narrow, autoencoder_state(read_state_dict(args.checkpoint)), str(args.checkpoint))
+    narrow_config_path = args.narrow_config or resolve_checkpoint(args.checkpoint).parent / "model_config.json"
+    narrow = load_autoencoder(json.loads(narrow_config_path.read_text()), args.checkpoint)
     torch.manual_seed(args.seed)
-    wide = autoencoder_from(wide_config)
+    wide = load_autoencoder(json.loads(args.config.read_text()))
     state = widen_state(narrow.state_dict(), wide)
     wide.load_state_dict(state)
 
-    narrow.eval()
-    wide.eval()
     latents = torch.randn(2, narrow.latent_dim, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         difference = (narrow.decoder(latents) - wide.decoder(latents)).abs().max().item()
