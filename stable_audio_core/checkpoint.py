@@ -23,6 +23,7 @@ from .models.layers import match_weight_norm_form
 # complete checkpoint folder, each folder holding the exported weights under this name.
 RUN_LATEST_FILE = "latest"
 RUN_MODEL_FILE = "model.safetensors"
+RUN_CONFIG_FILE = "model_config.json"
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -42,6 +43,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
         f"{path} is a folder but neither a training run (with a '{RUN_LATEST_FILE}' file naming a "
         f"complete checkpoint) nor a checkpoint folder holding {RUN_MODEL_FILE}"
     )
+
+
+def config_beside(path: str | Path) -> Path:
+    """The `model_config.json` saved beside a checkpoint (`path` as `resolve_checkpoint` takes it);
+    it may not exist (a bare weights file)."""
+    return resolve_checkpoint(path).parent / RUN_CONFIG_FILE
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

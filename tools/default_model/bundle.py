@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from stable_audio_core.bundled import DEFAULT_MODEL_DIR  # noqa: E402
-from stable_audio_core.checkpoint import resolve_checkpoint  # noqa: E402
+from stable_audio_core.checkpoint import config_beside, resolve_checkpoint  # noqa: E402
 
 CLAP_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
               "tokenizer_config.json")
@@ -92,7 +92,7 @@ def main() -> None:
     trained = json.loads((diffusion / "model_config.json").read_text())
     vae_decoder = None
     if args.vae_run is not None:
-        vae_config = json.loads((checkpoint_folder(args.vae_run) / "model_config.json").read_text())
+        vae_config = json.loads(config_beside(args.vae_run).read_text())
         vae_decoder = vae_config["model"]["decoder"]
         if decoder_section(config) != vae_decoder:
             sys.exit(f"{args.config}'s decoder differs from the one {args.vae_run} trained: {vae_decoder}")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tools" / "default_model"))
 from evaluate import MELODY_INSTRUMENTS, frame_log_spectrum, r_squared, reconstruct, solo_clips, zero_shot  # noqa: E402
 
 from stable_audio_core.bundled import default_model_files  # noqa: E402
-from stable_audio_core.checkpoint import resolve_checkpoint  # noqa: E402
+from stable_audio_core.checkpoint import config_beside  # noqa: E402
 from stable_audio_core.evaluation.clap_score import ClapScorer  # noqa: E402
 from stable_audio_core.training.losses import multiresolution_stft_distance  # noqa: E402
 from stable_audio_core.training.latents import load_autoencoder  # noqa: E402
@@ -38,7 +38,7 @@ def load_decoder_checkpoint(path: Path, fallback_config: Path):
     """The autoencoder of a checkpoint, built from the config saved beside it (an autoencoder
     run's, or a diffusion model's pretransform: a widened decoder builds wide), else from
     `fallback_config`."""
-    config_path = resolve_checkpoint(path).parent / "model_config.json"
+    config_path = config_beside(path)
     config = json.loads((config_path if config_path.exists() else fallback_config).read_text())
     return load_autoencoder(config, path)
 

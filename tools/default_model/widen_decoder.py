@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stable_audio_core.checkpoint import resolve_checkpoint  # noqa: E402
+from stable_audio_core.checkpoint import config_beside  # noqa: E402
 from stable_audio_core.models.layers import (  # noqa: E402
     WNConvTranspose1d,
     fold_weight_norm_state,
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the new channels' initialisation")
     args = parser.parse_args()
 
-    narrow_config_path = args.narrow_config or resolve_checkpoint(args.checkpoint).parent / "model_config.json"
+    narrow_config_path = args.narrow_config or config_beside(args.checkpoint)
     narrow = load_autoencoder(json.loads(narrow_config_path.read_text()), args.checkpoint)
     torch.manual_seed(args.seed)
     wide = load_autoencoder(json.loads(args.config.read_text()))
