@@ -19,8 +19,9 @@ from .errors import CheckpointError
 from .models.layers import match_weight_norm_form
 
 
-# What a training run folder holds (see training/state.py): a `latest` file naming the newest
-# complete checkpoint folder, each folder holding the exported weights under this name.
+# What a training run folder holds (training/state.py writes it with these names): a `latest`
+# file naming the newest complete checkpoint folder, each folder holding the exported weights
+# and the model config under these names.
 RUN_LATEST_FILE = "latest"
 RUN_MODEL_FILE = "model.safetensors"
 RUN_CONFIG_FILE = "model_config.json"

@@ -26,13 +26,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..checkpoint import RUN_CONFIG_FILE as CONFIG_FILE
+from ..checkpoint import RUN_LATEST_FILE as LATEST
+from ..checkpoint import RUN_MODEL_FILE as MODEL_FILE
 from ..errors import CheckpointError
 
+# The names the loaders read (`latest`, the weights, their config) come from checkpoint.py, so
+# the run layout written here and the one `resolve_checkpoint`/`config_beside` read are one.
 CHECKPOINTS = "checkpoints"
-LATEST = "latest"
 STATE_FILE = "training_state.pt"
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "model_config.json"
 MANIFEST_FILE = "complete.json"
 # Test hook: "STEP:FLAG_FILE" makes the write of checkpoint STEP create FLAG_FILE and stall halfway,
 # so a test can kill the process in the middle of a checkpoint write.
