@@ -110,3 +110,24 @@ def test_latent_probe_tells_a_lossy_decoder_from_lossy_latents(tmp_path):
     assert (tmp_path / "probe.png").stat().st_size > 1000
     assert exact["decoder_r2"] == 1.0
     assert exact["test_clips"] == len(test) and exact["test_frames"] == len(test) * -(-int(0.5 * RATE) // 1024)   # padded to whole latents
+
+
+def test_latent_statistics_are_channel_mean_and_spread():
+    latents = torch.tensor([[1.0, 3.0, 5.0], [2.0, 2.0, 2.0]])
+    assert torch.allclose(evaluate.latent_statistics(latents), torch.tensor([3.0, 2.0, 2.0, 0.0]))
+
+
+def test_linear_classifier_learns_separable_classes_and_generalises():
+    choices = ("low", "middle", "high")
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-3.0, 0.0], [0.0, 3.0], [3.0, 0.0]])
+
+    def draw(count: int) -> tuple[torch.Tensor, list[str]]:
+        index = torch.arange(count) % 3
+        return centres[index] + 0.5 * torch.randn(count, 2, generator=generator), [choices[k] for k in index]
+
+    train, labels = draw(60)
+    test, truth = draw(30)
+    predict = evaluate.linear_classifier(train, labels, choices, seed=0, steps=300)
+    assert predict(test) == truth
+    assert evaluate.linear_classifier(train, labels, choices, seed=0, steps=300)(test[:5]) == truth[:5]

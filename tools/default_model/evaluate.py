@@ -76,12 +76,17 @@ def dataset_rows(data: Path, split: str) -> list[dict]:
     return [row for row in rows if row["id"] in ids]
 
 
-def reconstruct(autoencoder, audio: torch.Tensor) -> torch.Tensor:
-    """A whole clip Tensor[C, T] through encode (mean) -> decode, padded to whole latents, cut back."""
-    length = audio.shape[-1]
-    padded = torch.nn.functional.pad(audio, (0, -length % autoencoder.downsampling_ratio))[None]
+def encode_clip(autoencoder, audio: torch.Tensor) -> torch.Tensor:
+    """The latents Tensor[D, L] (posterior mean) of a whole clip Tensor[C, T], padded to whole latents."""
+    padded = torch.nn.functional.pad(audio, (0, -audio.shape[-1] % autoencoder.downsampling_ratio))[None]
     with torch.inference_mode():
-        return autoencoder.decode(autoencoder.encode(padded))[0, :, :length]
+        return autoencoder.encode(padded)[0]
+
+
+def reconstruct(autoencoder, audio: torch.Tensor) -> torch.Tensor:
+    """A whole clip Tensor[C, T] through encode (mean) -> decode, cut back to its length."""
+    with torch.inference_mode():
+        return autoencoder.decode(encode_clip(autoencoder, audio)[None])[0, :, : audio.shape[-1]]
 
 
 def evaluate_vae(model, rows: list[dict], data: Path) -> dict:
@@ -102,11 +107,12 @@ def evaluate_vae(model, rows: list[dict], data: Path) -> dict:
 
 
 def make_generator(model, steps: int, cfg_scale: float | None, window: int):
-    def run(prompt: str, seconds_total: float, seed: int) -> torch.Tensor:
+    """run(prompt, seconds_total, seed) -> (the whole window's audio Tensor[C, T], its latents Tensor[D, L])."""
+    def run(prompt: str, seconds_total: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             result = generate(model, prompt, seconds_total=seconds_total, steps=steps, cfg_scale=cfg_scale,
                               seed=seed, sample_size=window, trim=False)
-        return result.audio[0]
+        return result.audio[0], result.latents[0]
     return run
 
 
@@ -133,7 +139,7 @@ def evaluate_timing(run, rows: list[dict], sample_rate: int, window_seconds: flo
     timing_rows, trimmed, windows = [], [], []
     started = time.time()
     for index, (prompt, requested) in enumerate(zip(prompts, durations)):
-        audio = run(prompt, requested, seed + index)
+        audio, _ = run(prompt, requested, seed + index)
         detected = detect_content_end(audio, sample_rate, threshold_db=threshold_db)
         timing_rows.append(TimingRow(prompt=prompt, requested=requested, detected=detected, seed=seed + index))
         trimmed.append((prompt, audio[:, : int(round(requested * sample_rate))]))
@@ -226,6 +232,36 @@ def nearest_centroid(train: torch.Tensor, labels: list[str], test: torch.Tensor,
     return hits / len(train), [choices[p] for p in predicted]
 
 
+def latent_statistics(latents: torch.Tensor) -> torch.Tensor:
+    """A clip's timbre summary in the VAE's latent space: per-channel mean and spread over time
+    of its latents Tensor[D, L], Tensor[2 D]."""
+    latents = latents.float()
+    return torch.cat([latents.mean(-1), latents.std(-1)])
+
+
+def linear_classifier(train: torch.Tensor, labels: list[str], choices: tuple[str, ...], seed: int,
+                      steps: int = 2000, weight_decay: float = 1e-3):
+    """Multinomial logistic regression on standardised features Tensor[N, F] (full-batch Adam);
+    returns predict(features Tensor[M, F]) -> M labels."""
+    mean, std = train.mean(0), train.std(0) + 1e-6
+    target = torch.tensor([choices.index(label) for label in labels])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layer = torch.nn.Linear(train.shape[1], len(choices))
+    optimizer = torch.optim.Adam(layer.parameters(), 1e-2, weight_decay=weight_decay)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(layer((train - mean) / std), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    def predict(features: torch.Tensor) -> list[str]:
+        with torch.no_grad():
+            return [choices[k] for k in layer((features - mean) / std).argmax(1).tolist()]
+    return predict
+
+
 def solo_clips(datasets: list[Path], sample_rate: int, per_instrument: int | None = None,
                splits: tuple[str, ...] = ("train", "held_out")) -> tuple[list[torch.Tensor], list[str]]:
     """The single-instrument melody clips of the datasets (`splits`, every one by default), at most
@@ -247,14 +283,17 @@ def solo_clips(datasets: list[Path], sample_rate: int, per_instrument: int | Non
 def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds_per: int, seed: int,
                          data: Path, out: Path, keep_audio: bool, probe_data: list[Path] = (),
                          probe_limit: int | None = None) -> dict:
-    clips, labels, prompts = [], [], []
+    clips, latents, labels, prompts = [], [], [], []
+    frames = 6 * sample_rate // model.autoencoder.downsampling_ratio
     started = time.time()
     for i, name in enumerate(MELODY_INSTRUMENTS):
         for j in range(seeds_per):
             genre, key, bpm, mood = INSTRUMENT_CONTEXTS[j % len(INSTRUMENT_CONTEXTS)]
             prompt = f"{genre} music with {name} melody in {key} at {bpm} BPM, {mood}, sparse"
-            audio = run(prompt, 6.0, seed + 1000 + i * seeds_per + j)[:, : 6 * sample_rate]
+            audio, window_latents = run(prompt, 6.0, seed + 1000 + i * seeds_per + j)
+            audio = audio[:, : 6 * sample_rate]
             clips.append(audio)
+            latents.append(window_latents[:, :frames])
             labels.append(name)
             prompts.append(prompt)
             if keep_audio:
@@ -287,7 +326,29 @@ def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds
     strip = ("predicted", "labels")
     return {"generated": generated, "real_clips": {k: v for k, v in real.items() if k not in strip},
             "vae_reconstructions": {k: v for k, v in reconstructed.items() if k not in strip},
-            "decoder_domain_probe": probes}
+            "decoder_domain_probe": probes,
+            "latent_domain_probe": latent_instrument_probe(model.autoencoder, [data, *probe_data], probe_limit,
+                                                           latents, labels, sample_rate, seed)}
+
+
+def latent_instrument_probe(autoencoder, datasets: list[Path], probe_limit: int | None,
+                            generated: list[torch.Tensor], labels: list[str], sample_rate: int, seed: int) -> dict:
+    """The question before the decoder: a linear classifier on latent statistics, fitted on the
+    latents of the real single-instrument clips of the training split, scored on the held-out
+    split's (the ceiling) and applied to the generations' own latents."""
+    def features(split: str, limit: int | None) -> tuple[torch.Tensor, list[str]]:
+        clips, names = solo_clips(datasets, sample_rate, limit, splits=(split,))
+        return torch.stack([latent_statistics(encode_clip(autoencoder, clip)) for clip in clips]), names
+
+    train, train_labels = features("train", probe_limit)
+    test, test_labels = features("held_out", None)
+    predict = linear_classifier(train, train_labels, MELODY_INSTRUMENTS, seed)
+    held_out = label_accuracy(predict(test), test_labels, MELODY_INSTRUMENTS)
+    scored = label_accuracy(predict(torch.stack([latent_statistics(z) for z in generated])), labels,
+                            MELODY_INSTRUMENTS)
+    return {"train_clips": len(train_labels), "held_out_clips": len(test_labels),
+            "held_out_accuracy": held_out["accuracy"], "generated": scored["accuracy"],
+            "per_instrument": scored["per_instrument"], "held_out_per_instrument": held_out["per_instrument"]}
 
 
 LATENT_PROBE_BINS = 372   # 2048-point STFT bins below 8 kHz at 44.1 kHz
@@ -424,6 +485,19 @@ def report(results: dict) -> str:
                       "| features | reconstructions (leave-one-out) | generated |", "|---|---|---|"]
             for name, probe in i["decoder_domain_probe"].items():
                 lines.append(f"| {name} | {probe['reconstructions_leave_one_out']:.2f} | **{probe['generated']:.2f}** |")
+            lines.append("")
+        if "latent_domain_probe" in i:
+            p = i["latent_domain_probe"]
+            lines += ["### The same question before the decoder", "",
+                      "A linear classifier on each clip's latent statistics (per-channel mean and spread over time), "
+                      f"fitted on the latents of {p['train_clips']} real single-instrument training clips, scored on "
+                      f"the {p['held_out_clips']} held-out ones (the ceiling) and applied to the latents the "
+                      f"diffusion model generated for the {g['count']} prompts (chance {g['chance']:.3f}): held-out "
+                      f"real clips **{p['held_out_accuracy']:.2f}**, generated **{p['generated']:.2f}**.", "",
+                      "| instrument | generated latents | held-out real latents |", "|---|---|---|"]
+            for name in MELODY_INSTRUMENTS:
+                lines.append(f"| {name} | {fmt(p['per_instrument'][name])} | "
+                             f"{fmt(p['held_out_per_instrument'][name])} |")
             lines.append("")
     if "latent" in results:
         p = results["latent"]
