@@ -21,7 +21,9 @@ Parts (``--parts``, comma-separated; all by default):
              adds the solo clips of more datasets (e.g. one made with --solo-fraction 1). Then the
              question in the decoder's domain: nearest-centroid classifiers (band energies; CLAP
              audio embeddings) fitted on those reconstructions, leave-one-out accuracy there as
-             the ceiling, applied to the generations.
+             the ceiling, applied to the generations. And before the decoder: a linear classifier
+             on latent statistics fitted on the training split's solo clips' latents, its accuracy
+             on the held-out split's as the ceiling, applied to the generations' own latents.
   latent     where the timbre is lost, the encoder or the decoder: a small MLP fitted on the solo
              clips of the training split (--probe-data, else --data) predicts each frame's log
              spectrum (2048-point STFT, hop = one latent, up to 8 kHz) from five latent frames; its
