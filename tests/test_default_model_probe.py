@@ -131,3 +131,14 @@ def test_linear_classifier_learns_separable_classes_and_generalises():
     predict = evaluate.linear_classifier(train, labels, choices, seed=0, steps=300)
     assert predict(test) == truth
     assert evaluate.linear_classifier(train, labels, choices, seed=0, steps=300)(test[:5]) == truth[:5]
+
+
+def test_most_taken_for_reports_the_commonest_prediction_per_label():
+    predicted = ["organ", "piano", "organ", "flute", "flute", "piano"]
+    labels = ["piano", "piano", "piano", "flute", "flute", "marimba"]
+    assert evaluate.most_taken_for(predicted, labels, "piano") == "organ (2 of 3)"
+    assert evaluate.most_taken_for(predicted, labels, "flute") == "flute (2 of 2)"
+    assert evaluate.most_taken_for(predicted, labels, "marimba") == "piano (1 of 1)"
+    assert evaluate.most_taken_for(predicted, labels, "strings") == "-"
+    # a tie goes to the prediction seen first
+    assert evaluate.most_taken_for(["flute", "organ"], ["piano", "piano"], "piano") == "flute (1 of 2)"

@@ -182,6 +182,16 @@ def label_accuracy(predicted: list[str], labels: list[str], choices: tuple[str, 
             "per_instrument": {k: (sum(v) / len(v) if v else None) for k, v in per.items()}}
 
 
+def most_taken_for(predicted: list[str], labels: list[str], name: str) -> str:
+    """What the clips labelled `name` were most often predicted as, with the count ("organ (6 of
+    10)"; the first in prediction order on a tie), or "-" when there are none."""
+    said = [p for p, label in zip(predicted, labels) if label == name]
+    if not said:
+        return "-"
+    top = max(dict.fromkeys(said), key=said.count)
+    return f"{top} ({said.count(top)} of {len(said)})"
+
+
 def zero_shot(scorer: ClapScorer, audio_embeddings: torch.Tensor, labels: list[str],
               choices: tuple[str, ...]) -> dict:
     """The CLAP zero-shot label ("<instrument> melody") of each clip, from its audio embedding."""
@@ -346,9 +356,10 @@ def latent_instrument_probe(autoencoder, datasets: list[Path], probe_limit: int 
     test, test_labels = features("held_out", None)
     predict = linear_classifier(train, train_labels, MELODY_INSTRUMENTS, seed)
     held_out = label_accuracy(predict(test), test_labels, MELODY_INSTRUMENTS)
-    scored = label_accuracy(predict(torch.stack([latent_statistics(z) for z in generated])), labels,
-                            MELODY_INSTRUMENTS)
-    return {"train_clips": len(train_labels), "held_out_clips": len(test_labels),
+    predicted = predict(torch.stack([latent_statistics(z) for z in generated]))
+    scored = label_accuracy(predicted, labels, MELODY_INSTRUMENTS)
+    return {"predicted": predicted, "labels": labels,
+            "train_clips": len(train_labels), "held_out_clips": len(test_labels),
             "held_out_accuracy": held_out["accuracy"], "generated": scored["accuracy"],
             "per_instrument": scored["per_instrument"], "held_out_per_instrument": held_out["per_instrument"]}
 
@@ -496,9 +507,11 @@ def report(results: dict) -> str:
                       f"the {p['held_out_clips']} held-out ones (the ceiling) and applied to the latents the "
                       f"diffusion model generated for the {g['count']} prompts (chance {g['chance']:.3f}): held-out "
                       f"real clips **{p['held_out_accuracy']:.2f}**, generated **{p['generated']:.2f}**.", "",
-                      "| instrument | generated latents | held-out real latents |", "|---|---|---|"]
+                      "| instrument | generated latents | most often classed as | held-out real latents |",
+                      "|---|---|---|---|"]
             for name in MELODY_INSTRUMENTS:
-                lines.append(f"| {name} | {fmt(p['per_instrument'][name])} | "
+                taken = most_taken_for(p["predicted"], p["labels"], name) if "predicted" in p else "-"
+                lines.append(f"| {name} | {fmt(p['per_instrument'][name])} | {taken} | "
                              f"{fmt(p['held_out_per_instrument'][name])} |")
             lines.append("")
     if "latent" in results:
