@@ -358,7 +358,7 @@ def latent_instrument_probe(autoencoder, datasets: list[Path], probe_limit: int 
     held_out = label_accuracy(predict(test), test_labels, MELODY_INSTRUMENTS)
     predicted = predict(torch.stack([latent_statistics(z) for z in generated]))
     scored = label_accuracy(predicted, labels, MELODY_INSTRUMENTS)
-    return {"predicted": predicted, "labels": labels,
+    return {"predicted": predicted,
             "train_clips": len(train_labels), "held_out_clips": len(test_labels),
             "held_out_accuracy": held_out["accuracy"], "generated": scored["accuracy"],
             "per_instrument": scored["per_instrument"], "held_out_per_instrument": held_out["per_instrument"]}
@@ -510,7 +510,7 @@ def report(results: dict) -> str:
                       "| instrument | generated latents | most often classed as | held-out real latents |",
                       "|---|---|---|---|"]
             for name in MELODY_INSTRUMENTS:
-                taken = most_taken_for(p["predicted"], p["labels"], name) if "predicted" in p else "-"
+                taken = most_taken_for(p["predicted"], g["labels"], name) if "predicted" in p else "-"
                 lines.append(f"| {name} | {fmt(p['per_instrument'][name])} | {taken} | "
                              f"{fmt(p['held_out_per_instrument'][name])} |")
             lines.append("")
