@@ -55,12 +55,12 @@ import numpy as np  # noqa: E402
 import workloads as W  # noqa: E402
 from protocol import READY, RESULT  # noqa: E402
 
-OURS = ("ours", "ours-bf16", "ours-compile")
+OURS = ("ours", "ours-bf16", "ours-compile", "ours-before")
 WORKERS = {"ours": "ours.py", "ours-bf16": "ours.py", "ours-compile": "ours.py", "sat": "sat.py",
-           "diffusers": "diffusers_peer.py", "comfyui": "comfyui.py"}
+           "diffusers": "diffusers_peer.py", "comfyui": "comfyui.py", "ours-before": "ours.py"}
 # Which parties implement which model family.
-FAMILIES = {"sao": ("ours", "ours-bf16", "ours-compile", "sat", "diffusers", "comfyui"),
-            "unet": ("ours", "ours-bf16", "ours-compile", "sat")}
+FAMILIES = {"sao": ("ours", "ours-bf16", "ours-compile", "sat", "diffusers", "comfyui", "ours-before"),
+            "unet": ("ours", "ours-bf16", "ours-compile", "sat", "ours-before")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +152,8 @@ def start_worker(party: str, python: str, spec: dict, workdir: Path, env: dict) 
     spec_path = workdir / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
     log = workdir / f"{name}.log"
-    command = [python, str(HERE / "workers" / WORKERS[party]), "--spec", str(spec_path)]
+    workers = Path(spec["repo"]) / "benchmarks" / "workers" if "repo" in spec else HERE / "workers"
+    command = [python, str(workers / WORKERS[party]), "--spec", str(spec_path)]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=open(log, "w"), text=True, bufsize=1, env=env,
                                cwd=spec.get("cwd", str(REPO)))
@@ -223,6 +224,8 @@ def party_spec(spec: dict, party: str, args) -> dict:
     if party == "sat":
         spec["agree_text_encoder_dtype"] = "float16"
         spec["extra_sys_path"] = args.sat_extra_path
+    if party == "ours-before":  # this project at another commit, with that tree's own worker
+        spec["repo"] = spec["cwd"] = args.before_repo
     if party == "comfyui":
         spec["comfyui"] = args.comfyui
         spec["cwd"] = args.comfyui
@@ -454,7 +457,7 @@ def main() -> None:
     parser.add_argument("--items", default="e2e-sao,e2e-unet,vae,call-sao,call-unet",
                         help="comma-separated subset of e2e-sao, e2e-unet, vae, call-sao, call-unet")
     parser.add_argument("--parties", default="ours,ours-bf16,sat,diffusers,comfyui",
-                        help="comma-separated; also ours-compile (torch.compile)")
+                        help="comma-separated; also ours-compile (torch.compile) and ours-before (--before-repo)")
     parser.add_argument("--repeats", type=int, default=None, help="rounds per item (default 3, quick 2)")
     parser.add_argument("--long-repeats", type=int, default=2, help="rounds for VAE items of 40 s and more")
     parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16))
@@ -466,6 +469,9 @@ def main() -> None:
     parser.add_argument("--diffusers-python", default=default_python("/tmp/diffusers-ref/bin/python"))
     parser.add_argument("--comfyui", default=None, help="a ComfyUI source folder (enables the comfyui party)")
     parser.add_argument("--comfyui-python", default=default_python("/tmp/comfy-venv/bin/python"))
+    parser.add_argument("--before-repo", default=None,
+                        help="a checkout of this project at another commit with its own .venv (enables the "
+                             "ours-before party: that tree against this one, e.g. before/after a refactor)")
     args = parser.parse_args()
     args.items = args.items.split(",")
     args.repeats = args.repeats or (2 if args.quick else 3)
@@ -491,7 +497,9 @@ def main() -> None:
 
     pythons = {"ours": sys.executable, "ours-bf16": sys.executable, "ours-compile": sys.executable,
                "sat": args.sat_python, "diffusers": args.diffusers_python,
-               "comfyui": args.comfyui_python if args.comfyui else None}
+               "comfyui": args.comfyui_python if args.comfyui else None,
+               "ours-before": (default_python(str(Path(args.before_repo) / ".venv" / "bin" / "python"))
+                               if args.before_repo else None)}
     parties = {}
     for party in args.parties.split(","):
         if party not in pythons:
