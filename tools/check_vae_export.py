@@ -33,7 +33,7 @@ from stable_audio_tools.models.factory import create_model_from_config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stable_audio_core.checkpoint import load_state_dict_strict  # noqa: E402
+from stable_audio_core.checkpoint import RUN_CONFIG_FILE, RUN_MODEL_FILE, load_state_dict_strict  # noqa: E402
 from stable_audio_core.models.autoencoder import build_autoencoder  # noqa: E402
 from stable_audio_core.training import state  # noqa: E402
 from stable_audio_core.training.task import item_generators  # noqa: E402
@@ -93,8 +93,8 @@ def check_trained_checkpoint(steps: int, out_dir: Path) -> dict:
     train(task, SineClips(), TrainerConfig(out_dir=out_dir, max_steps=steps, batch_size=2,
                                            checkpoint_every=steps, device="cpu"), progress=False)  # fmt: skip
     checkpoint = state.read_latest(out_dir)
-    weights = load_file(str(checkpoint / state.MODEL_FILE))
-    config = json.loads((checkpoint / state.CONFIG_FILE).read_text())
+    weights = load_file(str(checkpoint / RUN_MODEL_FILE))
+    config = json.loads((checkpoint / RUN_CONFIG_FILE).read_text())
 
     reference = create_model_from_config(config).eval()
     reference.load_state_dict(weights, strict=True)

@@ -25,7 +25,6 @@ from .hf_folder import group_by_prefix, weight_files
 TOWERS = ("text", "audio")
 # Checkpoint key prefixes of each tower (our module `text` holds keys `text.<checkpoint key>`).
 TOWER_PREFIXES = {"text": ("text_model.", "text_projection."), "audio": ("audio_model.", "audio_projection.")}
-LOGIT_SCALE_KEYS = ("logit_scale_a", "logit_scale_t")
 
 
 class ClapModel(nn.Module):
