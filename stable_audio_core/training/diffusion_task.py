@@ -39,10 +39,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict
+from ..checkpoint import read_state_dict
 from ..config import ModelConfig, load_model_config
 from ..errors import ConfigError, InputError
-from ..factory import attach_text_encoder, build_model, load_weights
+from ..factory import attach_text_encoder, build_model, load_autoencoder_weights, load_weights
 from ..models.stable_audio import BACKBONES, ModelInputs, StableAudioModel, assemble_inputs
 from .export import diffusion_model_config, diffusion_state_dict
 from .lora import apply_lora, lora_parameters, target_patterns
@@ -448,7 +448,7 @@ def load_pretransform(model: StableAudioModel, path: str | Path) -> None:
     ``decoder.*``, what VAE training exports) or a full diffusion checkpoint's ``pretransform.model.*``."""
     if model.autoencoder is None:
         raise ConfigError("pretransform_checkpoint was given but the model config has no pretransform")
-    load_state_dict_strict(model.autoencoder, autoencoder_state(read_state_dict(path)), f"{path} (pretransform)")
+    load_autoencoder_weights(model.autoencoder, path)
 
 
 def build_diffusion_task(model_config: dict | str | Path | ModelConfig, options: dict | None = None) -> DiffusionTask:
