@@ -43,6 +43,7 @@ from ..checkpoint import read_state_dict
 from ..config import ModelConfig, load_model_config
 from ..errors import ConfigError, InputError
 from ..factory import attach_text_encoder, build_model, load_autoencoder_weights, load_weights
+from ..models.conditioners import TextConditioner
 from ..models.stable_audio import BACKBONES, ModelInputs, StableAudioModel, assemble_inputs
 from .export import diffusion_model_config, diffusion_state_dict
 from .lora import apply_lora, lora_parameters, target_patterns
@@ -185,8 +186,8 @@ class CachedTextEncoder:
         return torch.stack([r[0] for r in self._lookup("embed", texts, {})])
 
 
-def _text_conditioners(model: StableAudioModel) -> list[nn.Module]:
-    return [c for c in model.conditioner.conditioners.values() if hasattr(c, "attach_text_encoder")]
+def _text_conditioners(model: StableAudioModel) -> list[TextConditioner]:
+    return [c for c in model.conditioner.conditioners.values() if isinstance(c, TextConditioner)]
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -468,7 +469,7 @@ def build_diffusion_task(model_config: dict | str | Path | ModelConfig, options:
         load_pretransform(model, parsed.pretransform_checkpoint)
     attach_text_encoder(model, parsed.text_encoder, embedded=embedded)
     missing = [name for name, c in model.conditioner.conditioners.items()
-               if hasattr(c, "attach_text_encoder") and c.text_encoder is None]
+               if isinstance(c, TextConditioner) and c.text_encoder is None]
     if missing:
         raise ConfigError(
             f"the text conditioner(s) {missing} need a frozen text encoder: pass the local T5 or CLAP "
