@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ConfigError, InputError
-from .models.hf_folder import check_keys, read_json
+from .models.hf_folder import check_keys, check_positive_int, read_json
 
 PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
 TRUNCATIONS = ("fusion", "rand_trunc")
@@ -177,8 +177,7 @@ class ClapFeatureExtractor:
                  truncation: str = "fusion", padding: str = "repeatpad"):
         for name, value in (("feature_size", feature_size), ("sampling_rate", sampling_rate),
                             ("hop_length", hop_length), ("fft_window_size", fft_window_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"CLAP feature extractor '{name}' must be a positive integer, got {value!r}")
+            check_positive_int(value, name, "CLAP feature extractor")
         self._check_modes(truncation, padding)
         if top_db is not None and not top_db > 0:
             raise ConfigError(f"CLAP feature extractor top_db must be > 0 or null, got {top_db!r}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .hf_folder import ACTIVATIONS, IGNORED_CONFIG_KEYS, check_keys, read_json
+from .hf_folder import ACTIVATIONS, IGNORED_CONFIG_KEYS, check_keys, check_positive_int, read_json
 
 # Written by transformers into CLAP configs; none of them changes inference.
 _CLAP_IGNORED_KEYS = {
@@ -25,11 +25,6 @@ _CLAP_IGNORED_KEYS = {
 # Derived from the other audio settings; read only to check them.
 _AUDIO_DERIVED_KEYS = {"hidden_size", "num_hidden_layers"}
 _FUSION_TYPES = (None, "aff_2d")  # transformers builds the same 2D attentional fusion for both
-
-
-def _positive_int(value: Any, name: str, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{what} '{name}' must be a positive integer, got {value!r}")
 
 
 def _activation(value: Any, name: str, what: str) -> None:
@@ -69,7 +64,7 @@ class ClapTextConfig:
         what = "CLAP text config"
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size", "projection_dim"):
-            _positive_int(getattr(self, name), name, what)
+            check_positive_int(getattr(self, name), name, what)
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"{what}: hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
@@ -144,15 +139,15 @@ class ClapAudioConfig:
         object.__setattr__(self, "patch_stride", _pair(self.patch_stride, "patch_stride", what))
         for name in ("window_size", "num_mel_bins", "spec_size", "patch_embed_input_channels",
                      "patch_embeds_hidden_size", "aff_block_r", "projection_dim"):
-            _positive_int(getattr(self, name), name, what)
+            check_positive_int(getattr(self, name), name, what)
         if not self.depths or len(self.depths) != len(self.num_attention_heads):
             raise ConfigError(
                 f"{what}: depths {list(self.depths)} and num_attention_heads "
                 f"{list(self.num_attention_heads)} must be non-empty and of equal length (one per stage)"
             )
         for stage, (depth, heads) in enumerate(zip(self.depths, self.num_attention_heads)):
-            _positive_int(depth, f"depths[{stage}]", what)
-            _positive_int(heads, f"num_attention_heads[{stage}]", what)
+            check_positive_int(depth, f"depths[{stage}]", what)
+            check_positive_int(heads, f"num_attention_heads[{stage}]", what)
             if self.stage_dim(stage) % heads:
                 raise ConfigError(
                     f"{what}: stage {stage} is {self.stage_dim(stage)} wide, not a multiple of its "
@@ -220,7 +215,7 @@ def _pair(value: Any, name: str, what: str) -> tuple[int, int]:
     if len(pair) != 2:
         raise ConfigError(f"{what} '{name}' must be an int or a pair, got {value!r}")
     for item in pair:
-        _positive_int(item, name, what)
+        check_positive_int(item, name, what)
     return pair
 
 

@@ -129,6 +129,12 @@ def check_keys(raw: Any, known: set[str], what: str, ignored: set[str] = frozens
     return {key: value for key, value in raw.items() if key in known}
 
 
+def check_positive_int(value: Any, name: str, what: str) -> None:
+    """ConfigError unless the setting `name` of `what` is a positive int (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{what} '{name}' must be a positive integer, got {value!r}")
+
+
 def weight_files(folder: Path) -> list[Path]:
     single = folder / WEIGHTS_FILE
     if single.is_file():

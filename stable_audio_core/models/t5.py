@@ -21,8 +21,8 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from .attention import attention
-from .hf_folder import (ACTIVATIONS, CONFIG_FILE, IGNORED_CONFIG_KEYS, check_keys, read_json, read_weights, token_mask,
-                        weight_files)
+from .hf_folder import (ACTIVATIONS, CONFIG_FILE, IGNORED_CONFIG_KEYS, check_keys, check_positive_int,
+                        read_json, read_weights, token_mask, weight_files)
 
 EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")  # one tied table, saved as either
 # A full encoder-decoder checkpoint (e.g. t5-base as published) also holds these; the encoder skips them.
@@ -52,9 +52,7 @@ class T5Config:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
                      "relative_attention_num_buckets", "relative_attention_max_distance"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"T5 config '{name}' must be a positive integer, got {value!r}")
+            check_positive_int(getattr(self, name), name, "T5 config")
         if self.is_decoder:
             raise ConfigError("T5 config has is_decoder=true; this is an encoder: use the encoder's config")
         if not isinstance(self.dense_act_fn, str) or self.dense_act_fn not in ACTIVATIONS:
