@@ -444,14 +444,6 @@ class DiffusionTask:
 
 # --- building -----------------------------------------------------------------------------------
 
-def load_pretransform(model: StableAudioModel, path: str | Path) -> None:
-    """Load VAE weights into the model's pretransform: an autoencoder checkpoint (``encoder.*``,
-    ``decoder.*``, what VAE training exports) or a full diffusion checkpoint's ``pretransform.model.*``."""
-    if model.autoencoder is None:
-        raise ConfigError("pretransform_checkpoint was given but the model config has no pretransform")
-    load_autoencoder_weights(model.autoencoder, path)
-
-
 def build_diffusion_task(model_config: dict | str | Path | ModelConfig, options: dict | None = None) -> DiffusionTask:
     """A DiffusionTask for a stable-audio-tools ``diffusion_cond`` config (DiT or adp_cfg_1d, v or
     rectified flow); ``options`` as in DiffusionOptions. Fresh weights are drawn from
@@ -466,7 +458,9 @@ def build_diffusion_task(model_config: dict | str | Path | ModelConfig, options:
     if parsed.checkpoint is not None:
         embedded = load_weights(model, read_state_dict(parsed.checkpoint), str(parsed.checkpoint))
     if parsed.pretransform_checkpoint is not None:
-        load_pretransform(model, parsed.pretransform_checkpoint)
+        if model.autoencoder is None:
+            raise ConfigError("pretransform_checkpoint was given but the model config has no pretransform")
+        load_autoencoder_weights(model.autoencoder, parsed.pretransform_checkpoint)
     attach_text_encoder(model, parsed.text_encoder, embedded=embedded)
     missing = [name for name, c in model.conditioner.conditioners.items()
                if isinstance(c, TextConditioner) and c.text_encoder is None]
