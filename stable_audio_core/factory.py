@@ -12,7 +12,7 @@ from .config import ModelConfig, load_model_config
 from .errors import CheckpointError, ConfigError, InputError
 from .models.autoencoder import AudioAutoencoder, build_autoencoder
 from .models.conditioners import CLAPTextConditioner, T5Conditioner
-from .models.hf_folder import read_json
+from .models.hf_folder import CONFIG_FILE, read_json
 from .models.stable_audio import StableAudioModel
 
 # Checkpoint key prefixes (stable-audio-tools layout) -> submodule of StableAudioModel.
@@ -126,7 +126,7 @@ def _embedded_t5(weights: dict[str, torch.Tensor], folder: Path | None):
         raise CheckpointError(f"cannot tell the T5 weights among text_encoders.* keys (found {sorted(stems)})")
     prefix = stems.pop() + ".transformer."
     hf = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    config_path = None if folder is None else Path(folder) / "config.json"
+    config_path = None if folder is None else Path(folder) / CONFIG_FILE
     raw = read_json(config_path, "T5 config") if config_path and config_path.is_file() else T5_BASE_CONFIG
     encoder = T5Encoder.from_config(raw)
     # The token embedding is tied: files store it as shared.weight, embed_tokens.weight or both.
