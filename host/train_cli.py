@@ -204,15 +204,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_encode_latents(args: argparse.Namespace) -> int:
-    from types import SimpleNamespace
-
     import torch
 
     from stable_audio_core.config import load_model_config
     from stable_audio_core.errors import ConfigError
-    from stable_audio_core.models.autoencoder import build_autoencoder
+    from stable_audio_core.factory import load_autoencoder
     from stable_audio_core.training.data import AudioFolderDataset
-    from stable_audio_core.training.diffusion_task import load_pretransform
     from stable_audio_core.training.distributed import resolve_device
     from stable_audio_core.training.latents import encode_dataset
 
@@ -222,9 +219,7 @@ def cmd_encode_latents(args: argparse.Namespace) -> int:
     if config.pretransform is None:
         raise ConfigError(f"{args.config} has no model.pretransform: latents need the diffusion model's "
                           "config (its VAE and latent scale)")
-    autoencoder = build_autoencoder(config.pretransform, config.sample_rate)
-    load_pretransform(SimpleNamespace(autoencoder=autoencoder), args.checkpoint)
-    autoencoder.eval().requires_grad_(False).to(resolve_device(args.device))
+    autoencoder = load_autoencoder(config, args.checkpoint).to(resolve_device(args.device))
     dataset = AudioFolderDataset(args.data, sample_rate=config.sample_rate, sample_size=config.sample_size,
                                  audio_channels=config.audio_channels, manifest=args.manifest, split=args.split)
     bar = None

@@ -19,7 +19,6 @@ from typing import Any
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 MODE_MUTED, MODE_BYPASS = 2, 4
 VIRTUAL_TYPES = ("Reroute", "PrimitiveNode", "Note", "MarkdownNote")
-CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 
 
 class WorkflowFileError(Exception):

@@ -17,7 +17,6 @@ FFT rounded to complex64, as the reference stores it; returned in float32.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ConfigError, InputError
+from .models.hf_folder import check_keys, check_positive_int, read_json
 
 PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
 TRUNCATIONS = ("fusion", "rand_trunc")
@@ -177,8 +177,7 @@ class ClapFeatureExtractor:
                  truncation: str = "fusion", padding: str = "repeatpad"):
         for name, value in (("feature_size", feature_size), ("sampling_rate", sampling_rate),
                             ("hop_length", hop_length), ("fft_window_size", fft_window_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"CLAP feature extractor '{name}' must be a positive integer, got {value!r}")
+            check_positive_int(value, name, "CLAP feature extractor")
         self._check_modes(truncation, padding)
         if top_db is not None and not top_db > 0:
             raise ConfigError(f"CLAP feature extractor top_db must be > 0 or null, got {top_db!r}")
@@ -208,32 +207,20 @@ class ClapFeatureExtractor:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "ClapFeatureExtractor":
         """A preprocessor_config.json dict -> extractor; unknown keys raise ConfigError."""
-        if not isinstance(raw, dict):
-            raise ConfigError(f"CLAP preprocessor config must be a JSON object, got {type(raw).__name__}")
-        kind = raw.get("feature_extractor_type", "ClapFeatureExtractor")
-        if kind != "ClapFeatureExtractor":
-            raise ConfigError(f"preprocessor config is for {kind!r}, not ClapFeatureExtractor")
         own = {"feature_size", "sampling_rate", "hop_length", "max_length_s", "fft_window_size",
                "frequency_min", "frequency_max", "top_db", "truncation", "padding"}
-        unknown = sorted(set(raw) - own - _IGNORED_KEYS)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {unknown} in the CLAP preprocessor config; known: {sorted(own)}")
+        values = check_keys(raw, own, "CLAP preprocessor config", _IGNORED_KEYS,
+                            kind=("feature_extractor_type", "ClapFeatureExtractor"))
         try:
-            return cls(**{key: value for key, value in raw.items() if key in own})
+            return cls(**values)
         except InputError as exc:
             raise ConfigError(f"CLAP preprocessor config: {exc}") from exc
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "ClapFeatureExtractor":
         path = Path(folder) / PREPROCESSOR_CONFIG_FILE
-        try:
-            with open(path, encoding="utf-8") as handle:
-                raw = json.load(handle)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{path} not found; a Hugging Face CLAP folder has {PREPROCESSOR_CONFIG_FILE}") from exc
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from exc
-        return cls.from_dict(raw)
+        return cls.from_dict(read_json(path, "CLAP preprocessor config",
+                                       f"a Hugging Face CLAP folder has {PREPROCESSOR_CONFIG_FILE}"))
 
     def log_mel(self, waveform: Tensor, truncation: str) -> Tensor:
         """Tensor[T] -> Tensor[1 + T // hop, feature_size] with the filters of `truncation`."""

@@ -7,10 +7,12 @@ from pathlib import Path
 import torch
 
 from .acceleration import compile_backbone, prepare_for_inference, use_bfloat16_matmuls
-from .checkpoint import load_state_dict_strict, read_state_dict
+from .checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict
 from .config import ModelConfig, load_model_config
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, ConfigError, InputError
+from .models.autoencoder import AudioAutoencoder, build_autoencoder
 from .models.conditioners import CLAPTextConditioner, T5Conditioner
+from .models.hf_folder import CONFIG_FILE, read_json
 from .models.stable_audio import StableAudioModel
 
 # Checkpoint key prefixes (stable-audio-tools layout) -> submodule of StableAudioModel.
@@ -73,6 +75,42 @@ def load_weights(model: StableAudioModel, state_dict: dict[str, torch.Tensor], w
     return text_encoder
 
 
+def load_autoencoder_weights(autoencoder: AudioAutoencoder, checkpoint: str | Path) -> None:
+    """Load `checkpoint` strictly into `autoencoder`: an autoencoder checkpoint (``encoder.*``,
+    ``decoder.*``, what VAE training exports) or a full model's ``pretransform.model.*``."""
+    state = autoencoder_state(read_state_dict(checkpoint))
+    load_state_dict_strict(autoencoder, state, f"{checkpoint} (pretransform)")
+
+
+def load_autoencoder(model_config: str | Path | dict | ModelConfig,
+                     checkpoint: str | Path | None = None) -> AudioAutoencoder:
+    """The autoencoder alone, in eval mode without gradients, built from an autoencoder config
+    (model_type "autoencoder", what VAE training writes) or a diffusion config's
+    ``model.pretransform`` (a dict, a ModelConfig or the path of its JSON file), with the
+    weights of `checkpoint` (see `load_autoencoder_weights`). Without a checkpoint the weights
+    are freshly initialised."""
+    if isinstance(model_config, ModelConfig):
+        raw = model_config.raw
+    elif isinstance(model_config, dict):
+        raw = model_config
+    else:
+        raw = read_json(model_config, "model config")
+    model = raw.get("model")
+    if not isinstance(model, dict) or "sample_rate" not in raw:
+        raise ConfigError("the model config needs 'sample_rate' and a 'model' section to build its autoencoder")
+    if raw.get("model_type") == "autoencoder":
+        pretransform = {"type": "autoencoder", "config": model}
+    elif isinstance(model.get("pretransform"), dict):
+        pretransform = model["pretransform"]
+    else:
+        raise ConfigError(f"the model config (model_type {raw.get('model_type')!r}) has no "
+                          "autoencoder: give an autoencoder config or one with model.pretransform")
+    autoencoder = build_autoencoder(pretransform, int(raw["sample_rate"]))
+    if checkpoint is not None:
+        load_autoencoder_weights(autoencoder, checkpoint)
+    return autoencoder.eval().requires_grad_(False)
+
+
 # Published t5-base encoder settings, for T5 weights embedded in a ComfyUI single-file checkpoint.
 T5_BASE_CONFIG = {"model_type": "t5", "vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 3072,
                   "num_layers": 12, "num_heads": 12, "relative_attention_num_buckets": 32,
@@ -82,16 +120,14 @@ T5_BASE_CONFIG = {"model_type": "t5", "vocab_size": 32128, "d_model": 768, "d_kv
 
 def _embedded_t5(weights: dict[str, torch.Tensor], folder: Path | None):
     """T5 weights stored as `<name>.transformer.<hf key>` (ComfyUI) -> a loaded T5Encoder."""
-    import json
-
     from .models.t5 import T5Encoder
     stems = {key.split(".transformer.", 1)[0] for key in weights if ".transformer." in key}
     if len(stems) != 1:
         raise CheckpointError(f"cannot tell the T5 weights among text_encoders.* keys (found {sorted(stems)})")
     prefix = stems.pop() + ".transformer."
     hf = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    config_path = None if folder is None else Path(folder) / "config.json"
-    raw = json.loads(config_path.read_text()) if config_path and config_path.is_file() else T5_BASE_CONFIG
+    config_path = None if folder is None else Path(folder) / CONFIG_FILE
+    raw = read_json(config_path, "T5 config") if config_path and config_path.is_file() else T5_BASE_CONFIG
     encoder = T5Encoder.from_config(raw)
     # The token embedding is tied: files store it as shared.weight, embed_tokens.weight or both.
     expected = encoder.state_dict()

@@ -72,6 +72,22 @@ def test_config_file_errors_name_the_file(tmp_path):
         load_model_config(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("content,message", [
+    (None, r"T5 config .*config.json not found; a Hugging Face T5 folder has config.json"),
+    (b"\xff\xfe{}", r"T5 config .*config.json is not UTF-8 text"),
+    (b"{not json", r"T5 config .*config.json is not valid JSON"),
+    (b"[1, 2]", r"T5 config .*config.json must hold a JSON object, got list"),
+])
+def test_hugging_face_json_file_errors_name_what_and_the_file(tmp_path, content, message):
+    from stable_audio_core.models.t5 import T5Config
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_bytes(content)
+
+    with pytest.raises(ConfigError, match=message):
+        T5Config.from_json_file(path)
+
+
 def test_configs_we_ship_are_plain_reference_json(tmp_path):
     # Our config files are stable-audio-tools files: a dict round-trips through JSON unchanged.
     path = ROOT / "stable_audio_core" / "configs" / "stable_audio_open_1.0.json"

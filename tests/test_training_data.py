@@ -413,7 +413,7 @@ def test_dataset_for_a_model_config_takes_its_rate_window_and_channels(folder):
 
 def test_autoencoder_loads_from_an_autoencoder_or_a_full_model_checkpoint(autoencoder, tmp_path):
     from safetensors.torch import save_file
-    from stable_audio_core.training.latents import load_autoencoder
+    from stable_audio_core.factory import load_autoencoder
     config = tiny_config()
     config["sample_rate"] = RATE
     state = {k: v.contiguous() for k, v in autoencoder.state_dict().items()}

@@ -99,7 +99,7 @@ def test_vae_node_trains_with_progress_and_writes_a_loadable_checkpoint(host):
                                   **TRAIN_ARGS)
     assert [entry[1:] for entry in host.runtime.progress_log] == [(step, 4) for step in (1, 2, 3, 4)]
     assert checkpoint.endswith("step-00000004/model.safetensors")
-    autoencoder = core(host, "training.latents").load_autoencoder(json.loads(open(config).read()), checkpoint)
+    autoencoder = core(host, "factory").load_autoencoder(json.loads(open(config).read()), checkpoint)
     latents = autoencoder.encode(torch.randn(1, 2, 512) * 0.1)
     assert latents.shape == (1, 16, 32) and torch.isfinite(latents).all()
 
@@ -120,7 +120,7 @@ def test_interrupted_training_stops_cleanly_and_the_same_node_resumes(host, monk
     latest = state.read_latest(run_dir)
     assert latest is not None and latest.name == "step-00000002"
     saved = json.loads((latest / "model_config.json").read_text())
-    core(host, "training.latents").load_autoencoder(saved, latest / "model.safetensors")   # loads strictly
+    core(host, "factory").load_autoencoder(saved, latest / "model.safetensors")   # loads strictly
     monkeypatch.setattr(host.runtime, "progress", real_progress)
     checkpoint, _ = run_node(host, "TrainVAE", dataset=dataset(host), run_name="training/stopped", **VAE_ARGS,
                              **TRAIN_ARGS)

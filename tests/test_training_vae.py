@@ -16,8 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from stable_audio_core.checkpoint import load_state_dict_strict
+from stable_audio_core.checkpoint import RUN_CONFIG_FILE, RUN_MODEL_FILE, load_state_dict_strict
 from stable_audio_core.errors import ConfigError, InputError
+from stable_audio_core.factory import load_autoencoder
 from stable_audio_core.models.autoencoder import build_autoencoder
 from stable_audio_core.training.discriminator import MultiScaleSTFTDiscriminator
 from stable_audio_core.training.losses import (
@@ -386,10 +387,7 @@ def test_a_few_steps_run_through_the_trainer_and_write_a_loadable_checkpoint(tmp
     assert summary.step == 4
     assert {"generator/stft", "discriminator/hinge"} <= set(summary.metrics)
     checkpoint = state.read_latest(tmp_path)
-    weights = load_file(str(checkpoint / state.MODEL_FILE))
-    config = json.loads((checkpoint / state.CONFIG_FILE).read_text())
-    model = build_autoencoder({"type": "autoencoder", "config": config["model"]}, config["sample_rate"])
-    load_state_dict_strict(model, weights, "trained VAE")
+    load_autoencoder(checkpoint / RUN_CONFIG_FILE, checkpoint / RUN_MODEL_FILE)   # loads strictly
     assert list((tmp_path / "demos").rglob("recon_*.wav"))
 
 

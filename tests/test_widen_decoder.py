@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stable_audio_core.training.latents import load_autoencoder
+from stable_audio_core.factory import load_autoencoder
 
 SPEC = importlib.util.spec_from_file_location(
     "widen_decoder", Path(__file__).resolve().parents[1] / "tools" / "default_model" / "widen_decoder.py")

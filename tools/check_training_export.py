@@ -110,6 +110,7 @@ def run_ours(name: str, out: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from safetensors.torch import save_file
 
+    from stable_audio_core.checkpoint import RUN_CONFIG_FILE, RUN_MODEL_FILE
     from stable_audio_core.factory import load_model
     from stable_audio_core.pipeline import generate
     from stable_audio_core.training.diffusion_task import build_diffusion_task
@@ -124,14 +125,14 @@ def run_ours(name: str, out: Path) -> None:
     if CASES[name][6]:  # LoRA: fine-tune the full model's checkpoint, then merge
         base = train(perturbed(build_diffusion_task(config, {"seed": 1})), data,
                      TrainerConfig(out_dir=out / "base", **trainer), progress=False)
-        options = {"seed": 2, "checkpoint": str(base.checkpoint / "model.safetensors"),
+        options = {"seed": 2, "checkpoint": str(base.checkpoint / RUN_MODEL_FILE),
                    "lora": {"rank": 4, "alpha": 8}}
     task = build_diffusion_task(config, options)
     if not CASES[name][6]:
         perturbed(task)
     summary = train(task, data, TrainerConfig(out_dir=out / "run", **trainer), progress=False)
     checkpoint = summary.checkpoint
-    model = load_model(checkpoint / "model_config.json", checkpoint / "model.safetensors")
+    model = load_model(checkpoint / RUN_CONFIG_FILE, checkpoint / RUN_MODEL_FILE)
     kwargs = sampler_kwargs(name)
     result = generate(model, conditioning=conditioning(name), seed=7, batch_size=BATCH, decode=True, trim=False,
                       **kwargs)

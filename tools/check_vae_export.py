@@ -8,7 +8,7 @@ Runs in the reference venv (imports stable_audio_core from this checkout):
    generated stereo clips) into a temporary folder.
 2. Loads the newest checkpoint's `model.safetensors` + `model_config.json` into the reference's
    `create_model_from_config(...)` with `load_state_dict(strict=True)`, and into our loader
-   (`build_autoencoder` + `load_state_dict_strict`).
+   (`factory.load_autoencoder`).
 3. Compares the two models' encoder outputs (posterior mean and scale) and decodings.
 --full: also builds our task on the Stable Audio Open VAE config and compares its export's keys
 and shapes with the reference model's state dict (no training; about 1 GB of memory).
@@ -33,8 +33,8 @@ from stable_audio_tools.models.factory import create_model_from_config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stable_audio_core.checkpoint import load_state_dict_strict  # noqa: E402
-from stable_audio_core.models.autoencoder import build_autoencoder  # noqa: E402
+from stable_audio_core.checkpoint import RUN_CONFIG_FILE, RUN_MODEL_FILE  # noqa: E402
+from stable_audio_core.factory import load_autoencoder  # noqa: E402
 from stable_audio_core.training import state  # noqa: E402
 from stable_audio_core.training.task import item_generators  # noqa: E402
 from stable_audio_core.training.trainer import TrainerConfig, train  # noqa: E402
@@ -93,13 +93,12 @@ def check_trained_checkpoint(steps: int, out_dir: Path) -> dict:
     train(task, SineClips(), TrainerConfig(out_dir=out_dir, max_steps=steps, batch_size=2,
                                            checkpoint_every=steps, device="cpu"), progress=False)  # fmt: skip
     checkpoint = state.read_latest(out_dir)
-    weights = load_file(str(checkpoint / state.MODEL_FILE))
-    config = json.loads((checkpoint / state.CONFIG_FILE).read_text())
+    weights = load_file(str(checkpoint / RUN_MODEL_FILE))
+    config = json.loads((checkpoint / RUN_CONFIG_FILE).read_text())
 
     reference = create_model_from_config(config).eval()
     reference.load_state_dict(weights, strict=True)
-    ours = build_autoencoder({"type": "autoencoder", "config": config["model"]}, config["sample_rate"])
-    load_state_dict_strict(ours, weights, "exported VAE")
+    ours = load_autoencoder(config, checkpoint / RUN_MODEL_FILE)
 
     audio = SineClips().collate([SineClips().get(i, 0) for i in range(2)], [0, 1])["audio"]
     with torch.no_grad():

@@ -6,8 +6,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...stable_audio_core.errors import InputError
+from ...stable_audio_core.factory import load_autoencoder
 from ...stable_audio_core.training.data import AudioFolderDataset
-from ...stable_audio_core.training.latents import LatentDataset, encode_dataset, load_autoencoder
+from ...stable_audio_core.training.latents import LatentDataset, encode_dataset
 from ...stable_audio_core.training.prompts import PromptOptions
 from .common import (CATEGORY, DATASET, DEVICES, SEED_MAX, Control, device_choice, existing_path,
                      model_config_source, output_folder)

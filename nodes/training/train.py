@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ...stable_audio_core.checkpoint import RUN_CONFIG_FILE, RUN_MODEL_FILE
 from ...stable_audio_core.errors import InputError
 from ...stable_audio_core.factory import load_model
 from ...stable_audio_core.training.builders import build_task
 from ...stable_audio_core.training.data import dataset_shape
-from ...stable_audio_core.training.state import CONFIG_FILE, MODEL_FILE
 from ...stable_audio_core.training.trainer import TrainerConfig, train
 from .. import hooks
 from ..datatypes import MODEL
@@ -120,7 +120,7 @@ class _TrainNode:
         if summary.checkpoint is None:
             raise InputError(f"training wrote no checkpoint in {out_dir}")
         more = self.after_training(task, summary, out_dir, **extra)
-        return (str(summary.checkpoint / MODEL_FILE), str(summary.checkpoint / CONFIG_FILE), *more)
+        return (str(summary.checkpoint / RUN_MODEL_FILE), str(summary.checkpoint / RUN_CONFIG_FILE), *more)
 
     def build(self, source, config_dict, options: dict, spec, extra: dict):
         task = build_task(self.KIND, source, options)
@@ -247,7 +247,7 @@ class TrainDiffusion(_TrainNode):
             raise InputError(f"export_name '{export_name}' is not a file name")
         folder = hooks.folder_paths("checkpoints")[0]
         folder.mkdir(parents=True, exist_ok=True)
-        for source, suffix in ((MODEL_FILE, ".safetensors"), (CONFIG_FILE, ".json")):
+        for source, suffix in ((RUN_MODEL_FILE, ".safetensors"), (RUN_CONFIG_FILE, ".json")):
             partial = folder / f".partial-{stem}{suffix}"
             shutil.copyfile(summary.checkpoint / source, partial)
             partial.replace(folder / f"{stem}{suffix}")
@@ -281,10 +281,10 @@ class TrainLoadModel:
     def load(self, checkpoint, text_encoder, device, dtype):
         path = existing_path(checkpoint, "output", "checkpoint")
         if path.is_dir():
-            path = path / MODEL_FILE
-        config = path.parent / CONFIG_FILE
+            path = path / RUN_MODEL_FILE
+        config = path.parent / RUN_CONFIG_FILE
         if not path.is_file() or not config.is_file():
-            raise InputError(f"{path.parent} holds no {MODEL_FILE} with a {CONFIG_FILE} beside it")
+            raise InputError(f"{path.parent} holds no {RUN_MODEL_FILE} with a {RUN_CONFIG_FILE} beside it")
         device = device_choice(device)
         if dtype == "auto":
             dtype = "float32" if str(device).startswith("cpu") else "float16"

@@ -12,20 +12,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, InputError
 from .clap_audio import ClapAudioModel, relative_position_index
-from .clap_config import CONFIG_FILE, ClapConfig
+from .clap_config import ClapConfig
 from .clap_text import ClapTextModel
 # Hugging Face folder reading is shared with the T5 loader (single file, shards, pickle refusal).
-from .hf_folder import group_by_prefix, weight_files
+from .hf_folder import CONFIG_FILE, read_weights, weight_files
 
 TOWERS = ("text", "audio")
 # Checkpoint key prefixes of each tower (our module `text` holds keys `text.<checkpoint key>`).
 TOWER_PREFIXES = {"text": ("text_model.", "text_projection."), "audio": ("audio_model.", "audio_projection.")}
-LOGIT_SCALE_KEYS = ("logit_scale_a", "logit_scale_t")
 
 
 class ClapModel(nn.Module):
@@ -92,7 +90,13 @@ class ClapModel(nn.Module):
             model = cls(config, towers)
         expected = {_checkpoint_key(key): value for key, value in model.state_dict().items()}
         skipped = tuple(p for name in TOWERS if name not in towers for p in TOWER_PREFIXES[name])
-        state = _read_weights(weight_files(folder), expected, skipped, config, dtype)
+        derived = _derived_buffers(config)
+        state = read_weights(
+            weight_files(folder), expected, dtype, "CLAP checkpoint", depth=4,
+            # BatchNorm's training counter is not a weight.
+            skip=lambda key: key.startswith(skipped) or key.endswith(".num_batches_tracked"),
+            derived=lambda key: _derived_value(key, derived),
+            hint=" (a fused model has enable_fusion: true)")
         model.load_state_dict({_model_key(key): value for key, value in state.items()}, strict=True, assign=True)
         return model.to(device).eval()
 
@@ -128,58 +132,3 @@ def _derived_value(key: str, derived: dict[str, Tensor]) -> Tensor | None:
         return derived[".relative_position_index"]
     return None
 
-
-def _read_weights(files: list[Path], expected: dict[str, Tensor], skipped: tuple[str, ...],
-                  config: ClapConfig, dtype: torch.dtype) -> dict[str, Tensor]:
-    """Tensors named in `expected` (meta tensors giving shapes), cast to dtype when floating."""
-    derived = _derived_buffers(config)
-    state: dict[str, Tensor] = {}
-    unexpected: list[str] = []
-    wrong_derived: list[str] = []
-    for path in files:
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                for key in handle.keys():
-                    if skipped and key.startswith(skipped):
-                        continue
-                    if key.endswith(".num_batches_tracked"):  # BatchNorm training counter
-                        continue
-                    reference = _derived_value(key, derived)
-                    if reference is not None:
-                        if not torch.equal(handle.get_tensor(key).long(), reference):
-                            wrong_derived.append(key)
-                        continue
-                    if key not in expected:
-                        unexpected.append(key)
-                        continue
-                    tensor = handle.get_tensor(key)
-                    state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-        except CheckpointError:
-            raise
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
-
-    missing = sorted(set(expected) - set(state))
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {group_by_prefix(missing, 4)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {group_by_prefix(sorted(unexpected), 4)}")
-    if wrong_derived:
-        shown = ", ".join(wrong_derived[:5]) + (f" (and {len(wrong_derived) - 5} more)" if len(wrong_derived) > 5 else "")
-        problems.append(f"buffers with values this implementation does not reproduce: {shown}")
-    if problems:
-        raise CheckpointError(
-            f"CLAP checkpoint does not match its config.json ({'; '.join(problems)}); check that "
-            "config.json belongs to these weights (a fused model has enable_fusion: true)"
-        )
-    mismatched = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs config {tuple(meta.shape)}"
-        for key, meta in expected.items() if state[key].shape != meta.shape
-    ]
-    if mismatched:
-        raise CheckpointError(
-            "CLAP checkpoint shapes do not match its config.json: " + "; ".join(mismatched[:10])
-            + (f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else "")
-        )
-    return state

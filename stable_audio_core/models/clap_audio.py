@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from .attention import attention
 from .clap_config import ClapAudioConfig
-from .clap_text import ClapProjection, holder
+from .clap_text import ClapProjection, ClapTower, holder
 from .hf_folder import ACTIVATIONS
 
 SHIFTED_REGION_BIAS = -100.0  # added between tokens from different regions of a shifted window
@@ -310,12 +310,14 @@ class ClapAudioOutput:
     audio_embeds: Tensor
 
 
-class ClapAudioModel(nn.Module):
+class ClapAudioModel(ClapTower):
     """input_features [B, C, T, F] (+ is_longer [B] with fusion) -> pooled + joint-space embedding.
 
     Keys: `audio_model.audio_encoder.*` and `audio_projection.*`, the layout of transformers'
     ClapModel and ClapAudioModelWithProjection.
     """
+
+    config_class = ClapAudioConfig
 
     def __init__(self, config: ClapAudioConfig):
         super().__init__()
@@ -323,19 +325,6 @@ class ClapAudioModel(nn.Module):
         self.audio_model = holder(audio_encoder=HTSATEncoder(config))
         self.audio_projection = ClapProjection(config.hidden_size, config.projection_dim,
                                                config.projection_hidden_act)
-
-    @classmethod
-    def from_config(cls, raw: dict) -> "ClapAudioModel":
-        """A `audio_config` dict of a CLAP config.json -> a freshly initialised tower."""
-        return cls(ClapAudioConfig.from_dict(raw))
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
-
-    @property
-    def projection_dim(self) -> int:
-        return self.config.projection_dim
 
     def _check_inputs(self, features: Tensor, is_longer: Tensor | None) -> Tensor | None:
         config = self.config

@@ -8,15 +8,12 @@ transformers' bookkeeping) are ignored; any other unknown key is a ConfigError n
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .hf_folder import ACTIVATIONS, IGNORED_CONFIG_KEYS as _HF_GENERIC_KEYS
-
-CONFIG_FILE = "config.json"
+from .hf_folder import ACTIVATIONS, IGNORED_CONFIG_KEYS, check_keys, check_positive_int, read_json
 
 # Written by transformers into CLAP configs; none of them changes inference.
 _CLAP_IGNORED_KEYS = {
@@ -30,11 +27,6 @@ _AUDIO_DERIVED_KEYS = {"hidden_size", "num_hidden_layers"}
 _FUSION_TYPES = (None, "aff_2d")  # transformers builds the same 2D attentional fusion for both
 
 
-def _positive_int(value: Any, name: str, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{what} '{name}' must be a positive integer, got {value!r}")
-
-
 def _activation(value: Any, name: str, what: str) -> None:
     if not isinstance(value, str) or value not in ACTIVATIONS:
         raise ConfigError(f"{what} '{name}' is {value!r}; supported activations: {sorted(ACTIVATIONS)}")
@@ -42,23 +34,12 @@ def _activation(value: Any, name: str, what: str) -> None:
 
 def _known_values(raw: Any, cls: type, expected_model_type: str, what: str,
                   extra_ignored: set[str] = frozenset()) -> dict[str, Any]:
-    """A config.json section -> the values of `cls`'s fields; unknown keys raise ConfigError."""
+    """A config.json section (None: absent) -> the values of `cls`'s fields."""
     if raw is None:
         return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{what} must be a JSON object, got {type(raw).__name__}")
-    model_type = raw.get("model_type", expected_model_type)
-    if model_type != expected_model_type:
-        raise ConfigError(f"{what} has model_type {model_type!r}; expected {expected_model_type!r}")
-    own = {f.name for f in fields(cls)}
-    ignored = _HF_GENERIC_KEYS | _CLAP_IGNORED_KEYS | extra_ignored
-    unknown = sorted(set(raw) - own - ignored)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {unknown} in {what}; the model reads {sorted(own)} and ignores "
-            "transformers' dropout, initialisation and bookkeeping keys"
-        )
-    return {key: value for key, value in raw.items() if key in own}
+    return check_keys(raw, {f.name for f in fields(cls)}, what,
+                      IGNORED_CONFIG_KEYS | _CLAP_IGNORED_KEYS | extra_ignored,
+                      kind=("model_type", expected_model_type))
 
 
 @dataclass(frozen=True)
@@ -83,7 +64,7 @@ class ClapTextConfig:
         what = "CLAP text config"
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size", "projection_dim"):
-            _positive_int(getattr(self, name), name, what)
+            check_positive_int(getattr(self, name), name, what)
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"{what}: hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
@@ -158,15 +139,15 @@ class ClapAudioConfig:
         object.__setattr__(self, "patch_stride", _pair(self.patch_stride, "patch_stride", what))
         for name in ("window_size", "num_mel_bins", "spec_size", "patch_embed_input_channels",
                      "patch_embeds_hidden_size", "aff_block_r", "projection_dim"):
-            _positive_int(getattr(self, name), name, what)
+            check_positive_int(getattr(self, name), name, what)
         if not self.depths or len(self.depths) != len(self.num_attention_heads):
             raise ConfigError(
                 f"{what}: depths {list(self.depths)} and num_attention_heads "
                 f"{list(self.num_attention_heads)} must be non-empty and of equal length (one per stage)"
             )
         for stage, (depth, heads) in enumerate(zip(self.depths, self.num_attention_heads)):
-            _positive_int(depth, f"depths[{stage}]", what)
-            _positive_int(heads, f"num_attention_heads[{stage}]", what)
+            check_positive_int(depth, f"depths[{stage}]", what)
+            check_positive_int(heads, f"num_attention_heads[{stage}]", what)
             if self.stage_dim(stage) % heads:
                 raise ConfigError(
                     f"{what}: stage {stage} is {self.stage_dim(stage)} wide, not a multiple of its "
@@ -234,7 +215,7 @@ def _pair(value: Any, name: str, what: str) -> tuple[int, int]:
     if len(pair) != 2:
         raise ConfigError(f"{what} '{name}' must be an int or a pair, got {value!r}")
     for item in pair:
-        _positive_int(item, name, what)
+        check_positive_int(item, name, what)
     return pair
 
 
@@ -253,19 +234,11 @@ class ClapConfig:
     def from_dict(cls, raw: dict[str, Any]) -> "ClapConfig":
         """config.json dict -> ClapConfig. As in transformers, the top-level projection_dim and
         projection_hidden_act (default 512, "relu") override the towers' own values."""
-        if not isinstance(raw, dict):
-            raise ConfigError(f"CLAP config must be a JSON object, got {type(raw).__name__}")
-        model_type = raw.get("model_type", "clap")
-        if model_type != "clap":
-            raise ConfigError(
-                f"config.json has model_type {model_type!r}; a CLAP folder (model_type 'clap', "
-                "e.g. laion/clap-htsat-unfused) is needed"
-            )
         top_level = {"text_config", "audio_config", "projection_dim", "projection_hidden_act",
                      "hidden_size", "num_hidden_layers"}
-        unknown = sorted(set(raw) - top_level - _HF_GENERIC_KEYS - _CLAP_IGNORED_KEYS)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {unknown} in the CLAP config; known: {sorted(top_level)}")
+        check_keys(raw, top_level, "CLAP config",
+                   IGNORED_CONFIG_KEYS | _CLAP_IGNORED_KEYS,
+                   kind=("model_type", "clap"))
         # transformers' ClapConfig overrides with its own defaults too when config.json omits them.
         joint = {"projection_dim": raw.get("projection_dim", 512),
                  "projection_hidden_act": raw.get("projection_hidden_act", "relu")}
@@ -275,12 +248,4 @@ class ClapConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "ClapConfig":
-        path = Path(path)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                raw = json.load(handle)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"CLAP config {path} not found; a Hugging Face CLAP folder has config.json") from exc
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read CLAP config {path}: {exc}") from exc
-        return cls.from_dict(raw)
+        return cls.from_dict(read_json(path, "CLAP config", "a Hugging Face CLAP folder has config.json"))

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from .attention import attention
 from .clap_config import ClapTextConfig
-from .hf_folder import ACTIVATIONS
+from .hf_folder import ACTIVATIONS, token_mask
 
 
 def holder(**children: nn.Module) -> nn.Module:
@@ -45,6 +45,27 @@ class ClapProjection(nn.Module):
     def forward(self, pooled: Tensor) -> Tensor:
         """Tensor[B, in_dim] -> Tensor[B, projection_dim]"""
         return self.linear2(self.activation(self.linear1(pooled)))
+
+
+class ClapTower(nn.Module):
+    """What both CLAP towers share: a config (of type `config_class`) giving the pooled feature's
+    width (`hidden_size`) and the joint space's (`projection_dim`)."""
+
+    config_class: type
+
+    @classmethod
+    def from_config(cls, raw: dict) -> "ClapTower":
+        """The tower's section of a CLAP config.json (`text_config`, `audio_config`) -> a freshly
+        initialised tower."""
+        return cls(cls.config_class.from_dict(raw))
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def projection_dim(self) -> int:
+        return self.config.projection_dim
 
 
 class RobertaEmbeddings(nn.Module):
@@ -117,12 +138,14 @@ class ClapTextOutput:
         return self.hidden_states[-1]
 
 
-class ClapTextModel(nn.Module):
+class ClapTextModel(ClapTower):
     """Token ids -> all hidden states, pooled feature and joint-space embedding.
 
     Keys: `text_model.{embeddings,encoder,pooler}.*` and `text_projection.*`, the layout of
     transformers' ClapModel and ClapTextModelWithProjection.
     """
+
+    config_class = ClapTextConfig
 
     def __init__(self, config: ClapTextConfig):
         super().__init__()
@@ -135,36 +158,14 @@ class ClapTextModel(nn.Module):
         self.text_projection = ClapProjection(config.hidden_size, config.projection_dim,
                                               config.projection_hidden_act)
 
-    @classmethod
-    def from_config(cls, raw: dict) -> "ClapTextModel":
-        """A `text_config` dict of a CLAP config.json -> a freshly initialised tower."""
-        return cls(ClapTextConfig.from_dict(raw))
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
-
-    @property
-    def projection_dim(self) -> int:
-        return self.config.projection_dim
-
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> ClapTextOutput:
         """input_ids LongTensor[B, L], attention_mask Bool/0-1 Tensor[B, L] (True = token)."""
-        if input_ids.dim() != 2:
-            raise InputError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+        key_mask = token_mask(input_ids, attention_mask)[:, None, None, :]
         if input_ids.shape[1] > self.config.max_text_length:
             raise InputError(
                 f"{input_ids.shape[1]} tokens exceed the {self.config.max_text_length} positions of "
                 "this CLAP text model; truncate the text"
             )
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
-        if attention_mask.shape != input_ids.shape:
-            raise InputError(
-                f"attention_mask shape {tuple(attention_mask.shape)} must equal input_ids shape "
-                f"{tuple(input_ids.shape)}"
-            )
-        key_mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)[:, None, None, :]
         hidden = self.text_model.embeddings(input_ids)
         hidden_states = [hidden]
         for layer in self.text_model.encoder.layer:

@@ -1,7 +1,8 @@
-"""What the Hugging Face model folders we load (T5, CLAP) share: the activation names their
+"""What the Hugging Face model folders we load (T5, CLAP) share: reading and checking their JSON
+files (config.json, preprocessor_config.json, tokenizer settings), the activation names their
 config.json files use, the config keys that do not change what an encoder computes, how the
-safetensors weights of a folder are found (one file or a sharded index; never pickles), and a
-compact way to name groups of state-dict keys in errors."""
+safetensors weights of a folder are found (one file or a sharded index; never pickles) and read
+strictly, and a compact way to name groups of state-dict keys in errors."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import json
 import math
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, InputError
 
+CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 
@@ -84,6 +87,54 @@ IGNORED_CONFIG_KEYS = {
 }
 
 
+def read_json(path: str | Path, what: str, hint: str = "") -> dict[str, Any]:
+    """The JSON object in `path`; ConfigError naming `what` and the file when it is missing
+    (followed by `hint`), unreadable, not UTF-8, not JSON, or not an object."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} not found" + (f"; {hint}" if hint else "")) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_keys(raw: Any, known: set[str], what: str, ignored: set[str] = frozenset(),
+               kind: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The values of the `known` keys of a config.json object `raw`. ConfigError when `raw` is
+    not an object, when its `kind` = (key, expected value) entry names another model (an absent
+    entry passes), or naming every key neither known nor `ignored`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} must be a JSON object, got {type(raw).__name__}")
+    if kind is not None:
+        key, expected = kind
+        found = raw.get(key, expected)
+        if found != expected:
+            raise ConfigError(f"{what} has {key} {found!r}; expected {expected!r}")
+    unknown = sorted(set(raw) - set(known) - set(ignored))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in {what}; known: {sorted(known)} (transformers' dropout, "
+            "initialisation and bookkeeping keys are ignored)"
+        )
+    return {key: value for key, value in raw.items() if key in known}
+
+
+def check_positive_int(value: Any, name: str, what: str) -> None:
+    """ConfigError unless the setting `name` of `what` is a positive int (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{what} '{name}' must be a positive integer, got {value!r}")
+
+
 def weight_files(folder: Path) -> list[Path]:
     single = folder / WEIGHTS_FILE
     if single.is_file():
@@ -107,6 +158,81 @@ def weight_files(folder: Path) -> list[Path]:
             "loaded. Convert them to model.safetensors (e.g. save_pretrained(..., safe_serialization=True))"
         )
     raise CheckpointError(f"no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in {folder}")
+
+
+def read_weights(files: list[Path], expected: dict[str, torch.Tensor], dtype: torch.dtype, what: str, *,
+                 skip: Callable[[str], bool] = lambda key: False,
+                 derived: Callable[[str], torch.Tensor | None] = lambda key: None,
+                 tied: tuple[str, ...] = (), depth: int = 3, hint: str = "") -> dict[str, torch.Tensor]:
+    """The tensors named in `expected` (meta tensors giving the shapes) read from safetensors
+    `files`, floating ones cast to `dtype`. Keys that `skip` accepts are passed over; a key that
+    `derived` gives a value for is a buffer the model computes itself: checked against that value,
+    not returned. The keys in `tied` name one shared table, stored under any of them. Anything
+    missing, unexpected, of another value or shape raises CheckpointError naming `what`."""
+    state: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    wrong_derived: list[str] = []
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    if skip(key):
+                        continue
+                    reference = derived(key)
+                    if reference is not None:
+                        if not torch.equal(handle.get_tensor(key).long(), reference):
+                            wrong_derived.append(key)
+                        continue
+                    if key not in expected:
+                        unexpected.append(key)
+                        continue
+                    tensor = handle.get_tensor(key)
+                    state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+    table = next((state[key] for key in tied if key in state), None)
+    if table is not None:
+        state.update(dict.fromkeys(tied, table))
+
+    missing = sorted(set(expected) - set(state))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {group_by_prefix(missing, depth)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {group_by_prefix(sorted(unexpected), depth)}")
+    if wrong_derived:
+        shown = ", ".join(wrong_derived[:5]) + (f" (and {len(wrong_derived) - 5} more)" if len(wrong_derived) > 5 else "")
+        problems.append(f"buffers with values this implementation does not reproduce: {shown}")
+    if problems:
+        raise CheckpointError(
+            f"{what} does not match its config.json ({'; '.join(problems)}); check that config.json "
+            f"belongs to these weights{hint}"
+        )
+    mismatched = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs config {tuple(meta.shape)}"
+        for key, meta in expected.items() if state[key].shape != meta.shape
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{what} shapes do not match its config.json: " + "; ".join(mismatched[:10])
+            + (f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else "")
+        )
+    return state
+
+
+def token_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """A text encoder's inputs checked: input_ids LongTensor[B, L], attention_mask Bool/0-1
+    Tensor[B, L] or None (every position a token) -> BoolTensor[B, L] on input_ids' device."""
+    if input_ids.dim() != 2:
+        raise InputError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+    if attention_mask is None:
+        return torch.ones_like(input_ids, dtype=torch.bool)
+    if attention_mask.shape != input_ids.shape:
+        raise InputError(
+            f"attention_mask shape {tuple(attention_mask.shape)} must equal input_ids shape "
+            f"{tuple(input_ids.shape)}"
+        )
+    return attention_mask.to(device=input_ids.device, dtype=torch.bool)
 
 
 def group_by_prefix(keys: list[str], depth: int = 3) -> str:

@@ -11,21 +11,19 @@ Dropout is omitted: this module only ever runs in eval mode.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import CheckpointError, ConfigError
 from .attention import attention
-from .hf_folder import ACTIVATIONS, IGNORED_CONFIG_KEYS, group_by_prefix, weight_files
+from .hf_folder import (ACTIVATIONS, CONFIG_FILE, IGNORED_CONFIG_KEYS, check_keys, check_positive_int,
+                        read_json, read_weights, token_mask, weight_files)
 
-CONFIG_FILE = "config.json"
 EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")  # one tied table, saved as either
 # A full encoder-decoder checkpoint (e.g. t5-base as published) also holds these; the encoder skips them.
 IGNORED_KEY_PREFIXES = ("decoder.", "lm_head.")
@@ -54,9 +52,7 @@ class T5Config:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
                      "relative_attention_num_buckets", "relative_attention_max_distance"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"T5 config '{name}' must be a positive integer, got {value!r}")
+            check_positive_int(getattr(self, name), name, "T5 config")
         if self.is_decoder:
             raise ConfigError("T5 config has is_decoder=true; this is an encoder: use the encoder's config")
         if not isinstance(self.dense_act_fn, str) or self.dense_act_fn not in ACTIVATIONS:
@@ -79,21 +75,11 @@ class T5Config:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "T5Config":
         """A config.json dict -> T5Config; unknown keys raise ConfigError naming them."""
-        if not isinstance(raw, dict):
-            raise ConfigError(f"T5 config must be a JSON object, got {type(raw).__name__}")
-        model_type = raw.get("model_type", "t5")
-        if model_type != "t5":
-            raise ConfigError(f"T5 config has model_type {model_type!r}; only 't5' models are supported")
+        values = check_keys(raw, {f.name for f in fields(cls)}, "T5 config",
+                            ignored=IGNORED_CONFIG_KEYS | {"quantization_config"},
+                            kind=("model_type", "t5"))
         if raw.get("quantization_config") is not None:
             raise ConfigError("quantized T5 checkpoints are not supported; use a float16/32 checkpoint")
-        own = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - own - IGNORED_CONFIG_KEYS - {"quantization_config"})
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {unknown} in the T5 config; the encoder reads {sorted(own)} and "
-                f"ignores {sorted(IGNORED_CONFIG_KEYS)}"
-            )
-        values = {k: v for k, v in raw.items() if k in own}
         projection = values.get("feed_forward_proj", cls.feed_forward_proj)
         parts = projection.split("-") if isinstance(projection, str) else []
         if not (len(parts) == 1 or (len(parts) == 2 and parts[0] == "gated")):
@@ -115,15 +101,7 @@ class T5Config:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "T5Config":
-        path = Path(path)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                raw = json.load(handle)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"T5 config {path} not found; a Hugging Face T5 folder has config.json") from exc
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read T5 config {path}: {exc}") from exc
-        return cls.from_dict(raw)
+        return cls.from_dict(read_json(path, "T5 config", "a Hugging Face T5 folder has config.json"))
 
 
 def relative_position_bucket(
@@ -326,16 +304,7 @@ class T5Encoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids LongTensor[B, L], attention_mask Bool/0-1 Tensor[B, L] -> last_hidden_state Tensor[B, L, D]."""
-        if input_ids.dim() != 2:
-            raise InputError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
-        if attention_mask.shape != input_ids.shape:
-            raise InputError(
-                f"attention_mask shape {tuple(attention_mask.shape)} must equal input_ids shape "
-                f"{tuple(input_ids.shape)}"
-            )
-        return self.encoder(input_ids, attention_mask.to(device=input_ids.device, dtype=torch.bool))
+        return self.encoder(input_ids, token_mask(input_ids, attention_mask))
 
     @classmethod
     def from_pretrained(
@@ -350,53 +319,8 @@ class T5Encoder(nn.Module):
         config = T5Config.from_json_file(folder / CONFIG_FILE)
         with torch.device("meta"):
             model = cls(config)
-        state = _read_encoder_weights(weight_files(folder), model.state_dict(), dtype)
+        state = read_weights(weight_files(folder), model.state_dict(), dtype, "T5 checkpoint",
+                             skip=lambda key: key.startswith(IGNORED_KEY_PREFIXES), tied=EMBEDDING_KEYS)
         model.load_state_dict(state, strict=True, assign=True)
         return model.to(device).eval()
 
-
-def _read_encoder_weights(
-    files: list[Path], expected: dict[str, torch.Tensor], dtype: torch.dtype
-) -> dict[str, torch.Tensor]:
-    """Read the tensors named in `expected` (meta tensors giving shapes) from safetensors files."""
-    state: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for path in files:
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                for key in handle.keys():
-                    if key.startswith(IGNORED_KEY_PREFIXES):
-                        continue
-                    if key not in expected:
-                        unexpected.append(key)
-                        continue
-                    state[key] = handle.get_tensor(key).to(dtype)
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
-
-    embedding = next((state[k] for k in EMBEDDING_KEYS if k in state), None)
-    if embedding is not None:
-        for key in EMBEDDING_KEYS:
-            state[key] = embedding
-    missing = sorted(set(expected) - set(state))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {group_by_prefix(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {group_by_prefix(sorted(unexpected))}")
-        raise CheckpointError(
-            f"T5 checkpoint does not match its config.json ({'; '.join(parts)}); "
-            "check that config.json belongs to these weights"
-        )
-    mismatched = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs config {tuple(meta.shape)}"
-        for key, meta in expected.items()
-        if state[key].shape != meta.shape
-    ]
-    if mismatched:
-        raise CheckpointError(
-            "T5 checkpoint shapes do not match its config.json: " + "; ".join(mismatched[:10])
-            + (f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else "")
-        )
-    return state

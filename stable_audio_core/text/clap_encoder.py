@@ -3,8 +3,6 @@
 laion-clap tokenizes with its RoBERTa tokenizer, padding and truncating to 77 tokens, and either
 takes one hidden layer of the text encoder as token features (the padded positions keep their
 encoder outputs: the reference does not zero them) or the L2-normalised joint-space embedding.
-Not an nn.Module on purpose: the CLAP weights live in their own Hugging Face folder, never in a
-model checkpoint.
 """
 
 from __future__ import annotations
@@ -16,17 +14,20 @@ import torch
 from ..errors import InputError
 from ..models.clap import ClapModel
 from ..models.clap_text import ClapTextModel
+from .encoder import FrozenTextEncoder
 from .tokenizer import TextTokenizer
 
 CLAP_MAX_LENGTH = 77  # laion-clap's tokenizer setting
 
 
-class ClapTextEncoder:
+class ClapTextEncoder(FrozenTextEncoder):
     """A tokenizer and a frozen CLAP text tower.
 
     `encode(texts, layer_ix)` -> (hidden states of one layer [B, L, D], mask [B, L]);
     `embed(texts)` -> normalised embeddings [B, P].
     """
+
+    default_max_length = CLAP_MAX_LENGTH
 
     def __init__(self, tokenizer: TextTokenizer, model: ClapTextModel, max_length: int = CLAP_MAX_LENGTH):
         if not isinstance(max_length, int) or not 1 <= max_length <= model.config.max_text_length:
@@ -34,23 +35,12 @@ class ClapTextEncoder:
                 f"max_length must be an int in 1..{model.config.max_text_length} (the text model's "
                 f"positions), got {max_length!r}"
             )
-        self.tokenizer = tokenizer
-        self.model = model.eval().requires_grad_(False)
-        self.max_length = max_length
+        super().__init__(tokenizer, model, max_length)
 
     @classmethod
-    def from_folder(
-        cls,
-        folder: str | Path,
-        max_length: int = CLAP_MAX_LENGTH,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-    ) -> "ClapTextEncoder":
-        """Load the text tower of a Hugging Face CLAP folder (config.json, safetensors,
-        tokenizer.json); the audio weights in the folder are skipped."""
-        clap = ClapModel.from_pretrained(folder, dtype=dtype, device=device, towers=("text",))
-        tokenizer = TextTokenizer.from_folder(folder, default_pad_token_id=clap.config.text.pad_token_id)
-        return cls(tokenizer, clap.text, max_length)
+    def load_model(cls, folder: str | Path, dtype: torch.dtype, device: torch.device | str) -> ClapTextModel:
+        """The text tower alone; the audio weights in the folder are skipped."""
+        return ClapModel.from_pretrained(folder, dtype=dtype, device=device, towers=("text",)).text
 
     @property
     def hidden_size(self) -> int:
@@ -64,21 +54,8 @@ class ClapTextEncoder:
     def num_layers(self) -> int:
         return self.model.config.num_hidden_layers
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.text_projection.linear1.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.text_projection.linear1.weight.dtype
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ClapTextEncoder":
-        self.model.to(device=device, dtype=dtype)
-        return self
-
     def _run(self, texts: list[str]):
-        input_ids, mask = self.tokenizer(texts, self.max_length)
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        input_ids, mask = self.tokenize(texts)
         return self.model(input_ids, mask), mask
 
     @torch.no_grad()

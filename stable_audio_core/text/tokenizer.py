@@ -9,7 +9,6 @@ max_length=...)` behaves. Nothing here is specific to one model family.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,13 @@ import torch
 from tokenizers import Tokenizer
 
 from ..errors import ConfigError, InputError
+from ..models.hf_folder import read_json
 
 TOKENIZER_FILE = "tokenizer.json"
 # Side files of a Hugging Face tokenizer folder that may name the pad token and padding sides.
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"
 _SIDES = ("left", "right")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read tokenizer settings {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _token_text(value: Any) -> str | None:
@@ -105,10 +94,10 @@ class TextTokenizer:
         tokenizer_config: dict[str, Any] = {}
         config_path = folder / TOKENIZER_CONFIG_FILE
         if config_path.is_file():
-            tokenizer_config = _read_json(config_path)
+            tokenizer_config = read_json(config_path, "tokenizer settings")
         special_tokens: dict[str, Any] = {}
         if (folder / SPECIAL_TOKENS_FILE).is_file():
-            special_tokens = _read_json(folder / SPECIAL_TOKENS_FILE)
+            special_tokens = read_json(folder / SPECIAL_TOKENS_FILE, "tokenizer settings")
         saved_padding = backend.padding or {}
 
         candidates = [

@@ -39,6 +39,7 @@ from ..errors import ConfigError, InputError
 from ..evaluation.clap_score import clap_audio_features
 from ..models.clap import ClapModel
 from ..models.clap_config import ClapConfig
+from ..models.hf_folder import read_json
 from ..text.clap_encoder import CLAP_MAX_LENGTH
 from ..text.tokenizer import TOKENIZER_FILE, TextTokenizer
 from .export import clap_config_dict, clap_state_dict, clap_tokenizer_config, save_clap_folder, save_json
@@ -356,7 +357,7 @@ def build_clap_task(clap_config: dict | str | Path, options: dict | None = None)
     preprocessor: dict[str, Any] = {name: parameter.default for name, parameter in
                                     inspect.signature(ClapFeatureExtractor).parameters.items()}
     if folder is not None and (folder / PREPROCESSOR_CONFIG_FILE).is_file():
-        saved = json.loads((folder / PREPROCESSOR_CONFIG_FILE).read_text(encoding="utf-8"))
+        saved = read_json(folder / PREPROCESSOR_CONFIG_FILE, "CLAP preprocessor config")
         preprocessor.update({k: v for k, v in saved.items() if k in PREPROCESSOR_KEYS})
     else:
         audio = model.config.audio

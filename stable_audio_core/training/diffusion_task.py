@@ -39,10 +39,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict
+from ..checkpoint import read_state_dict
 from ..config import ModelConfig, load_model_config
 from ..errors import ConfigError, InputError
-from ..factory import attach_text_encoder, build_model, load_weights
+from ..factory import attach_text_encoder, build_model, load_autoencoder_weights, load_weights
+from ..models.conditioners import TextConditioner
 from ..models.stable_audio import BACKBONES, ModelInputs, StableAudioModel, assemble_inputs
 from .export import diffusion_model_config, diffusion_state_dict
 from .lora import apply_lora, lora_parameters, target_patterns
@@ -185,8 +186,8 @@ class CachedTextEncoder:
         return torch.stack([r[0] for r in self._lookup("embed", texts, {})])
 
 
-def _text_conditioners(model: StableAudioModel) -> list[nn.Module]:
-    return [c for c in model.conditioner.conditioners.values() if hasattr(c, "attach_text_encoder")]
+def _text_conditioners(model: StableAudioModel) -> list[TextConditioner]:
+    return [c for c in model.conditioner.conditioners.values() if isinstance(c, TextConditioner)]
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -443,14 +444,6 @@ class DiffusionTask:
 
 # --- building -----------------------------------------------------------------------------------
 
-def load_pretransform(model: StableAudioModel, path: str | Path) -> None:
-    """Load VAE weights into the model's pretransform: an autoencoder checkpoint (``encoder.*``,
-    ``decoder.*``, what VAE training exports) or a full diffusion checkpoint's ``pretransform.model.*``."""
-    if model.autoencoder is None:
-        raise ConfigError("pretransform_checkpoint was given but the model config has no pretransform")
-    load_state_dict_strict(model.autoencoder, autoencoder_state(read_state_dict(path)), f"{path} (pretransform)")
-
-
 def build_diffusion_task(model_config: dict | str | Path | ModelConfig, options: dict | None = None) -> DiffusionTask:
     """A DiffusionTask for a stable-audio-tools ``diffusion_cond`` config (DiT or adp_cfg_1d, v or
     rectified flow); ``options`` as in DiffusionOptions. Fresh weights are drawn from
@@ -465,10 +458,12 @@ def build_diffusion_task(model_config: dict | str | Path | ModelConfig, options:
     if parsed.checkpoint is not None:
         embedded = load_weights(model, read_state_dict(parsed.checkpoint), str(parsed.checkpoint))
     if parsed.pretransform_checkpoint is not None:
-        load_pretransform(model, parsed.pretransform_checkpoint)
+        if model.autoencoder is None:
+            raise ConfigError("pretransform_checkpoint was given but the model config has no pretransform")
+        load_autoencoder_weights(model.autoencoder, parsed.pretransform_checkpoint)
     attach_text_encoder(model, parsed.text_encoder, embedded=embedded)
     missing = [name for name, c in model.conditioner.conditioners.items()
-               if hasattr(c, "attach_text_encoder") and c.text_encoder is None]
+               if isinstance(c, TextConditioner) and c.text_encoder is None]
     if missing:
         raise ConfigError(
             f"the text conditioner(s) {missing} need a frozen text encoder: pass the local T5 or CLAP "

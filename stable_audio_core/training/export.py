@@ -26,14 +26,13 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from ..checkpoint import RUN_CONFIG_FILE, RUN_MODEL_FILE
 from ..models.clap import ClapModel, _checkpoint_key
 from ..models.clap_audio import FrozenBatchNorm
 from ..models.clap_config import ClapConfig
+from ..models.hf_folder import WEIGHTS_FILE
 from ..models.stable_audio import StableAudioModel
 from .lora import has_lora, merge_lora
-
-CHECKPOINT_FILE = "model.safetensors"
-MODEL_CONFIG_FILE = "model_config.json"
 
 
 # --- writing files ----------------------------------------------------------------------------
@@ -94,8 +93,8 @@ def save_diffusion_checkpoint(model: StableAudioModel, folder: str | Path,
                               backbone: nn.Module | None = None) -> tuple[Path, Path]:
     """Write ``model.safetensors`` + ``model_config.json`` into ``folder``; returns both paths."""
     folder = Path(folder)
-    checkpoint = save_safetensors(diffusion_state_dict(model, backbone), folder / CHECKPOINT_FILE)
-    config = save_json(diffusion_model_config(model), folder / MODEL_CONFIG_FILE)
+    checkpoint = save_safetensors(diffusion_state_dict(model, backbone), folder / RUN_MODEL_FILE)
+    config = save_json(diffusion_model_config(model), folder / RUN_CONFIG_FILE)
     return checkpoint, config
 
 
@@ -159,7 +158,7 @@ def save_clap_folder(model: ClapModel, tokenizer_json: str, folder: str | Path,
     serialised ``tokenizers.Tokenizer`` (``Tokenizer.to_str()``)."""
     folder = Path(folder)
     save_json(clap_config_dict(model.config), folder / "config.json")
-    save_safetensors(clap_state_dict(model), folder / CHECKPOINT_FILE, metadata={"format": "pt"})
+    save_safetensors(clap_state_dict(model), folder / WEIGHTS_FILE, metadata={"format": "pt"})
     _atomic_write(folder / "tokenizer.json",
                   lambda tmp: Path(tmp).write_text(tokenizer_json, encoding="utf-8"))
     save_json(clap_tokenizer_config(pad_token), folder / "tokenizer_config.json")

@@ -22,7 +22,6 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
@@ -30,8 +29,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..errors import AudioFileError, ConfigError, InputError
-from ..models.autoencoder import AudioAutoencoder, build_autoencoder
+from ..errors import AudioFileError, InputError
+from ..models.autoencoder import AudioAutoencoder
 from .data import AudioFolderDataset, collate_items
 from .prompts import PromptOptions, build_prompt
 from .task import Batch, item_generators, latent_padding_mask
@@ -277,28 +276,6 @@ def encode_dataset(
             break
     return EncodeSummary(out_dir, len(index["items"]), index["files_done"], total, index["complete"],
                          list(index["skipped"]))  # fmt: skip
-
-
-def load_autoencoder(model_config: dict, checkpoint: str | Path | None = None) -> AudioAutoencoder:
-    """The autoencoder of a stable-audio-tools config (model_type "autoencoder", or a diffusion
-    config's "pretransform"), in eval mode without gradients, with the weights of `checkpoint`:
-    an autoencoder checkpoint (``encoder.*``, ``decoder.*``) or a full model's
-    ``pretransform.model.*``. Without a checkpoint the weights are freshly initialised."""
-    model = model_config.get("model")
-    if not isinstance(model, dict) or "sample_rate" not in model_config:
-        raise ConfigError("the model config needs 'sample_rate' and a 'model' section to build its autoencoder")
-    if model_config.get("model_type") == "autoencoder":
-        pretransform = {"type": "autoencoder", "config": model}
-    elif isinstance(model.get("pretransform"), dict):
-        pretransform = model["pretransform"]
-    else:
-        raise ConfigError(f"the model config (model_type {model_config.get('model_type')!r}) has no "
-                          "autoencoder: give an autoencoder config or one with model.pretransform")  # fmt: skip
-    autoencoder = build_autoencoder(pretransform, int(model_config["sample_rate"]))
-    if checkpoint is not None:
-        from .diffusion_task import load_pretransform   # the one reader of both checkpoint layouts
-        load_pretransform(SimpleNamespace(autoencoder=autoencoder), checkpoint)
-    return autoencoder.eval().requires_grad_(False)
 
 
 def _read_index(root: Path) -> dict:

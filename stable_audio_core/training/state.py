@@ -26,9 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checkpoint import RUN_CONFIG_FILE as CONFIG_FILE
-from ..checkpoint import RUN_LATEST_FILE as LATEST
-from ..checkpoint import RUN_MODEL_FILE as MODEL_FILE
+from ..checkpoint import RUN_CONFIG_FILE, RUN_LATEST_FILE, RUN_MODEL_FILE
 from ..errors import CheckpointError
 
 # The names the loaders read (`latest`, the weights, their config) come from checkpoint.py, so
@@ -103,7 +101,7 @@ def write_checkpoint(out_dir: str | Path, step: int, training_state: dict[str, A
     from safetensors.torch import save_file
 
     extra_files = dict(extra_files or {})
-    reserved = {STATE_FILE, MODEL_FILE, CONFIG_FILE, MANIFEST_FILE}
+    reserved = {STATE_FILE, RUN_MODEL_FILE, RUN_CONFIG_FILE, MANIFEST_FILE}
     bad = sorted(name for name in extra_files
                  if name in reserved or Path(name).name != name or name.startswith("."))
     if bad:
@@ -122,10 +120,10 @@ def write_checkpoint(out_dir: str | Path, step: int, training_state: dict[str, A
         os.fsync(handle.fileno())
     _pause_for_test(step)
     if weights is not None:
-        save_file(_shareless(weights), str(temp / MODEL_FILE))
-        _fsync_path(temp / MODEL_FILE)
+        save_file(_shareless(weights), str(temp / RUN_MODEL_FILE))
+        _fsync_path(temp / RUN_MODEL_FILE)
     if model_config is not None:
-        _write_bytes(temp / CONFIG_FILE, (json.dumps(model_config, indent=2) + "\n").encode())
+        _write_bytes(temp / RUN_CONFIG_FILE, (json.dumps(model_config, indent=2) + "\n").encode())
     for name, data in extra_files.items():
         _write_bytes(temp / name, data)
     files = {path.name: path.stat().st_size for path in sorted(temp.iterdir())}
@@ -141,9 +139,9 @@ def write_checkpoint(out_dir: str | Path, step: int, training_state: dict[str, A
 
 def set_latest(out_dir: str | Path, checkpoint: Path) -> None:
     out_dir = Path(out_dir)
-    pointer = out_dir / f".{LATEST}.tmp-{os.getpid()}"
+    pointer = out_dir / f".{RUN_LATEST_FILE}.tmp-{os.getpid()}"
     _write_bytes(pointer, f"{CHECKPOINTS}/{checkpoint.name}\n".encode())
-    os.replace(pointer, out_dir / LATEST)
+    os.replace(pointer, out_dir / RUN_LATEST_FILE)
     _fsync_path(out_dir)
 
 
@@ -179,7 +177,7 @@ def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
 def read_latest(out_dir: str | Path) -> Path | None:
     """The directory ``latest`` names, or None when there is no readable pointer."""
     try:
-        name = (Path(out_dir) / LATEST).read_text().strip()
+        name = (Path(out_dir) / RUN_LATEST_FILE).read_text().strip()
     except OSError:
         return None
     return Path(out_dir) / name if name else None
@@ -221,7 +219,7 @@ def clean_leftovers(out_dir: str | Path) -> None:
     for path in root.iterdir():
         if path.name.startswith((".tmp-", ".trash-")):
             shutil.rmtree(path, ignore_errors=True)
-    for path in Path(out_dir).glob(f".{LATEST}.tmp-*"):
+    for path in Path(out_dir).glob(f".{RUN_LATEST_FILE}.tmp-*"):
         path.unlink(missing_ok=True)
 
 

@@ -23,7 +23,7 @@ gives the same numbers however it is split across processes and micro-batches.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -99,14 +99,6 @@ class TrainingTask(Protocol):
 
     def demo(self, out_dir: Path, step: int, ema: dict[str, nn.Module] | None) -> list[Path]:
         """Write demo outputs (audio, text) for this step into ``out_dir``; may return []."""
-
-
-@dataclass
-class TaskOptions:
-    """Options every task builder accepts, beside its own ``extra`` ones."""
-
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 SALTS = {"noise": 1, "timestep": 2, "dropout": 3, "latent": 4, "crop": 5, "prompt": 6, "lora": 7}

@@ -59,8 +59,6 @@ DEFAULT_DISCRIMINATOR = {"filters": 64, "n_ffts": list(DEFAULT_DISCRIMINATOR_FFT
 DEFAULT_SPECTRAL = {"fft_sizes": list(DEFAULT_FFT_SIZES), "perceptual_weighting": True}
 SPECTRAL_KEYS = frozenset({"fft_sizes", "hop_sizes", "win_lengths", "perceptual_weighting", "w_sc",
                            "w_log_mag", "window"})  # fmt: skip
-# Discriminator-section keys that configure the losses rather than the network.
-DISCRIMINATOR_LOSS_KEYS = frozenset({"normalize_losses", "loss_type"})
 
 VAE_OPTION_KEYS = frozenset({
     "stft", "adversarial", "feature_matching", "kl", "time_l1",   # loss weights

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from stable_audio_core.bundled import DEFAULT_MODEL_DIR  # noqa: E402
-from stable_audio_core.checkpoint import config_beside, resolve_checkpoint  # noqa: E402
+from stable_audio_core.checkpoint import RUN_CONFIG_FILE, RUN_MODEL_FILE, config_beside, resolve_checkpoint  # noqa: E402
 
 CLAP_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
               "tokenizer_config.json")
@@ -89,7 +89,7 @@ def main() -> None:
     diffusion = checkpoint_folder(args.diffusion_run) if args.diffusion_run else DEFAULT_MODEL_DIR
     clap = checkpoint_folder(args.clap_run) if args.clap_run else DEFAULT_MODEL_DIR / "clap"
     config = json.loads(args.config.read_text())
-    trained = json.loads((diffusion / "model_config.json").read_text())
+    trained = json.loads((diffusion / RUN_CONFIG_FILE).read_text())
     vae_decoder = None
     if args.vae_run is not None:
         vae_config = json.loads(config_beside(args.vae_run).read_text())
@@ -98,7 +98,7 @@ def main() -> None:
             sys.exit(f"{args.config}'s decoder differs from the one {args.vae_run} trained: {vae_decoder}")
     if without_decoder(trained, vae_decoder) != without_decoder(config, vae_decoder):
         sys.exit(f"{args.config} differs from the config {diffusion} was trained with")
-    weights = load_file(diffusion / "model.safetensors")
+    weights = load_file(diffusion / RUN_MODEL_FILE)
     if args.vae_run is not None:
         weights = with_vae(weights, load_file(resolve_checkpoint(args.vae_run)))
     clap_files = {name: (clap / name).read_bytes() for name in CLAP_FILES}

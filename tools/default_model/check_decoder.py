@@ -31,7 +31,7 @@ from stable_audio_core.bundled import default_model_files  # noqa: E402
 from stable_audio_core.checkpoint import config_beside  # noqa: E402
 from stable_audio_core.evaluation.clap_score import ClapScorer  # noqa: E402
 from stable_audio_core.training.losses import multiresolution_stft_distance  # noqa: E402
-from stable_audio_core.training.latents import load_autoencoder  # noqa: E402
+from stable_audio_core.factory import load_autoencoder  # noqa: E402
 
 
 def load_decoder_checkpoint(path: Path, fallback_config: Path):

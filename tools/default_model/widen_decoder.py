@@ -34,7 +34,7 @@ from stable_audio_core.models.layers import (  # noqa: E402
     fold_weight_norm_state,
     unfold_weight_norm_state,
 )
-from stable_audio_core.training.latents import load_autoencoder  # noqa: E402
+from stable_audio_core.factory import load_autoencoder  # noqa: E402
 
 
 def widen_weight(old: torch.Tensor, new: torch.Tensor, in_dim: int, out_dim: int) -> torch.Tensor:
