@@ -1,20 +1,10 @@
-"""What each of our speed-ups buys: the same work with one optimisation switched off at a time.
+"""What each of our speed-ups buys: the same work with one acceleration switched off at a time.
 
     python benchmarks/ablation.py [--quick] [--threads 2] [--out FILE.md]
 
-In one process (ours only), on the benchmark's reduced-scale checkpoints (written by run.py or
-here), variants are timed interleaved, --repeats times each, and the minimum is kept (the least
-disturbed run on a shared machine). With one thread (the default) the clock is the process CPU
-time, which other jobs on the machine barely disturb; with more threads it is wall time. Each row states the variant, its time, the ratio to the
-optimised default, and the max abs difference of its output from the default's.
-
-Switches: oneDNN linears (acceleration.use_onednn_linear) vs torch's default BLAS; the fused
-Snake vs the earlier inference formulation; the fused residual tail (Snake + 1x1 conv + add a
-time slice at a time) vs three full-length steps; balanced decode windows vs full-size ones; the
-decode chunk size; weight norm folded; bfloat16. Huge pages are a process-wide switch read once:
-compare `STABLE_AUDIO_HUGE_PAGES=0 python benchmarks/ablation.py ...` with a default run.
-Profile first: `--profile` prints where an end-to-end generation spends its time (text
-conditioning, backbone calls, sampler arithmetic, VAE decode).
+Every acceleration is a module swap of `acceleration.prepare_for_inference`; a variant is the
+same checkpoint loaded with some swaps left out (`load_model(accelerations=...)`), so nothing is
+patched. See benchmarks/README.md for the method and the switches, RESULTS.md for measurements.
 """
 
 from __future__ import annotations
@@ -29,9 +19,11 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE / "harness"), str(HERE), str(HERE.parent)]
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 import workloads as W  # noqa: E402
+
+# prepare_for_inference's switches: everything the plain model runs without.
+NO_SWAPS = {"onednn_linear": False, "onednn_conv": False, "cached_snake": False, "fused_residual": False}
 
 
 def _files(workdir: Path) -> dict:
@@ -41,116 +33,8 @@ def _files(workdir: Path) -> dict:
 
 
 @contextmanager
-def default_blas_linears(module: nn.Module):
-    """Temporarily run every OneDNNLinear as plain nn.Linear."""
-    from stable_audio_core.acceleration import OneDNNLinear
-
-    switched = [m for m in module.modules() if type(m) is OneDNNLinear]
-    for m in switched:
-        m.__class__ = nn.Linear
-    try:
-        yield
-    finally:
-        for m in switched:
-            m.__class__ = OneDNNLinear
-
-
-@contextmanager
-def direct_convolutions():
-    """Temporarily run every convolution as torch's direct one (no im2col path)."""
-    from stable_audio_core import acceleration
-
-    limit = acceleration.IM2COL_MAX_ROWS
-    acceleration.IM2COL_MAX_ROWS = 0
-    try:
-        yield
-    finally:
-        acceleration.IM2COL_MAX_ROWS = limit
-
-
-@contextmanager
-def unoptimised(module: nn.Module):
-    """Default BLAS linears and direct convolutions together (the state before this work)."""
-    with default_blas_linears(module), direct_convolutions():
-        yield
-
-
-def _previous_snake_forward(self, x):
-    """The Snake inference path before this work: five passes, coefficients recomputed."""
-    alpha, inverse_beta = self._coefficients()
-    out = x * alpha
-    out.sin_().pow_(2).mul_(inverse_beta)
-    return out.add_(x)
-
-
-@contextmanager
-def previous_snake():
-    from stable_audio_core.models.layers import Snake
-
-    current = Snake.forward
-    Snake.forward = _previous_snake_forward
-    try:
-        yield
-    finally:
-        Snake.forward = current
-
-
-def _plain_residual_tail(x, h, activation, conv):
-    return x + conv(activation(h))
-
-
-@contextmanager
-def unfused_residual_tail():
-    """The VAE residual units' tail as three full-length steps (Snake, 1x1 conv, add)."""
-    from stable_audio_core.models import autoencoder, dac_vae
-
-    fused = autoencoder.snake_pointwise_residual
-    autoencoder.snake_pointwise_residual = dac_vae.snake_pointwise_residual = _plain_residual_tail
-    try:
-        yield
-    finally:
-        autoencoder.snake_pointwise_residual = dac_vae.snake_pointwise_residual = fused
-
-
-@contextmanager
-def full_size_windows():
-    from functools import partial
-
-    from stable_audio_core.models import autoencoder
-
-    balanced = autoencoder.chunk_windows
-    autoencoder.chunk_windows = partial(balanced, balanced=False)
-    try:
-        yield
-    finally:
-        autoencoder.chunk_windows = balanced
-
-
-@contextmanager
 def nothing():
     yield
-
-
-@contextmanager
-def before_this_work(model):
-    """Every switch off at once: default BLAS linears (model and text encoders), direct
-    convolutions, the previous Snake, the unfused residual tail, full-size decode windows of 128
-    latents."""
-    encoders = [getattr(c, "text_encoder", None) for c in model.conditioner.conditioners.values()]
-    modules = [model] + [e.model for e in encoders if e is not None]
-    autoencoder = model.autoencoder
-    decode = autoencoder.decode
-    autoencoder.decode = lambda latents, **kw: decode(latents, **{"chunk_size": 128, **kw})
-    try:
-        with previous_snake(), direct_convolutions(), unfused_residual_tail(), full_size_windows():
-            with default_blas_linears(modules[0]):
-                if len(modules) > 1:
-                    with default_blas_linears(modules[1]):
-                        yield
-                else:
-                    yield
-    finally:
-        del autoencoder.decode
 
 
 CLOCK = time.perf_counter
@@ -231,9 +115,10 @@ def main() -> None:
     CLOCK = time.process_time if args.threads == 1 else time.perf_counter
     parts = args.parts.split(",")
 
+    from stable_audio_core.acceleration import request_huge_pages
     from stable_audio_core.factory import load_model
-    from stable_audio_core.models.layers import fold_weight_norm
 
+    request_huge_pages()  # as the CLI does: before the first large tensor
     files = _files(args.workdir)
     clock = "process CPU time" if args.threads == 1 else "wall time"
     lines = [f"torch {torch.__version__}, {args.threads} thread(s), {clock}, min of {args.repeats} interleaved runs"]
@@ -244,7 +129,12 @@ def main() -> None:
         for family in ("sao", "unet"):
             if not {"profile", "e2e", "dit" if family == "sao" else "unet", "t5", "vae"} & set(parts):
                 continue
-            model = load_model(files[family]["config"], files[family]["checkpoint"], text_encoder=files["t5"])
+
+            def load(text_encoder=None, **options):
+                return load_model(files[family]["config"], files[family]["checkpoint"], text_encoder=text_encoder,
+                                  **options)
+
+            model = load(files["t5"])
             config = model.config.raw
             if "profile" in parts:
                 spec = {"prompt": W.PROMPT, "steps": steps, "sample_size": W.window_samples(config, seconds)}
@@ -257,58 +147,59 @@ def main() -> None:
                 samples = W.window_samples(config, seconds)
                 run = lambda: generate(model, W.PROMPT, steps=steps, sample_size=samples, seed=1, trim=False,
                                        sigma_min=W.SIGMA_MIN, sigma_max=W.SIGMA_MAX).audio
+                plain = load(files["t5"], accelerations=NO_SWAPS)
+                run_plain = lambda: generate(plain, W.PROMPT, steps=steps, sample_size=samples, seed=1, trim=False,
+                                             sigma_min=W.SIGMA_MIN, sigma_max=W.SIGMA_MAX).audio
                 results = timed({"optimised (float32)": (run, nothing),
-                                 "before this work": (run, lambda: before_this_work(model))}, 1)
+                                 "no swaps (plain model)": (run_plain, nothing)}, 1)
+                del plain
                 report(f"{family} end to end, {seconds:g} s, {steps} steps {W.SAMPLER}", results, lines)
             if ("dit" if family == "sao" else "unet") in parts:
                 n = -(-frames // W.latent_multiple(config)) * W.latent_multiple(config)
                 inputs = model.condition([{"prompt": W.PROMPT, "seconds_start": 0, "seconds_total": seconds}])
                 x = torch.randn(1, 64, n, generator=torch.Generator().manual_seed(0))
                 t = torch.tensor([W.DIFFUSION_TIME])
-                fn = model.model_fn(inputs, W.CFG_SCALE)
-                mixed = load_model(files[family]["config"], files[family]["checkpoint"], matmul_dtype="bfloat16")
-                bf16 = load_model(files[family]["config"], files[family]["checkpoint"], dtype="bfloat16")
+                variants = {"optimised (oneDNN linears, im2col convs, float32)": model,
+                            "default BLAS linears": load(accelerations={"onednn_linear": False}),
+                            "direct convolutions": load(accelerations={"onednn_conv": False}),
+                            "matmul_dtype=bfloat16 (opt-in)": load(matmul_dtype="bfloat16")}
+                calls = {name: (lambda m=m: m.model_fn(inputs, W.CFG_SCALE)(x, t), nothing)
+                         for name, m in variants.items()}
+                bf16 = load(dtype="bfloat16")
                 inputs16 = inputs.to(torch.bfloat16)
-                results = timed({
-                    "optimised (oneDNN linears, im2col convs, float32)": (lambda: fn(x, t), nothing),
-                    "default BLAS linears": (lambda: fn(x, t), lambda: default_blas_linears(model)),
-                    "direct convolutions": (lambda: fn(x, t), direct_convolutions),
-                    "neither (before this work)": (lambda: fn(x, t), lambda: unoptimised(model)),
-                    "matmul_dtype=bfloat16 (opt-in)": (lambda: mixed.model_fn(inputs, W.CFG_SCALE)(x, t), nothing),
-                    "dtype=bfloat16 (whole model)": (lambda: bf16.model_fn(inputs16, W.CFG_SCALE)(x, t), nothing),
-                }, args.repeats)
+                calls["dtype=bfloat16 (whole model)"] = (lambda: bf16.model_fn(inputs16, W.CFG_SCALE)(x, t), nothing)
+                results = timed(calls, args.repeats)
                 report(f"{family} backbone call, batch 2 (CFG), {n} frames", results, lines)
-                del bf16, mixed
+                del bf16, variants, calls
             if "t5" in parts and family == "sao":
                 metadata = [{"prompt": W.PROMPT, "seconds_start": 0, "seconds_total": seconds}]
+                blas = load(files["t5"], accelerations={"onednn_linear": False})
                 results = timed({
                     "optimised": (lambda: model.condition(metadata).cross_attn_cond, nothing),
-                    "default BLAS linears": (lambda: model.condition(metadata).cross_attn_cond,
-                                             lambda: default_blas_linears(model.conditioner.conditioners["prompt"].text_encoder.model)),
+                    "default BLAS linears": (lambda: blas.condition(metadata).cross_attn_cond, nothing),
                 }, args.repeats)
+                del blas
                 report("text + timing conditioning (T5, 128 tokens)", results, lines)
             if "vae" in parts:
                 vae = model.autoencoder
                 latents = torch.randn(1, 64, W.latent_frames(config, seconds), generator=torch.Generator().manual_seed(0))
-                folded = load_model(files[family]["config"], files[family]["checkpoint"]).autoencoder
-                fold_weight_norm(folded)
-                vae16 = load_model(files[family]["config"], files[family]["checkpoint"], dtype="bfloat16").autoencoder
-                mixed = load_model(files[family]["config"], files[family]["checkpoint"], matmul_dtype="bfloat16").autoencoder
-                results = timed({
-                    "optimised (fused Snake, fused residual tail, balanced windows of <= 256, im2col first conv)":
-                        (lambda: vae.decode(latents), nothing),
-                    "previous Snake": (lambda: vae.decode(latents), previous_snake),
-                    "unfused residual tail": (lambda: vae.decode(latents), unfused_residual_tail),
-                    "full-size windows of 256 (previous layout)": (lambda: vae.decode(latents), full_size_windows),
-                    "direct convolutions": (lambda: vae.decode(latents), direct_convolutions),
-                    "chunk 128 (previous default)": (lambda: vae.decode(latents, chunk_size=128), nothing),
-                    "unchunked": (lambda: vae.decode(latents, chunked=False), nothing),
-                    "weight norm folded": (lambda: folded.decode(latents), nothing),
-                    "matmul_dtype=bfloat16 (opt-in)": (lambda: mixed.decode(latents), nothing),
-                    "dtype=bfloat16 (whole model)": (lambda: vae16.decode(latents.bfloat16()), nothing),
-                }, max(2, args.repeats // 2))
+                decoders = {
+                    "optimised (cached Snake, fused residual tail, im2col convs)": vae,
+                    "plain Snake": load(accelerations={"cached_snake": False}).autoencoder,
+                    "unfused residual tail": load(accelerations={"fused_residual": False}).autoencoder,
+                    "direct convolutions": load(accelerations={"onednn_conv": False}).autoencoder,
+                    "no swaps (plain model)": load(accelerations=NO_SWAPS).autoencoder,
+                    "weight norm folded": load(accelerations={"fold_weight_norm": True}).autoencoder,
+                    "matmul_dtype=bfloat16 (opt-in)": load(matmul_dtype="bfloat16").autoencoder,
+                }
+                calls = {name: (lambda d=d: d.decode(latents), nothing) for name, d in decoders.items()}
+                calls["chunk 128"] = (lambda: vae.decode(latents, chunk_size=128), nothing)
+                calls["unchunked"] = (lambda: vae.decode(latents, chunked=False), nothing)
+                vae16 = load(dtype="bfloat16").autoencoder
+                calls["dtype=bfloat16 (whole model)"] = (lambda: vae16.decode(latents.bfloat16()), nothing)
+                results = timed(calls, max(2, args.repeats // 2))
                 report(f"{family} VAE decode, {latents.shape[-1]} latents ({seconds:g} s)", results, lines)
-                del folded, vae16, mixed
+                del decoders, calls, vae16
             del model
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

@@ -225,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stable_audio_core.acceleration import request_huge_pages
     from stable_audio_core.errors import StableAudioError
+
+    request_huge_pages()  # before any large tensor: torch reads the setting once
 
     args = build_parser().parse_args(argv)
     try:

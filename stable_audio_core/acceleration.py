@@ -1,42 +1,32 @@
-"""Inference speed-ups that keep results (within float rounding), applied by `load_model`.
+"""CPU inference speed-ups, each a module swap that keeps results within float rounding.
 
-`prepare_for_inference(module)` puts a loaded model in inference form:
-- eval mode, gradients off;
-- optionally (fold_weight_norm=True; off in load_model, whose state dict keeps the checkpoint's
-  keys) weight norm folded into plain conv weights, so the VAE stops recomputing g * v / ||v||
-  on every call (about 1% of a decode);
-- on the CPU, every `nn.Linear` runs through oneDNN's inner product (`torch.ops.mkldnn.
-  _linear_pointwise`) instead of the default BLAS: on AMD Zen the MKL sgemm that torch's CPU
-  wheel uses takes about twice as long in float32, and oneDNN uses AVX512-BF16 for bfloat16.
-  Only where no gradient is needed; otherwise, on other devices, dtypes or torch builds without
-  the op, the layer is plain `F.linear`. The result differs from F.linear by float rounding only
-  (summation order), ~1e-6 relative.
+The model files are plain torch; `prepare_for_inference(model)` (called by `load_model`) puts a
+loaded model in inference form: eval mode, gradients off, then these swaps, each switchable:
 
-`conv1d(...)`, the models' drop-in for F.conv1d: on the CPU, a convolution over few positions
-(at most IM2COL_MAX_ROWS output frames x batch: the U-Net's deep levels, a VAE decoder's first
-layer) runs as one oneDNN inner product over the unfolded input (im2col), which keeps the
-weights in their stored layout; oneDNN's direct convolution is faster only over long inputs.
+- `onednn_linear`: every `nn.Linear` becomes `OneDNNLinear`, whose CPU inference path is oneDNN's
+  inner product (`torch.ops.mkldnn._linear_pointwise`) instead of torch's default BLAS.
+- `onednn_conv`: the 1-D convolutions (`WNConv1d`, the U-Net's `PaddedConv1d`) run through
+  `conv1d`, which computes a convolution over few output positions as one oneDNN inner product
+  over the unfolded input (im2col).
+- `cached_snake`: each Snake computes its coefficients once (inference weights are frozen) and
+  runs in four passes over one output buffer.
+- `fused_residual`: the VAE residual units' tail (Snake, 1x1 conv, residual add) runs a time
+  slice at a time, the add inside the GEMM, so the Snake output is still in cache when read.
+- `fold_weight_norm` (off in load_model, whose state dict keeps the checkpoint's keys): weight
+  norm folded into plain conv weights.
+
+Every swap changes a module's class (or adds non-persistent buffers), never its parameters, so
+state-dict keys stay those of the checkpoint. Each fast path falls back to the plain one where it
+does not apply: autograd needed, another device or dtype, a torch build without the op.
 
 `use_bfloat16_matmuls(module)` is the opt-in reduced precision (load_model(matmul_dtype=
-"bfloat16")): the weights of linear layers and of the convolutions that run through `conv1d`
-are stored in bfloat16 and multiply bfloat16 copies of their inputs (float32 accumulation inside
-oneDNN), while everything else (norms, activations, residual streams, attention softmax, the
-sampler's state) stays float32. On the benchmark's random-weight models one guided DiT call then
-differs from float32 by 0.7% of its peak, against 6.6% when the whole model is cast to bfloat16.
-It sets `activation_dtype` on every module so dtype probes read the activations' dtype
-(`activation_dtype(module)`), not a weight's.
+"bfloat16")): the weights of linear layers and swapped convolutions are stored in bfloat16 and
+multiply bfloat16 copies of their inputs (float32 accumulation inside oneDNN), while norms,
+activations, residual streams and the sampler state stay float32. `compile_backbone(model)` wraps
+the diffusion backbone in `torch.compile` (opt-in: slow first calls, recompiles per length).
 
-Huge pages: importing this module sets THP_MEM_ALLOC_ENABLE=1 (unless it is already set, or
-STABLE_AUDIO_HUGE_PAGES=0), which makes torch's CPU allocator back allocations of 2 MB and more with
-transparent huge pages (madvise). Without it every large temporary (a VAE decoder's activations
-are 50-100 MB each) is first touched 4 kB page by 4 kB page: on this project's machine a Snake over
-96 x 237568 floats took 71 ms, 32 of them page faults (39 ms with huge pages). torch reads the
-variable once, at its first large allocation, so it only takes effect when this module is imported
-before any large tensor exists (true of the CLI, the ComfyUI pack and load_model's own loads; a
-process that allocated first keeps 4 kB pages). Values are unchanged; only where memory comes from.
-
-`compile_backbone(model)` wraps the diffusion backbone in `torch.compile` (opt-in: the first calls
-compile for minutes, and each new latent length recompiles).
+`request_huge_pages()` asks torch's CPU allocator for transparent huge pages; entry points (the
+CLI, the node pack) call it before any large tensor exists. Measurements: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -48,28 +38,34 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .models.layers import SNAKE_EPS, ResidualUnit, Snake1d, SnakeBeta, WNConv1d, fold_weight_norm as fold
+from .models.unet import PaddedConv1d
+from .precision import activation_dtype
+
+__all__ = ["activation_dtype", "prepare_for_inference", "use_bfloat16_matmuls", "compile_backbone",
+           "request_huge_pages"]
+
 # Below this many rows the BLAS call is already cheap; oneDNN's setup would not pay off.
 ONEDNN_MIN_ROWS = 8
-# Convolutions with at most this many output positions (batch x frames) run as im2col + inner
-# product; measured on Zen 5: 2-5x faster than the direct convolution at 27-256 positions and
-# 1024-2560 channels, about equal from 500 to 1000, slower from a few thousand on. 512 rather
-# than 1024 made the benchmark's U-Net call 5% faster with 2 threads (864-position top level).
+# Up to this many output positions (batch x frames) im2col beats the direct convolution.
 IM2COL_MAX_ROWS = 512
-
+# Floats per operand in one slice of the fused residual tail: small enough to stay in cache.
+RESIDUAL_SLICE_FLOATS = 1 << 16
 
 HUGE_PAGES_SWITCH = "STABLE_AUDIO_HUGE_PAGES"
 
 
 def request_huge_pages() -> bool:
-    """Set THP_MEM_ALLOC_ENABLE=1 for torch's CPU allocator unless the user set it, or set
-    STABLE_AUDIO_HUGE_PAGES=0; returns whether huge pages are requested now (see the module doc)."""
+    """Set THP_MEM_ALLOC_ENABLE=1, which makes torch's CPU allocator back allocations of 2 MB and
+    more with transparent huge pages (fewer page faults on large temporaries), unless the user
+    set it or STABLE_AUDIO_HUGE_PAGES=0. Torch reads it once, at its first large allocation, so
+    call this first. Returns whether huge pages are requested now. Values never change."""
     if os.environ.get(HUGE_PAGES_SWITCH, "1") != "0":
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     return os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
 
 
-request_huge_pages()
-
+# --- oneDNN availability --------------------------------------------------------------------
 
 @lru_cache(maxsize=1)
 def onednn_linear_available() -> bool:
@@ -91,8 +87,7 @@ def onednn_linear_available() -> bool:
 @lru_cache(maxsize=1)
 def onednn_dtypes() -> tuple[torch.dtype, ...]:
     """The dtypes the oneDNN paths take: float32, and bfloat16 where this CPU has oneDNN bfloat16
-    kernels (AVX512-BF16 / AMX; elsewhere oneDNN refuses to build the primitive, and torch's own
-    bfloat16 kernels run instead)."""
+    kernels (AVX512-BF16 / AMX; elsewhere torch's own bfloat16 kernels run instead)."""
     try:
         bfloat16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -109,11 +104,27 @@ def inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and onednn_linear_available())
 
 
-class OneDNNLinear(nn.Linear):
-    """nn.Linear whose CPU inference path is oneDNN's inner product (see the module doc).
+def _needs_graph(x: torch.Tensor, module: nn.Module) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
 
-    Same parameters and state-dict keys as nn.Linear; modules are switched to it in place.
-    """
+
+# --- swapping a module's class ----------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _swapped_class(fast: type, plain: type) -> type:
+    """`plain` with the methods of the mixin `fast` in front (same parameters, same keys)."""
+    return type(fast.__name__ + plain.__name__, (fast, plain), {"__module__": __name__})
+
+
+def _swap(module: nn.Module, fast: type) -> None:
+    if not isinstance(module, fast):
+        module.__class__ = _swapped_class(fast, type(module))
+
+
+# --- oneDNN linears -------------------------------------------------------------------------
+
+class OneDNNLinear(nn.Linear):
+    """nn.Linear whose CPU inference path is oneDNN's inner product; same parameters and keys."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Tensor[..., in_features] -> Tensor[..., out_features], in x's dtype."""
@@ -123,28 +134,6 @@ class OneDNNLinear(nn.Linear):
                 and inference_on_cpu(x, self.weight)):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
-
-
-def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
-           padding: int = 0, dilation: int = 1, groups: int = 1) -> torch.Tensor:
-    """F.conv1d (zero padding, int arguments): Tensor[B, C_in, T] -> Tensor[B, C_out, T']."""
-    if x.dtype != weight.dtype and x.is_floating_point():  # bfloat16 matmul weights
-        return conv1d(x.to(weight.dtype), weight, bias, stride, padding, dilation, groups).to(x.dtype)
-    batch, _, length = x.shape
-    out_channels, in_channels, kernel = weight.shape
-    frames = (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-    if groups != 1 or frames < 1 or batch * frames > IM2COL_MAX_ROWS or not inference_on_cpu(x, weight):
-        return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
-    if padding:
-        x = F.pad(x, (padding, padding))
-    # Unfolded view [B, T', C_in, K] (each output frame's input window), then one copy to rows of
-    # C_in * K; weight [C_out, C_in, K] is already laid out as [C_out, C_in * K].
-    s_batch, s_channel, s_time = x.stride()
-    windows = x.as_strided((batch, frames, in_channels, kernel),
-                           (s_batch, stride * s_time, s_channel, dilation * s_time))
-    rows = windows.reshape(batch, frames, in_channels * kernel)
-    out = torch.ops.mkldnn._linear_pointwise(rows, weight.reshape(out_channels, -1), bias, "none", [], "")
-    return out.transpose(1, 2).contiguous()
 
 
 def use_onednn_linear(module: nn.Module) -> int:
@@ -162,43 +151,193 @@ def use_onednn_linear(module: nn.Module) -> int:
     return count
 
 
-def activation_dtype(module: nn.Module) -> torch.dtype:
-    """The dtype a module computes its activations in: its parameters' dtype, unless
-    use_bfloat16_matmuls stored only its matmul weights in a narrower one."""
-    return getattr(module, "activation_dtype", None) or next(module.parameters()).dtype
+# --- oneDNN / im2col convolutions -------------------------------------------------------------
 
+def _single(value: int | tuple[int, ...]) -> int:
+    return value[0] if isinstance(value, tuple) else value
+
+
+def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
+           padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
+    """F.conv1d (zero padding, ints or 1-tuples): Tensor[B, C_in, T] -> Tensor[B, C_out, T'];
+    over few output positions on CPU inference, one oneDNN inner product over im2col rows."""
+    if x.dtype != weight.dtype and x.is_floating_point():  # bfloat16 matmul weights
+        return conv1d(x.to(weight.dtype), weight, bias, stride, padding, dilation, groups).to(x.dtype)
+    stride, padding, dilation = _single(stride), _single(padding), _single(dilation)
+    batch, _, length = x.shape
+    out_channels, in_channels, kernel = weight.shape
+    frames = (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    if groups != 1 or frames < 1 or batch * frames > IM2COL_MAX_ROWS or not inference_on_cpu(x, weight):
+        return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
+    if padding:
+        x = F.pad(x, (padding, padding))
+    # Unfolded view [B, T', C_in, K] (each output frame's input window), then one copy to rows of
+    # C_in * K; weight [C_out, C_in, K] is already laid out as [C_out, C_in * K].
+    s_batch, s_channel, s_time = x.stride()
+    windows = x.as_strided((batch, frames, in_channels, kernel),
+                           (s_batch, stride * s_time, s_channel, dilation * s_time))
+    rows = windows.reshape(batch, frames, in_channels * kernel)
+    out = torch.ops.mkldnn._linear_pointwise(rows, weight.reshape(out_channels, -1), bias, "none", [], "")
+    return out.transpose(1, 2).contiguous()
+
+
+class OneDNNConvolution:
+    """Swapped into WNConv1d / PaddedConv1d: their convolution becomes `conv1d` above."""
+
+    convolve = staticmethod(conv1d)
+
+
+def _convolution_swappable(module: nn.Module) -> bool:
+    # conv1d takes zero padding given in samples (WNConv1d also accepts "same"/"valid" strings).
+    return isinstance(module, (WNConv1d, PaddedConv1d)) and not isinstance(module.padding, str)
+
+
+def use_onednn_convolutions(module: nn.Module) -> int:
+    """Route every WNConv1d / PaddedConv1d in `module` through `conv1d`; returns how many."""
+    count = 0
+    for submodule in module.modules():
+        if _convolution_swappable(submodule):
+            _swap(submodule, OneDNNConvolution)
+            count += 1
+    return count
+
+
+# --- Snake with frozen coefficients -----------------------------------------------------------
+
+def _frozen_coefficients(activation: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, 1 / (beta + eps)) of a Snake as Tensor[1, C, 1], computed once without a graph."""
+    with torch.no_grad():
+        alpha, beta = activation.coefficients()
+        return alpha.clone(), 1.0 / (beta + SNAKE_EPS)
+
+
+def _snake_into(x: torch.Tensor, alpha: torch.Tensor, inverse_beta: torch.Tensor,
+                out: torch.Tensor) -> torch.Tensor:
+    """out = x + sin(alpha x)^2 * inverse_beta in four passes over `out` (x's shape)."""
+    torch.mul(x, alpha, out=out)
+    out.sin_()
+    out.mul_(out)
+    return torch.addcmul(x, out, inverse_beta, out=out)
+
+
+class CachedSnake:
+    """Swapped into SnakeBeta / Snake1d: coefficients kept as non-persistent buffers (they follow
+    .to() and stay out of the state dict), one output buffer instead of six temporaries."""
+
+    def freeze_coefficients(self) -> None:
+        alpha, inverse_beta = _frozen_coefficients(self)
+        self.register_buffer("frozen_alpha", alpha, persistent=False)
+        self.register_buffer("frozen_inverse_beta", inverse_beta, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _needs_graph(x, self):  # training: the plain formula, with gradients
+            return super().forward(x)
+        return _snake_into(x, self.frozen_alpha, self.frozen_inverse_beta, torch.empty_like(x))
+
+
+def use_cached_snakes(module: nn.Module) -> int:
+    """Freeze the coefficients of every Snake in `module`; returns how many."""
+    count = 0
+    for submodule in module.modules():
+        if isinstance(submodule, (SnakeBeta, Snake1d)):
+            _swap(submodule, CachedSnake)
+            submodule.freeze_coefficients()
+            count += 1
+    return count
+
+
+# --- the fused residual tail ------------------------------------------------------------------
+
+def _plain_pointwise(conv: nn.Module) -> bool:
+    return (isinstance(conv, WNConv1d) and conv.kernel_size == (1,) and conv.stride == (1,)
+            and conv.padding == (0,) and conv.groups == 1)
+
+
+class FusedResidualTail:
+    """Swapped into ResidualUnit: x + conv1x1(snake(h)) a time slice at a time on CPU inference
+    (Snake into a slice buffer, then one addmm that adds x while multiplying), instead of three
+    full-length passes. Equal to the plain unit up to float rounding (GEMM summation order)."""
+
+    def freeze_coefficients(self) -> None:
+        alpha, inverse_beta = _frozen_coefficients(getattr(self, self.block_name)[2])
+        self.register_buffer("tail_alpha", alpha[0], persistent=False)  # [C, 1]
+        self.register_buffer("tail_inverse_beta", inverse_beta[0], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, dilated, activation, conv = getattr(self, self.block_name)
+        h = dilated(first(x))
+        weight = None if torch.is_grad_enabled() else conv.kernel()
+        if weight is None or x.dim() != 3 or x.dtype != h.dtype or not inference_on_cpu(h, weight):
+            return x + conv(activation(h))
+        batch, _, length = h.shape
+        matrix = weight[:, :, 0]
+        bias = None if conv.bias is None else conv.bias[:, None]
+        step = max(256, RESIDUAL_SLICE_FLOATS // max(h.shape[1], x.shape[1]))
+        out = torch.empty_like(x)
+        for b in range(batch):
+            for start in range(0, length, step):
+                stop = min(length, start + step)
+                segment = h[b, :, start:stop]
+                activated = _snake_into(segment, self.tail_alpha, self.tail_inverse_beta,
+                                        torch.empty_like(segment))
+                target = out[b, :, start:stop]
+                torch.addmm(x[b, :, start:stop], matrix, activated, out=target)
+                if bias is not None:
+                    target.add_(bias)
+        return out
+
+
+def use_fused_residual_tails(module: nn.Module) -> int:
+    """Fuse the tail of every ResidualUnit in `module` whose tail is Snake + plain 1x1 conv."""
+    count = 0
+    for submodule in module.modules():
+        if isinstance(submodule, ResidualUnit):
+            _, _, activation, conv = getattr(submodule, submodule.block_name)
+            if isinstance(activation, (SnakeBeta, Snake1d)) and _plain_pointwise(conv):
+                _swap(submodule, FusedResidualTail)
+                submodule.freeze_coefficients()
+                count += 1
+    return count
+
+
+# --- reduced precision, compilation, the whole preparation --------------------------------------
 
 def use_bfloat16_matmuls(module: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
-    """Store linear and conv1d-routed convolution weights in `dtype`, keep the rest (see the
-    module doc). Returns the number of layers converted. In place; inference only."""
-    from .models.layers import WNConv1d
-    from .models.unet import PaddedConv1d
-
+    """Store linear and convolution weights in `dtype`, keep the rest (see the module doc): the
+    layers become OneDNNLinear / oneDNN convolutions, which cast their inputs. Records the wider
+    dtype as every module's `activation_dtype`. Returns the number of layers converted; in place,
+    inference only."""
     wide = activation_dtype(module)
     converted = 0
     for submodule in module.modules():
         submodule.activation_dtype = wide
         if type(submodule) is nn.Linear:
             submodule.__class__ = OneDNNLinear
-        convertible = isinstance(submodule, (OneDNNLinear, PaddedConv1d)) or (
-            isinstance(submodule, WNConv1d) and submodule.routes_through_conv1d)
-        if convertible:
+        if _convolution_swappable(submodule):
+            _swap(submodule, OneDNNConvolution)
+        if isinstance(submodule, (OneDNNLinear, OneDNNConvolution)):
             for parameter in submodule.parameters(recurse=False):
                 parameter.data = parameter.data.to(dtype)
             converted += 1
     return converted
 
 
-def prepare_for_inference(module: nn.Module, *, fold_weight_norm: bool = False,
-                          onednn_linear: bool = True) -> nn.Module:
-    """Eval mode, gradients off, oneDNN linears [, weight norm folded]; returns `module` (in place)."""
-    from .models.layers import fold_weight_norm as fold
-
+def prepare_for_inference(module: nn.Module, *, fold_weight_norm: bool = False, onednn_linear: bool = True,
+                          onednn_conv: bool = True, cached_snake: bool = True,
+                          fused_residual: bool = True) -> nn.Module:
+    """Eval mode, gradients off, then the swaps switched on (see the module doc); returns
+    `module`, changed in place. Load the weights first: the Snake swaps freeze coefficients."""
     module.eval().requires_grad_(False)
     if fold_weight_norm:
         fold(module)
     if onednn_linear:
         use_onednn_linear(module)
+    if onednn_conv:
+        use_onednn_convolutions(module)
+    if cached_snake:
+        use_cached_snakes(module)
+    if fused_residual:
+        use_fused_residual_tails(module)
     return module
 
 

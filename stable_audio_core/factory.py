@@ -178,17 +178,18 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
                dtype: str | torch.dtype = "float32",
                text_encoder_dtype: str | torch.dtype | None = None,
                matmul_dtype: str | torch.dtype | None = None,
-               compile: bool = False) -> StableAudioModel:
+               compile: bool = False, accelerations: dict[str, bool] | None = None) -> StableAudioModel:
     """Build the model of `config`, load `checkpoint` (strict), attach a T5 folder if needed.
 
     stable-audio-tools runs T5 in float16; pass text_encoder_dtype="float16" to reproduce its
     text features exactly (the default, the model dtype, is more accurate on the CPU).
     The model comes back ready for inference (`acceleration.prepare_for_inference`: eval, no
-    gradients, oneDNN linears on the CPU). dtype="bfloat16" is the fast
+    gradients, the CPU speed-ups swapped in). dtype="bfloat16" is the fast
     opt-in on GPUs and CPUs with native bfloat16. matmul_dtype="bfloat16" is the more accurate
     opt-in: only linear/convolution weights and their products in bfloat16, activations in
     `dtype` (acceleration.use_bfloat16_matmuls; tolerances in benchmarks/README.md).
     compile=True wraps the diffusion backbone in torch.compile (opt-in; slow first calls).
+    `accelerations` switches prepare_for_inference's swaps (all on when not named).
     """
     dtype = parse_dtype(dtype)
     text_dtype = dtype if text_encoder_dtype is None else parse_dtype(text_encoder_dtype)
@@ -197,13 +198,14 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     if checkpoint is not None:
         embedded = load_weights(model, read_state_dict(checkpoint), str(checkpoint))
     model.to(device=device, dtype=dtype)
-    prepare_for_inference(model)
+    switches = accelerations or {}
+    prepare_for_inference(model, **switches)
     attach_text_encoder(model, text_encoder, device=device, dtype=text_dtype, embedded=embedded)
     modules = [model]
     for conditioner in model.conditioner.conditioners.values():  # text encoders are not submodules
         encoder = getattr(getattr(conditioner, "text_encoder", None), "model", None)
         if isinstance(encoder, torch.nn.Module):
-            prepare_for_inference(encoder)
+            prepare_for_inference(encoder, **switches)
             modules.append(encoder)
     if matmul_dtype is not None and parse_dtype(matmul_dtype) != dtype:
         for module in dict.fromkeys(modules):  # one shared T5 may serve several conditioners

@@ -1,7 +1,12 @@
-"""Inference speed-ups (stable_audio_core/acceleration.py and the fast paths in the models) give
-the same results as the plain formulations, and the generation loop has the structure the
-benchmarks rely on: one conditioning pass, one batched (CFG) backbone call per step, no
-tensor-to-Python conversions inside the sampler loop, bfloat16 within its stated tolerance."""
+"""Inference speed-ups (stable_audio_core/acceleration.py), each applied as a module swap, give
+the same results as the plain model, and the generation loop has the structure the benchmarks
+rely on: one conditioning pass, one batched (CFG) backbone call per step, no tensor-to-Python
+conversions inside the sampler loop, bfloat16 within its stated tolerance."""
+
+import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,10 +15,9 @@ from torch.nn import functional as F
 
 from stable_audio_core import acceleration
 from stable_audio_core.acceleration import OneDNNLinear, conv1d, onednn_linear_available, use_onednn_linear
-from stable_audio_core.models import layers
-from stable_audio_core.models.autoencoder import ResidualUnit
-from stable_audio_core.models.dac_vae import DACResidualUnit
-from stable_audio_core.models.layers import Snake, WNConv1d, snake_pointwise_residual
+from stable_audio_core.models.autoencoder import OobleckResidualUnit
+from stable_audio_core.models.layers import ResidualUnit, Snake1d, SnakeBeta, WNConv1d
+from stable_audio_core.models.unet import PaddedConv1d
 from stable_audio_core.pipeline import generate
 from stable_audio_core.sampling import samplers
 
@@ -116,73 +120,118 @@ def test_long_or_differentiable_convolutions_take_the_direct_path(monkeypatch):
     assert calls == []
 
 
-def _plain_residual(unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    first, dilated, second, pointwise = list(unit.children())[0]
-    return x + pointwise(second(dilated(first(x))))
-
-
-@pytest.mark.parametrize("unit", [ResidualUnit(12, 3, use_snake=True), ResidualUnit(12, 1, use_snake=False),
-                                  DACResidualUnit(12, 9)], ids=["oobleck", "oobleck-elu", "dac"])
-def test_fused_residual_tail_equals_the_plain_unit(unit, monkeypatch):
-    # Slices of 256 steps (the floor) over 1000 steps and batch 2: several slices and a ragged end.
-    monkeypatch.setattr(layers, "RESIDUAL_SLICE_FLOATS", 1)
+def _perturbed(module: nn.Module) -> nn.Module:
     torch.manual_seed(0)
     with torch.no_grad():
-        for parameter in unit.parameters():
+        for parameter in module.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
+    return module
+
+
+def _swapped(module: nn.Module, **switches) -> nn.Module:
+    """A prepared copy of `module` with only the named swaps on."""
+    off = dict(onednn_linear=False, onednn_conv=False, cached_snake=False, fused_residual=False)
+    return acceleration.prepare_for_inference(copy.deepcopy(module), **{**off, **switches})
+
+
+@needs_onednn
+@pytest.mark.parametrize("conv", [WNConv1d(12, 10, kernel_size=7, dilation=3, padding=9),
+                                  WNConv1d(12, 10, kernel_size=4, stride=2, padding=1),
+                                  PaddedConv1d(12, 10, kernel_size=5, stride=2), PaddedConv1d(12, 10, kernel_size=3)],
+                         ids=["wn-dilated", "wn-strided", "padded-strided", "padded"])
+def test_onednn_convolution_swap_equals_the_plain_layer(conv):
+    plain = _perturbed(conv).eval().requires_grad_(False)
+    fast = _swapped(plain, onednn_conv=True)
+    assert type(fast) is not type(plain) and list(fast.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 12, 40)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), plain(x), rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
+
+
+@pytest.mark.parametrize("snake", [SnakeBeta(6), Snake1d(6)], ids=["snake-beta", "dac-snake"])
+def test_cached_snake_swap_equals_the_plain_snake_and_keeps_gradients_when_needed(snake):
+    plain = _perturbed(snake)
+    fast = _swapped(plain, cached_snake=True)
+    assert list(fast.state_dict()) == list(plain.state_dict())  # the cache is not checkpointed
+    x = torch.randn(2, 6, 50)
+    with torch.inference_mode():
+        # The swap fuses the final multiply-add (addcmul: one rounding instead of two).
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-6, atol=1e-6)
+        assert fast.double()(x.double()).dtype == torch.float64  # the cache follows .to()
+    fast.float().requires_grad_(True)
+    fast(x).sum().backward()  # training takes the plain formula
+    assert fast.alpha.grad is not None
+
+
+@pytest.mark.parametrize("unit", [OobleckResidualUnit(12, 3, use_snake=True), ResidualUnit(12, 9, Snake1d)],
+                         ids=["oobleck", "dac"])
+def test_fused_residual_tail_swap_equals_the_plain_unit(unit, monkeypatch):
+    # Slices of 256 steps (the floor) over 1000 steps and batch 2: several slices and a ragged end.
+    monkeypatch.setattr(acceleration, "RESIDUAL_SLICE_FLOATS", 1)
+    plain = _perturbed(unit).eval().requires_grad_(False)
+    fast = _swapped(plain, fused_residual=True)
+    assert isinstance(fast, acceleration.FusedResidualTail)
+    assert list(fast.state_dict()) == list(plain.state_dict())
     x = torch.randn(2, 12, 1000)
     with torch.inference_mode():
-        fused = unit(x)
-        plain = _plain_residual(unit, x)
-    torch.testing.assert_close(fused, plain, rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
+        torch.testing.assert_close(fast(x), plain(x), rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
     # Training (a graph is needed) takes the plain path, with gradients.
+    fast.requires_grad_(True)
     x.requires_grad_(True)
-    unit(x).sum().backward()
-    assert x.grad is not None and all(p.grad is not None for p in unit.parameters())
+    fast(x).sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in fast.parameters())
 
 
-def test_fused_residual_tail_is_taken_only_where_it_applies(monkeypatch):
+def test_fused_residual_tail_is_swapped_in_and_taken_only_where_it_applies(monkeypatch):
+    elu = OobleckResidualUnit(4, 1, use_snake=False)
+    assert acceleration.use_fused_residual_tails(elu) == 0  # the tail is not a Snake
     calls = []
     monkeypatch.setattr(torch, "addmm", lambda *a, **k: calls.append(1) or torch.Tensor.addmm(*a[:3]))
-    snake, conv = Snake(4), WNConv1d(4, 4, kernel_size=1)
+    unit = _swapped(ResidualUnit(4, 1, Snake1d), fused_residual=True)
     x = torch.randn(1, 4, 50)
     with torch.inference_mode():
-        snake_pointwise_residual(x, x, snake, WNConv1d(4, 4, kernel_size=3, padding=1))  # not 1x1
-        snake_pointwise_residual(x, x, nn.ELU(), conv)  # not a Snake
-        snake_pointwise_residual(x.double(), x.double(), snake.double(), conv.double())  # not oneDNN's dtype
+        unit.double()(x.double())  # not oneDNN's dtype: the plain tail
         assert calls == []
-        snake_pointwise_residual(x, x, snake.float(), conv.float())
+        unit.float()(x)
     assert len(calls) == 1 or not acceleration.onednn_linear_available()
 
 
-def test_importing_the_core_requests_huge_pages_unless_told_not_to():
-    import os
-    import subprocess
-    import sys
+def test_prepared_model_equals_the_plain_model_and_keeps_its_keys(config):
+    plain = perturbed_model(config).eval().requires_grad_(False)
+    keys = list(plain.state_dict())
+    fast = acceleration.prepare_for_inference(copy.deepcopy(plain))
+    assert list(fast.state_dict()) == keys
+    inputs = plain.condition([{"prompt": 1.0, "seconds_start": 0, "seconds_total": 1}])
+    x, t = torch.randn(1, plain.io_channels, 16), torch.tensor([0.7])
+    latents = torch.randn(1, plain.autoencoder.latent_dim, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.model_fn(inputs, 7.0)(x, t), plain.model_fn(inputs, 7.0)(x, t),
+                                   rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
+        torch.testing.assert_close(fast.autoencoder.decode(latents), plain.autoencoder.decode(latents),
+                                   rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
 
-    code = "import os, stable_audio_core.acceleration; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+
+def _environment_after(code: str, extra: dict) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", acceleration.HUGE_PAGES_SWITCH)}
-    run = lambda extra: subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True,
-                                       text=True, check=True).stdout.strip()
-    assert run({}) == "1"
-    assert run({acceleration.HUGE_PAGES_SWITCH: "0"}) == "None"
-    assert run({"THP_MEM_ALLOC_ENABLE": "0"}) == "0"  # the user's own setting wins
+    run = subprocess.run([sys.executable, "-c", code + "\nprint(os.environ.get('THP_MEM_ALLOC_ENABLE'))"],
+                         env={**env, **extra}, capture_output=True, text=True, check=True)
+    return run.stdout.strip().splitlines()[-1]
 
 
-def test_snake_cache_follows_parameter_changes():
-    torch.manual_seed(0)
-    snake = Snake(3)
-    x = torch.randn(1, 3, 20)
-    with torch.no_grad():
-        first = snake(x)
-        snake.alpha.add_(0.5)  # in place: the version counter moves
-        second = snake(x)
-    expected = x + torch.sin(x * snake.alpha.exp().reshape(1, -1, 1)) ** 2 / (snake.beta.exp().reshape(1, -1, 1) + 1e-9)
-    torch.testing.assert_close(second, expected, rtol=1e-6, atol=1e-6)
-    assert not torch.allclose(first, second)
-    snake.double()
-    with torch.no_grad():
-        assert snake(x.double()).dtype == torch.float64
+def test_huge_pages_are_requested_by_an_explicit_call_not_by_importing_the_core():
+    assert _environment_after("import os, stable_audio_core.factory", {}) == "None"
+    request = "import os; from stable_audio_core.acceleration import request_huge_pages; request_huge_pages()"
+    assert _environment_after(request, {}) == "1"
+    assert _environment_after(request, {acceleration.HUGE_PAGES_SWITCH: "0"}) == "None"
+    assert _environment_after(request, {"THP_MEM_ALLOC_ENABLE": "0"}) == "0"  # the user's own setting wins
+
+
+def test_the_cli_and_the_node_pack_request_huge_pages_at_their_entry():
+    cli = "import os, contextlib\nfrom stable_audio_host import cli\nwith contextlib.suppress(SystemExit): cli.main(['--help'])"
+    assert _environment_after(cli, {}) == "1"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pack = f"import os\nfrom stable_audio_host.pack import load_pack\nload_pack({root!r})"
+    assert _environment_after(pack, {}) == "1"
 
 
 def test_generation_conditions_once_and_calls_the_backbone_once_per_step_at_batch_2(model):

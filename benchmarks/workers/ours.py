@@ -51,9 +51,9 @@ def build(spec: dict):
 def _load_vae(spec: dict):
     import json
 
+    from stable_audio_core.acceleration import prepare_for_inference, use_bfloat16_matmuls
     from stable_audio_core.checkpoint import load_state_dict_strict, read_state_dict
-    from stable_audio_core.acceleration import use_bfloat16_matmuls
-    from stable_audio_core.factory import parse_dtype, prepare_for_inference
+    from stable_audio_core.factory import parse_dtype
     from stable_audio_core.models.autoencoder import build_autoencoder
 
     config = json.loads(Path(spec["config"]).read_text())
@@ -130,4 +130,7 @@ def run(state: dict, spec: dict, mode: str, warmup: bool) -> torch.Tensor:
 
 
 if __name__ == "__main__":
+    from stable_audio_core.acceleration import request_huge_pages
+
+    request_huge_pages()  # as the CLI does, before the first large tensor
     serve(build, run)

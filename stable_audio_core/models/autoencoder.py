@@ -22,11 +22,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..acceleration import activation_dtype
 from ..config import check_keys, require
 from ..errors import ConfigError, InputError
+from ..precision import activation_dtype
 from .dac_vae import DACDecoder, DACEncoder
-from .layers import Snake, WNConv1d, WNConvTranspose1d, snake_pointwise_residual
+from .layers import ResidualUnit, SnakeBeta, WNConv1d, WNConvTranspose1d
 
 # Dilations of the three residual units in every Oobleck block (stable-audio-tools' choice).
 RESIDUAL_DILATIONS = (1, 3, 9)
@@ -40,7 +40,7 @@ VAE_MIN_STD = 1e-4
 
 
 def _activation(use_snake: bool, channels: int) -> nn.Module:
-    return Snake(channels) if use_snake else nn.ELU()
+    return SnakeBeta(channels) if use_snake else nn.ELU()
 
 
 def _stride_padding(stride: int) -> int:
@@ -48,21 +48,13 @@ def _stride_padding(stride: int) -> int:
     return math.ceil(stride / 2)
 
 
-class ResidualUnit(nn.Module):
-    """x + conv1x1(act(conv7_dilated(act(x)))): Tensor[B, C, T] -> Tensor[B, C, T]."""
+class OobleckResidualUnit(ResidualUnit):
+    """The shared residual unit under stable-audio-tools' key names (its block is `layers`)."""
+
+    block_name = "layers"
 
     def __init__(self, channels: int, dilation: int, use_snake: bool):
-        super().__init__()
-        self.layers = nn.Sequential(
-            _activation(use_snake, channels),
-            WNConv1d(channels, channels, kernel_size=7, dilation=dilation, padding=3 * dilation),
-            _activation(use_snake, channels),
-            WNConv1d(channels, channels, kernel_size=1),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        first_activation, dilated, second_activation, pointwise = self.layers
-        return snake_pointwise_residual(x, dilated(first_activation(x)), second_activation, pointwise)
+        super().__init__(channels, dilation, lambda width: _activation(use_snake, width))
 
 
 class EncoderBlock(nn.Module):
@@ -71,7 +63,7 @@ class EncoderBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, use_snake: bool):
         super().__init__()
         self.layers = nn.Sequential(
-            *(ResidualUnit(in_channels, dilation, use_snake) for dilation in RESIDUAL_DILATIONS),
+            *(OobleckResidualUnit(in_channels, dilation, use_snake) for dilation in RESIDUAL_DILATIONS),
             _activation(use_snake, in_channels),
             WNConv1d(
                 in_channels,
@@ -130,7 +122,7 @@ class DecoderBlock(nn.Module):
         self.layers = nn.Sequential(
             _activation(use_snake, in_channels),
             upsample,
-            *(ResidualUnit(out_channels, dilation, use_snake) for dilation in RESIDUAL_DILATIONS),
+            *(OobleckResidualUnit(out_channels, dilation, use_snake) for dilation in RESIDUAL_DILATIONS),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -362,15 +354,14 @@ class ChunkWindow:
     keep_stop: int
 
 
-def chunk_windows(length: int, chunk_size: int, overlap: int, balanced: bool = True) -> list[ChunkWindow]:
+def chunk_windows(length: int, chunk_size: int, overlap: int) -> list[ChunkWindow]:
     """Cover [0, length) latents with equal windows of at most `chunk_size` (`length` if
     shorter), each discarding at least overlap // 2 latents at every edge it shares with a
     neighbour.
 
     The windows are as few as chunk_size allows and balanced: 432 latents in windows of at most
     256 with overlap 32 become two windows of 232 (464 latents of work) rather than 256 + 256
-    (512); balanced=False keeps windows of exactly chunk_size (the layout before this). The kept
-    parts tile [0, length) exactly. Where overlap // 2 is at least the network's
+    (512). The kept parts tile [0, length) exactly. Where overlap // 2 is at least the network's
     receptive field (in latents), the stitched result equals processing everything at once.
     """
     if chunk_size < 1 or overlap < 0 or overlap >= chunk_size:
@@ -380,7 +371,7 @@ def chunk_windows(length: int, chunk_size: int, overlap: int, balanced: bool = T
         )
     margin = overlap // 2
     size = min(chunk_size, length)
-    if length > chunk_size and balanced:
+    if length > chunk_size:
         # n windows of size w keep n * w - 2 * margin * (n - 1) latents: the fewest windows that
         # fit, then the smallest equal size that covers the length with them.
         count = -(-(length - 2 * margin) // (chunk_size - 2 * margin))

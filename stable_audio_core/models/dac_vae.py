@@ -3,8 +3,8 @@
 Audio Compression with Improved RVQGAN"), used without its quantizer under the shared VAE
 bottleneck of `models/autoencoder.py`, which registers both classes as type "dac".
 
-The diagram is Oobleck's (residual units with dilations 1, 3, 9 around strided convolutions), but
-with DAC's single-parameter Snake (x + sin^2(alpha x) / alpha, alpha stored as [1, C, 1]), DAC's
+The diagram is Oobleck's (the shared `ResidualUnit` with dilations 1, 3, 9 around strided
+convolutions), but with DAC's single-parameter `Snake1d` (x + sin^2(alpha x) / alpha), DAC's
 module names (`block`, `model`), channel counts that double (encoder) or halve (decoder) per block,
 and a decoder that always ends in tanh. Module names reproduce the reference's state-dict keys:
 under a stable-audio-tools checkpoint's `pretransform.model.` they are
@@ -24,15 +24,10 @@ from torch import Tensor, nn
 
 from ..config import check_keys, require
 from ..errors import ConfigError
-from .layers import Snake, WNConv1d, WNConvTranspose1d, snake_pointwise_residual
+from .layers import ResidualUnit, Snake1d, WNConv1d, WNConvTranspose1d
 
 # Dilations of the three residual units in every DAC block.
 DAC_DILATIONS = (1, 3, 9)
-
-
-def _dac_snake(channels: int) -> Snake:
-    """DAC's Snake1d: alpha only (it is also the divisor), linear scale, shape [1, C, 1]."""
-    return Snake(channels, separate_beta=False, alpha_logscale=False, broadcast_shape=True)
 
 
 def _strided_padding(stride: int) -> int:
@@ -48,25 +43,6 @@ def _check_strides(strides: Sequence[int], name: str, where: str, allow_empty: b
         raise ConfigError(f"{where}: '{name}' must be positive integers, got {list(strides)}")
 
 
-class DACResidualUnit(nn.Module):
-    """x + conv1x1(snake(conv7_dilated(snake(x)))): Tensor[B, C, T] -> Tensor[B, C, T].
-
-    The padding 3 * dilation keeps the length, so the reference's crop of x never applies."""
-
-    def __init__(self, channels: int, dilation: int):
-        super().__init__()
-        self.block = nn.Sequential(
-            _dac_snake(channels),
-            WNConv1d(channels, channels, kernel_size=7, dilation=dilation, padding=3 * dilation),
-            _dac_snake(channels),
-            WNConv1d(channels, channels, kernel_size=1),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        first_activation, dilated, second_activation, pointwise = self.block
-        return snake_pointwise_residual(x, dilated(first_activation(x)), second_activation, pointwise)
-
-
 class DACEncoderBlock(nn.Module):
     """Residual units at C_in, then a strided conv to C_out:
     Tensor[B, C_in, T] -> Tensor[B, C_out, T / stride]."""
@@ -74,8 +50,8 @@ class DACEncoderBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.block = nn.Sequential(
-            *(DACResidualUnit(in_channels, dilation) for dilation in DAC_DILATIONS),
-            _dac_snake(in_channels),
+            *(ResidualUnit(in_channels, dilation, Snake1d) for dilation in DAC_DILATIONS),
+            Snake1d(in_channels),
             WNConv1d(in_channels, out_channels, kernel_size=2 * stride, stride=stride,
                      padding=_strided_padding(stride)),
         )  # fmt: skip
@@ -95,7 +71,7 @@ class DACEncoderNetwork(nn.Module):
         self.block = nn.Sequential(
             WNConv1d(in_channels, d_model, kernel_size=7, padding=3),
             *(DACEncoderBlock(widths[i], widths[i + 1], s) for i, s in enumerate(strides)),
-            _dac_snake(self.width),
+            Snake1d(self.width),
             WNConv1d(self.width, self.width, kernel_size=3, padding=1),
         )  # fmt: skip
 
@@ -156,10 +132,10 @@ class DACDecoderBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.block = nn.Sequential(
-            _dac_snake(in_channels),
+            Snake1d(in_channels),
             WNConvTranspose1d(in_channels, out_channels, kernel_size=2 * stride, stride=stride,
                               padding=_strided_padding(stride)),
-            *(DACResidualUnit(out_channels, dilation) for dilation in DAC_DILATIONS),
+            *(ResidualUnit(out_channels, dilation, Snake1d) for dilation in DAC_DILATIONS),
         )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
@@ -176,7 +152,7 @@ class DACDecoderNetwork(nn.Module):
         self.model = nn.Sequential(
             WNConv1d(latent_dim, channels, kernel_size=7, padding=3),
             *(DACDecoderBlock(widths[i], widths[i + 1], rate) for i, rate in enumerate(rates)),
-            _dac_snake(widths[-1]),
+            Snake1d(widths[-1]),
             WNConv1d(widths[-1], out_channels, kernel_size=7, padding=3),
             nn.Tanh(),
         )  # fmt: skip

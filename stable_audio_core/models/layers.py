@@ -1,115 +1,67 @@
 """Layers shared by the audio autoencoders (Oobleck, DAC) and the U-Net.
 
-- `Snake`: the periodic activation x + sin^2(alpha * x) / beta, per channel (Ziyin et al. 2020;
-  the separate-beta form is BigVGAN's SnakeBeta).
+- `snake`: the periodic activation x + sin^2(alpha * x) / beta, per channel (Ziyin et al. 2020;
+  the separate-beta form is BigVGAN's SnakeBeta). `SnakeBeta` (Oobleck) and `Snake1d` (DAC) are
+  its two parameter layouts.
 - `WNConv1d` / `WNConvTranspose1d` / `WNConv2d`: convolutions with a weight-normalised kernel
   w = g * v / ||v|| (Salimans & Kingma 2016), stored as `weight_g` / `weight_v` exactly as
   `torch.nn.utils.weight_norm(module, dim=0)` stores them, so checkpoints load unchanged.
-- `snake_pointwise_residual`: x + conv1x1(snake(h)), the tail of the VAEs' residual units, fused
-  on CPU inference (a time slice at a time, the residual add inside the GEMM).
+- `ResidualUnit`: x + (activation, dilated conv, activation, 1x1 conv)(x), the residual unit of
+  both VAEs.
 - `fold_weight_norm` turns every such conv into a plain `weight` for inference;
   `fold_weight_norm_state` / `unfold_weight_norm_state` convert checkpoints between the two forms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..acceleration import conv1d, inference_on_cpu
-
 # Added to the divisor in Snake so a zero beta cannot divide by zero (the reference's constant).
 SNAKE_EPS = 1e-9
 
 
-class Snake(nn.Module):
-    """Per-channel Snake activation: x + sin(alpha * x)^2 / (beta + 1e-9).
+def snake(x: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+    """x + sin(alpha * x)^2 / (beta + 1e-9): Tensor[B, C, T] with alpha, beta Tensor[1, C, 1]."""
+    return x + (1.0 / (beta + SNAKE_EPS)) * torch.sin(x * alpha).pow(2)
 
-    Args:
-        channels: number of channels C of the input.
-        separate_beta: learn `beta` apart from `alpha` (SnakeBeta, used by Oobleck); when False the
-            divisor is alpha itself (DAC's Snake1d) and there is no `beta` parameter.
-        alpha_logscale: parameters hold log(alpha), log(beta) and start at 0 (i.e. 1 after exp);
-            otherwise they hold alpha, beta directly and start at `initial_value`.
-        broadcast_shape: store parameters as [1, C, 1] (DAC's layout) instead of [C]
-            (stable-audio-tools' layout); this only changes checkpoint shapes.
-        initial_value: starting alpha/beta on the linear scale.
-    """
 
-    def __init__(
-        self,
-        channels: int,
-        *,
-        separate_beta: bool = True,
-        alpha_logscale: bool = True,
-        broadcast_shape: bool = False,
-        initial_value: float = 1.0,
-    ):
+class SnakeBeta(nn.Module):
+    """Snake with its own divisor beta (Oobleck): parameters `alpha`, `beta` of shape [C] hold
+    log(alpha), log(beta) and start at 0, stable-audio-tools' layout."""
+
+    def __init__(self, channels: int):
         super().__init__()
-        self.channels = channels
-        self.alpha_logscale = alpha_logscale
-        self.broadcast_shape = broadcast_shape
-        shape = (1, channels, 1) if broadcast_shape else (channels,)
-        start = 0.0 if alpha_logscale else initial_value
-        self.alpha = nn.Parameter(torch.full(shape, start))
-        self.beta = nn.Parameter(torch.full(shape, start)) if separate_beta else None
+        self.alpha = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
 
-    def extra_repr(self) -> str:
-        return (
-            f"{self.channels}, separate_beta={self.beta is not None}, "
-            f"alpha_logscale={self.alpha_logscale}, broadcast_shape={self.broadcast_shape}"
-        )
-
-    def _per_channel(self, parameter: Tensor) -> Tensor:
-        """Parameter -> Tensor[1, C, 1] on the linear scale."""
-        value = parameter.reshape(1, -1, 1)
-        return value.exp() if self.alpha_logscale else value
-
-    def _coefficients(self) -> tuple[Tensor, Tensor]:
-        """(alpha, 1 / (beta + eps)) as Tensor[1, C, 1] on the linear scale."""
-        alpha = self._per_channel(self.alpha)
-        beta = alpha if self.beta is None else self._per_channel(self.beta)
-        return alpha, 1.0 / (beta + SNAKE_EPS)
-
-    def _cached_coefficients(self) -> tuple[Tensor, Tensor]:
-        """_coefficients() computed once per parameter state (inference: no graph to keep). The
-        key changes when a parameter is replaced, moved, cast or modified in place; parameters
-        created under torch.inference_mode have no version counter and are never cached."""
-        parameters = [p for p in (self.alpha, self.beta) if p is not None]
-        if any(p.is_inference() for p in parameters):
-            return self._coefficients()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
-        cached = self.__dict__.get("_coefficient_cache")
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                cached = (key, self._coefficients())
-            self.__dict__["_coefficient_cache"] = cached
-        return cached[1]
+    def coefficients(self) -> tuple[Tensor, Tensor]:
+        """(alpha, beta) as Tensor[1, C, 1] on the linear scale."""
+        return self.alpha.exp().reshape(1, -1, 1), self.beta.exp().reshape(1, -1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Tensor[B, C, T] -> Tensor[B, C, T]."""
-        needs_graph = torch.is_grad_enabled() and (
-            x.requires_grad or self.alpha.requires_grad
-            or (self.beta is not None and self.beta.requires_grad)
-        )
-        if needs_graph:
-            alpha, inverse_beta = self._coefficients()
-            return x + inverse_beta * torch.sin(x * alpha).pow(2)
-        # Inference: one output and four passes over it (x * alpha, sin, square, then
-        # x + s * 1/beta fused in addcmul) instead of six tensors; the same value up to rounding.
-        alpha, inverse_beta = self._cached_coefficients()
-        return _snake_into(x, alpha, inverse_beta, torch.empty_like(x))
+        return snake(x, *self.coefficients())
 
 
-def _snake_into(x: Tensor, alpha: Tensor, inverse_beta: Tensor, out: Tensor) -> Tensor:
-    """out = x + sin(alpha x)^2 * inverse_beta, computed in `out` (same shape as x) in four passes."""
-    torch.mul(x, alpha, out=out)
-    out.sin_()
-    out.mul_(out)
-    return torch.addcmul(x, out, inverse_beta, out=out)
+class Snake1d(nn.Module):
+    """DAC's Snake1d: one parameter `alpha` of shape [1, C, 1] on the linear scale (starting at 1),
+    which is also the divisor."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def coefficients(self) -> tuple[Tensor, Tensor]:
+        """(alpha, beta) as Tensor[1, C, 1]; beta is alpha."""
+        return self.alpha, self.alpha
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Tensor[B, C, T] -> Tensor[B, C, T]."""
+        return snake(x, *self.coefficients())
 
 
 def _norm_except_dim0(weight: Tensor) -> Tensor:
@@ -155,68 +107,49 @@ class _WeightNormed:
 
 
 class WNConv1d(_WeightNormed, nn.Conv1d):
-    """nn.Conv1d with a weight-normalised kernel; same constructor arguments as nn.Conv1d.
+    """nn.Conv1d with a weight-normalised kernel; same constructor arguments as nn.Conv1d (zero
+    padding only).
 
     State-dict keys: `weight_g` [out, 1, 1], `weight_v` [out, in/groups, k], `bias` [out]
     (`weight` instead of the first two once folded).
     """
 
+    convolve = staticmethod(F.conv1d)  # the 1-D convolution it runs (acceleration may swap it)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.padding_mode != "zeros":
+            raise ValueError(f"WNConv1d pads with zeros only, got padding_mode={self.padding_mode!r}")
         self._split_weight()
-
-    @property
-    def routes_through_conv1d(self) -> bool:
-        """Zero padding given in samples: the convolution runs through acceleration.conv1d."""
-        return self.padding_mode == "zeros" and not isinstance(self.padding, str)
 
     def forward(self, x: Tensor) -> Tensor:
         """Tensor[B, C_in, T] -> Tensor[B, C_out, T']."""
-        if not self.routes_through_conv1d:
-            return self._conv_forward(x, self.kernel(), self.bias)
-        return conv1d(x, self.kernel(), self.bias, self.stride[0], self.padding[0], self.dilation[0],
-                      self.groups)
+        return self.convolve(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation,
+                             self.groups)
 
 
-# Time steps per slice of the fused residual tail: about 64k floats (256 kB) per operand, so the
-# Snake output is still in the core's cache when the GEMM reads it.
-RESIDUAL_SLICE_FLOATS = 1 << 16
+class ResidualUnit(nn.Module):
+    """x + block(x), block = activation, kernel-7 conv dilated by `dilation`, activation, 1x1 conv:
+    Tensor[B, C, T] -> Tensor[B, C, T], the residual unit of DAC and Oobleck. The padding
+    3 * dilation keeps the length, so DAC's crop of x never applies.
 
-
-def snake_pointwise_residual(x: Tensor, h: Tensor, activation: nn.Module, conv: WNConv1d) -> Tensor:
-    """x + conv(activation(h)) for a kernel-1 `conv`: the tail of the Oobleck/DAC residual unit.
-
-    x: Tensor[B, C_out, T], h: Tensor[B, C_in, T] -> Tensor[B, C_out, T]. On CPU inference
-    (float32, no autograd) it runs a time slice at a time: Snake into a slice-sized buffer, then one
-    addmm that adds x while multiplying (and the bias in cache), instead of the full-length Snake
-    passes, torch's un-blocked 1x1 convolution (its slow path on this shape) and a separate add.
-    Equal to the plain form up to float rounding (summation order in the GEMM).
+    `activation(channels)` builds each activation. `block_name` is the block's attribute name in
+    the family's checkpoints (DAC's "block"; Oobleck's subclass sets "layers").
     """
-    # The shape checks first: training (grad enabled) falls through without computing the
-    # weight-normed kernel here as well as in conv().
-    fusable = (not torch.is_grad_enabled() and isinstance(activation, Snake) and conv.kernel_size == (1,)
-               and conv.stride == (1,) and conv.padding == (0,) and conv.groups == 1
-               and x.dim() == 3 and x.shape[-1] == h.shape[-1] and x.dtype == h.dtype)
-    weight = conv.kernel() if fusable else None
-    if not fusable or weight.dtype != x.dtype or not inference_on_cpu(h, weight):
-        return x + conv(activation(h))
-    batch, _, length = h.shape
-    matrix = weight[:, :, 0]
-    bias = None if conv.bias is None else conv.bias[:, None]
-    alpha, inverse_beta = activation._cached_coefficients()
-    alpha, inverse_beta = alpha[0], inverse_beta[0]  # [C_in, 1]
-    step = max(256, RESIDUAL_SLICE_FLOATS // max(h.shape[1], x.shape[1]))
-    out = torch.empty_like(x)
-    for b in range(batch):
-        for start in range(0, length, step):
-            stop = min(length, start + step)
-            segment = h[b, :, start:stop]
-            activated = _snake_into(segment, alpha, inverse_beta, torch.empty_like(segment))
-            target = out[b, :, start:stop]
-            torch.addmm(x[b, :, start:stop], matrix, activated, out=target)
-            if bias is not None:
-                target.add_(bias)
-    return out
+
+    block_name = "block"
+
+    def __init__(self, channels: int, dilation: int, activation: Callable[[int], nn.Module]):
+        super().__init__()
+        setattr(self, self.block_name, nn.Sequential(
+            activation(channels),
+            WNConv1d(channels, channels, kernel_size=7, dilation=dilation, padding=3 * dilation),
+            activation(channels),
+            WNConv1d(channels, channels, kernel_size=1),
+        ))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + getattr(self, self.block_name)(x)
 
 
 class WNConv2d(_WeightNormed, nn.Conv2d):
@@ -231,7 +164,7 @@ class WNConv2d(_WeightNormed, nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         """Tensor[B, C_in, H, W] -> Tensor[B, C_out, H', W']."""
-        return self._conv_forward(x, self.kernel(), self.bias)
+        return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class WNConvTranspose1d(_WeightNormed, nn.ConvTranspose1d):

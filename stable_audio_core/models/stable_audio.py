@@ -12,9 +12,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..acceleration import activation_dtype
 from ..config import ModelConfig
 from ..errors import ConfigError, InputError
+from ..precision import activation_dtype
 from ..sampling.guidance import ModelFn, guided_model_fn
 from .conditioners import Conditioning, MultiConditioner
 
@@ -231,9 +231,13 @@ class StableAudioModel(nn.Module):
                  negative: ModelInputs | None = None, rescale: float | None = None) -> ModelFn:
         """model_fn(x, t) -> backbone output (v), classifier-free guided when cfg_scale != 1.
 
-        rescale None takes the backbone's default (what stable-audio-tools applies to it)."""
+        rescale None takes the backbone's default (what stable-audio-tools applies to it). The
+        backbone's inputs are cast to its activation dtype here, its edge, not in its forward."""
+        dtype = self.dtype
         call = self._call_adapter(self.backbone)
+        inputs = inputs.to(dtype)
         kwargs = dict(inputs.__dict__)
         null = self._null_builder(inputs, negative) if cfg_scale != 1.0 else None
         rescale = self.default_cfg_rescale if rescale is None else rescale
-        return guided_model_fn(call, kwargs, null, cfg_scale, rescale)
+        guided = guided_model_fn(call, kwargs, null, cfg_scale, rescale)
+        return lambda x, t: guided(x.to(dtype), t.to(dtype))

@@ -27,7 +27,6 @@ from torch.nn import functional as F
 
 from ..config import DIFFUSION_OBJECTIVES, check_keys
 from ..errors import ConfigError, InputError
-from ..acceleration import activation_dtype, conv1d
 from .attention import attention
 from .conditioners import LearnedFourierFeatures
 
@@ -43,6 +42,8 @@ class PaddedConv1d(nn.Conv1d):
     """nn.Conv1d that zero-pads so the output has ceil(T / stride) frames: kernel - stride frames
     split with the extra one on the left, plus what the last window needs on the right."""
 
+    convolve = staticmethod(F.conv1d)  # the 1-D convolution it runs (acceleration may swap it)
+
     def forward(self, x: Tensor) -> Tensor:
         """Tensor[B, C_in, T] -> Tensor[B, C_out, ceil(T / stride)]."""
         span = (self.kernel_size[0] - 1) * self.dilation[0] + 1
@@ -54,9 +55,9 @@ class PaddedConv1d(nn.Conv1d):
         right = total // 2
         left = total - right
         if left == right + tail:  # symmetric: let the convolution pad, saving a padded copy
-            return conv1d(x, self.weight, self.bias, stride, left, self.dilation[0], self.groups)
-        return conv1d(F.pad(x, (left, right + tail)), self.weight, self.bias, stride, 0,
-                      self.dilation[0], self.groups)
+            return self.convolve(x, self.weight, self.bias, stride, left, self.dilation[0], self.groups)
+        return self.convolve(F.pad(x, (left, right + tail)), self.weight, self.bias, stride, 0,
+                             self.dilation[0], self.groups)
 
 
 class TrimmedConvTranspose1d(nn.ConvTranspose1d):
@@ -559,17 +560,15 @@ class UNet1d(nn.Module):
         Returns:
             Tensor[B, out_channels, L].
         """
-        dtype = activation_dtype(self)
-        x = self._check_latents(x).to(dtype)
+        x = self._check_latents(x)
         batch = x.shape[0]
-        t = t.to(dtype).expand(batch) if t.dim() == 0 else t.to(dtype)
+        t = t.expand(batch) if t.dim() == 0 else t
         if t.shape != (batch,):
             raise InputError(f"t must have shape [{batch}] (one time per batch item), got {tuple(t.shape)}")
 
-        context, context_mask = self._context(cross_attn_cond, cross_attn_mask, fixed_embedding_mask,
-                                              t, dtype)
-        mapping = self._mapping(t, global_embed, dtype)
-        concat = self._concat_channels(input_concat_cond, x.shape[-1], dtype)
+        context, context_mask = self._context(cross_attn_cond, cross_attn_mask, fixed_embedding_mask, t)
+        mapping = self._mapping(t, global_embed)
+        concat = self._concat_channels(input_concat_cond, x.shape[-1])
 
         if concat[0] is not None:
             x = torch.cat([x, concat[0]], dim=1)
@@ -594,8 +593,8 @@ class UNet1d(nn.Module):
             )
         return x
 
-    def _context(self, tokens: Tensor | None, mask: Tensor | None, fixed: Tensor | None, t: Tensor,
-                 dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
+    def _context(self, tokens: Tensor | None, mask: Tensor | None, fixed: Tensor | None,
+                 t: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Cross-attention tokens [+ time token], unconditional rows swapped in where `fixed` says."""
         if tokens is None:
             return None, None
@@ -604,7 +603,6 @@ class UNet1d(nn.Module):
             raise InputError(
                 f"cross_attn_cond must have shape [{t.shape[0]}, N, {width}], got {tuple(tokens.shape)}"
             )
-        tokens = tokens.to(dtype)
         batch, length = tokens.shape[:2]
         for name, value in (("cross_attn_mask", mask), ("fixed_embedding_mask", fixed)):
             if value is not None and value.shape != (batch, length):
@@ -612,17 +610,17 @@ class UNet1d(nn.Module):
         if self.to_time_embedding is not None:
             tokens = torch.cat([tokens, self.to_time_embedding(t).unsqueeze(1)], dim=1)
             if mask is not None:
-                mask = torch.cat([mask.to(dtype), mask.new_ones(batch, 1, dtype=dtype)], dim=1)
+                mask = torch.cat([mask.to(tokens.dtype), mask.new_ones(batch, 1, dtype=tokens.dtype)], dim=1)
             if fixed is not None:
                 fixed = torch.cat([fixed, fixed.all(dim=1, keepdim=True)], dim=1)
         if fixed is not None:
-            unconditional = self.fixed_embedding(tokens.shape[1]).to(dtype)
+            unconditional = self.fixed_embedding(tokens.shape[1]).to(tokens.dtype)
             tokens = torch.where(fixed.bool().unsqueeze(-1), unconditional, tokens)
         else:
             self.fixed_embedding(tokens.shape[1])  # the same length check either way
         return tokens, mask
 
-    def _mapping(self, t: Tensor, global_embed: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    def _mapping(self, t: Tensor, global_embed: Tensor | None) -> Tensor | None:
         """Time embedding + global features -> the FiLM mapping Tensor[B, M] (None without either)."""
         parts = []
         if self.to_time is not None:
@@ -634,12 +632,12 @@ class UNet1d(nn.Module):
                     f"this U-Net needs global_embed of shape [{t.shape[0]}, {self.context_features}] "
                     f"(model.diffusion.global_cond_ids), got {shape}"
                 )
-            parts.append(self.to_features(global_embed.to(dtype)))
+            parts.append(self.to_features(global_embed))
         if not parts:
             return None
         return self.to_mapping(parts[0] if len(parts) == 1 else parts[0] + parts[1])
 
-    def _concat_channels(self, cond: Tensor | None, length: int, dtype: torch.dtype) -> list[Tensor | None]:
+    def _concat_channels(self, cond: Tensor | None, length: int) -> list[Tensor | None]:
         """input_concat_cond placed at the level that takes context channels (None elsewhere)."""
         per_level: list[Tensor | None] = [None] * len(self.context_channels)
         for level, count in enumerate(self.context_channels):
@@ -654,7 +652,7 @@ class UNet1d(nn.Module):
                     f"this U-Net needs input_concat_cond of shape [B, {count}, {level_length}] "
                     f"(model.diffusion.input_concat_ids), got {shape}"
                 )
-            per_level[level] = cond.to(dtype)
+            per_level[level] = cond
         return per_level
 
 
