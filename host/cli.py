@@ -10,9 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-SAMPLERS = ["dpmpp-3m-sde", "dpmpp-2m-sde", "dpmpp-2m", "euler", "pingpong", "dpmpp"]
-SCHEDULES = ["polyexponential", "karras", "exponential"]
-
 
 def sanitize_filename(text: str, limit: int = 60) -> str:
     """A safe file stem from free text: letters, digits, '-', '_' only; never empty."""
@@ -161,6 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stable_audio_core.sampling.loop import SCHEDULE_NAMES, sampler_names
+
     parser = argparse.ArgumentParser(prog="stable-audio", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -176,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cfg-scale", type=float, default=None, help="default: the model's (SAO 1.0: 7)")
     g.add_argument("--cfg-rescale", type=float, default=None,
                    help="CFG rescale phi in [0, 1] (default: the model's; paper U-Net 0.4, DiT 0)")
-    g.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's")
-    g.add_argument("--schedule", choices=SCHEDULES, default="polyexponential")
+    g.add_argument("--sampler", choices=sampler_names(), default=None, help="default: the model's")
+    g.add_argument("--schedule", choices=SCHEDULE_NAMES, default="polyexponential")
     g.add_argument("--sigma-min", type=float, default=None)
     g.add_argument("--sigma-max", type=float, default=None)
     g.add_argument("--seed", type=int, default=-1, help="-1: random (printed)")
