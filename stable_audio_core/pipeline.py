@@ -2,6 +2,9 @@
 
 `generate` mirrors stable-audio-tools' `generate_diffusion_cond` (same seed -> same initial noise
 on the CPU, same sampler maths), plus per-item seeds, latent noise masks and progress callbacks.
+It runs named steps: `resolve_sampling` (the settings, once), `build_conditioning`,
+`prepare_source` (audio-to-audio, inpainting), `sample_latents` (which the sampler node calls
+too), then `decode_latents` and `trim_silence`.
 """
 
 from __future__ import annotations
@@ -87,9 +90,8 @@ def window_length(model: StableAudioModel, sample_size: int | None) -> int:
     return math.ceil(size / multiple) * multiple
 
 
-def _metadata(prompt, seconds_start, seconds_total, batch_size, extra: dict | None) -> list[dict]:
+def _metadata(prompt, seconds_start, seconds_total, batch_size) -> list[dict]:
     item = {"prompt": prompt, "seconds_start": seconds_start, "seconds_total": seconds_total}
-    item.update(extra or {})
     return [dict(item) for _ in range(batch_size)]
 
 
@@ -242,7 +244,7 @@ def build_conditioning(model: StableAudioModel, batch_size: int, *, prompt: str 
     def metadata(explicit, text) -> list[dict]:
         if explicit is not None:
             return _as_batch(explicit, batch_size)
-        return _metadata(text, seconds_start, seconds_total, batch_size, None)
+        return _metadata(text, seconds_start, seconds_total, batch_size)
 
     positive = model.condition(metadata(conditioning, prompt))
     if negative_conditioning is None and negative_prompt is None:
