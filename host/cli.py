@@ -10,9 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-SAMPLERS = ["dpmpp-3m-sde", "dpmpp-2m-sde", "dpmpp-2m", "euler", "pingpong", "dpmpp"]
-SCHEDULES = ["polyexponential", "karras", "exponential"]
-
 
 def sanitize_filename(text: str, limit: int = 60) -> str:
     """A safe file stem from free text: letters, digits, '-', '_' only; never empty."""
@@ -44,13 +41,13 @@ def _progress_callback(total: int):
     return callback
 
 
-def generation_settings(args: argparse.Namespace, defaults: dict, steps: int) -> dict:
-    """What `generate` was run with, the model's defaults filled in (saved in FLAC outputs)."""
+def generation_settings(args: argparse.Namespace, settings) -> dict:
+    """What `generate` was run with, the model's defaults filled in (saved in FLAC outputs);
+    `settings` is the request's pipeline.SamplingSettings."""
     return {"model": args.checkpoint or "bundled default model", "config": args.config,
             "prompt": args.prompt, "negative_prompt": args.negative_prompt,
-            "seconds_start": args.seconds_start, "seconds_total": args.seconds, "steps": steps,
-            "cfg_scale": args.cfg_scale if args.cfg_scale is not None else defaults["cfg_scale"],
-            "cfg_rescale": args.cfg_rescale, "sampler": args.sampler or defaults["sampler"],
+            "seconds_start": args.seconds_start, "seconds_total": args.seconds, "steps": settings.steps,
+            "cfg_scale": settings.cfg_scale, "cfg_rescale": args.cfg_rescale, "sampler": settings.sampler,
             "schedule": args.schedule, "sigma_min": args.sigma_min, "sigma_max": args.sigma_max,
             "seed_per_item": args.seed_per_item, "batch_size": args.batch, "window_seconds": args.window,
             "init_audio": args.init_audio, "init_noise_level": args.init_noise_level}
@@ -62,7 +59,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from stable_audio_core.audio import read_audio, write_audio
     from stable_audio_core.audio_tags import write_flac_tags
     from stable_audio_core.factory import load_model
-    from stable_audio_core.pipeline import defaults_for, generate
+    from stable_audio_core.pipeline import generate, resolve_sampling
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,8 +75,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from stable_audio_core.bundled import load_default_model
         model = load_default_model(device=args.device, dtype=args.dtype)
     print(f"loaded model in {time.time() - started:.1f} s", file=sys.stderr)
-    defaults = defaults_for(model)
-    steps = args.steps or defaults["steps"]
+    settings = resolve_sampling(model, steps=args.steps or None, cfg_scale=args.cfg_scale,
+                                sampler=args.sampler)
     sample_size = int(args.window * model.sample_rate) if args.window else None
     init_audio = None
     if args.init_audio:
@@ -88,22 +85,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     started = time.time()
     result = generate(
         model, args.prompt, negative_prompt=args.negative_prompt,
-        seconds_start=args.seconds_start, seconds_total=args.seconds, steps=steps,
-        cfg_scale=args.cfg_scale, cfg_rescale=args.cfg_rescale, sampler=args.sampler,
+        seconds_start=args.seconds_start, seconds_total=args.seconds, steps=settings.steps,
+        cfg_scale=settings.cfg_scale, cfg_rescale=args.cfg_rescale, sampler=settings.sampler,
         schedule=args.schedule, sigma_min=args.sigma_min, sigma_max=args.sigma_max,
         seed=args.seed, seed_per_item=args.seed_per_item, batch_size=args.batch,
         sample_size=sample_size, init_audio=init_audio, init_noise_level=args.init_noise_level,
-        callback=_progress_callback(steps),
+        callback=_progress_callback(settings.steps),
     )
     print(f"generated in {time.time() - started:.1f} s", file=sys.stderr)
     fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output and Path(args.output).suffix else "wav")
-    settings = generation_settings(args, defaults, steps)
+    tags = generation_settings(args, settings)
     for path, audio, seed in zip(output_paths(args.output, args.prompt, result.seeds, fmt),
                                  result.audio, result.seeds):
         write_audio(path, audio, result.sample_rate, fmt)
         if fmt == "flac":   # the prompt and what reproduces the file travel with it
             write_flac_tags(path, {"DESCRIPTION": args.prompt,
-                                   "stable_audio_settings": json.dumps({**settings, "seed": seed})})
+                                   "stable_audio_settings": json.dumps({**tags, "seed": seed})})
         seconds = audio.shape[-1] / result.sample_rate
         print(f"{path}  ({seconds:.2f} s, {audio.shape[0]} ch, {result.sample_rate} Hz, seed {seed})")
     return 0
@@ -161,6 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stable_audio_core.sampling.loop import SCHEDULE_NAMES, sampler_names
+
     parser = argparse.ArgumentParser(prog="stable-audio", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -176,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cfg-scale", type=float, default=None, help="default: the model's (SAO 1.0: 7)")
     g.add_argument("--cfg-rescale", type=float, default=None,
                    help="CFG rescale phi in [0, 1] (default: the model's; paper U-Net 0.4, DiT 0)")
-    g.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's")
-    g.add_argument("--schedule", choices=SCHEDULES, default="polyexponential")
+    g.add_argument("--sampler", choices=sampler_names(), default=None, help="default: the model's")
+    g.add_argument("--schedule", choices=SCHEDULE_NAMES, default="polyexponential")
     g.add_argument("--sigma-min", type=float, default=None)
     g.add_argument("--sigma-max", type=float, default=None)
     g.add_argument("--seed", type=int, default=-1, help="-1: random (printed)")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 TASK_KINDS = ("vae", "clap", "diffusion")
-SCHEDULES = ("constant", "cosine", "linear", "inverse")
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -31,6 +30,8 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def add_train_parser(sub) -> None:
+    from stable_audio_core.training.schedules import SCHEDULES as LR_SCHEDULES
+
     t = sub.add_parser("train", help="train or fine-tune a VAE, CLAP or diffusion model on a folder of audio",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("task", choices=TASK_KINDS, help="what to train")
@@ -54,7 +55,7 @@ def add_train_parser(sub) -> None:
     loop.add_argument("--accumulation", type=int, default=1, help="micro-batches per process per step")
     loop.add_argument("--lr", type=float, default=1e-4)
     loop.add_argument("--weight-decay", type=float, default=1e-3)
-    loop.add_argument("--lr-schedule", choices=SCHEDULES, default="constant")
+    loop.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     loop.add_argument("--warmup", type=int, default=0, help="linear learning-rate warm-up steps")
     loop.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm; 0 disables")
     loop.add_argument("--precision", choices=["no", "bf16"], default="no", help="bf16: autocast mixed precision")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..stable_audio_core.errors import InputError
-from ..stable_audio_core.pipeline import assemble_conditioning, conditioner_ids, encode_conditioners
+from ..stable_audio_core.pipeline import (assemble_conditioning, conditioner_ids, encode_conditioners,
+                                          text_conditioner_ids)
 from .datatypes import CATEGORY, CONDITIONING, MODEL, TEXT
-
 
 
 class _TextEncode:
@@ -80,11 +80,11 @@ class TimingCondition:
         }}
 
     def condition(self, model, seconds_start, seconds_total, text=None):
-        text_types = ("t5", "clap_text")
-        ids = [i for i in conditioner_ids(model) if i not in conditioner_ids(model, text_types)]
+        text_ids = text_conditioner_ids(model)
+        ids = [i for i in conditioner_ids(model) if i not in text_ids]
         timing = {"seconds_start": seconds_start, "seconds_total": seconds_total}
         parts = encode_conditioners(model, [timing], ids)
-        if text is None and conditioner_ids(model, text_types):
+        if text is None and text_ids:
             raise InputError("this model needs text: connect a T5 Encode (or CLAP Encode) node to "
                              "'text'")
         text = text or {"positive": {}, "negative": None}

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..stable_audio_core.pipeline import denoise_to_noise_level, generate, seconds_to_frames, window_length
-from ..stable_audio_core.sampling.samplers import RF_SAMPLERS, SAMPLERS
-from ..stable_audio_core.sampling.schedules import SCHEDULES
+from ..stable_audio_core.pipeline import (SourceLatents, check_duration, resolve_sampling, sample_latents,
+                                          seconds_to_frames)
+from ..stable_audio_core.sampling.loop import SCHEDULE_NAMES, sampler_names
 from . import hooks
 from .datatypes import CATEGORY, CONDITIONING, LATENT, MODEL, latent_parts, make_latent
 
@@ -53,7 +52,7 @@ class DPMSolverSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        samplers = ["default"] + list(dict.fromkeys([*SAMPLERS, *RF_SAMPLERS]))
+        samplers = ["default", *sampler_names()]
         return {"required": {
             "model": (MODEL, {"tooltip": "The loaded Stable Audio model."}),
             "conditioning": (CONDITIONING, {"tooltip": "From Timing Condition."}),
@@ -70,7 +69,7 @@ class DPMSolverSampler:
                         "'default' is the model's recommendation (1.0: dpmpp-3m-sde; Small: "
                         "pingpong). dpmpp-* and euler serve v-objective models; euler, dpmpp and "
                         "pingpong rectified-flow ones."}),
-            "schedule": (list(SCHEDULES), {"default": "polyexponential",
+            "schedule": (list(SCHEDULE_NAMES), {"default": "polyexponential",
                          "tooltip": "Noise schedule of v-objective models."}),
             "sigma_min": ("FLOAT", {"default": 0.3, "min": 0.0001, "max": 1000.0, "step": 0.01,
                           "tooltip": "Lowest noise level (v objective)."}),
@@ -90,22 +89,16 @@ class DPMSolverSampler:
     def sample(self, model, conditioning, latent, seed, steps, cfg, sampler, schedule, sigma_min,
                sigma_max, denoise, cfg_rescale):
         samples, mask = latent_parts(latent, model)
-        frames = samples.shape[-1]
-        # A U-Net takes whole multiples of its downsampling: sample a window padded to one (the
-        # padding regenerated, as unknown audio) and crop back to the latent's own length.
-        padding = window_length(model, frames * model.downsampling_ratio) // model.downsampling_ratio - frames
-        progress = hooks.Progress(steps)
-        noise_level = denoise_to_noise_level(model, denoise, sigma_min, sigma_max) if denoise < 1 else None
-        result = generate(
-            model, inputs=conditioning["positive"], negative_inputs=conditioning["negative"],
-            seconds_start=conditioning["seconds_start"], seconds_total=conditioning["seconds_total"],
-            steps=steps, cfg_scale=cfg, cfg_rescale=None if cfg_rescale < 0 else cfg_rescale,
+        settings = resolve_sampling(
+            model, steps=steps, cfg_scale=cfg, cfg_rescale=None if cfg_rescale < 0 else cfg_rescale,
             sampler=None if sampler == "default" else sampler, schedule=schedule,
-            sigma_min=sigma_min, sigma_max=sigma_max, seed=seed, batch_size=samples.shape[0],
-            sample_size=(frames + padding) * model.downsampling_ratio,
-            # Zeros as the source add nothing to the start: text-to-audio is the same call.
-            init_latents=F.pad(samples, (0, padding)), init_noise_level=noise_level,
-            noise_mask=None if mask is None else F.pad(mask, (0, padding), value=1.0),
-            callback=lambda info: progress.update(info["i"] + 1, info["steps"]), decode=False,
-        )
-        return (make_latent(result.latents[..., :frames], mask, like=latent),)
+            sigma_min=sigma_min, sigma_max=sigma_max)
+        batch_size, _, frames = samples.shape
+        check_duration(model, frames, conditioning["seconds_start"], conditioning["seconds_total"])
+        progress = hooks.Progress(steps)
+        # Zeros as the source add nothing to the start: text-to-audio is the same call.
+        latents, _ = sample_latents(
+            model, conditioning["positive"], conditioning["negative"], settings, seed=seed,
+            batch_size=batch_size, frames=frames, source=SourceLatents(samples, mask, denoise=denoise),
+            callback=lambda info: progress.update(info["i"] + 1, info["steps"]))
+        return (make_latent(latents, mask, like=latent),)

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..stable_audio_core.audio import fit_length, prepare_audio
-from ..stable_audio_core.postprocess import check_finite
+from ..stable_audio_core.autoencoding import decode_latents, encode_audio
 from .datatypes import AUDIO, CATEGORY, LATENT, MODEL, audio_parts, latent_parts, make_audio, make_latent
-
-
-def _autoencoder(model):
-    if model.autoencoder is None:
-        from ..stable_audio_core.errors import InputError
-        raise InputError("this model has no VAE (pretransform) to encode or decode with")
-    return model.autoencoder
 
 
 class VAEEncode:
@@ -37,14 +27,8 @@ class VAEEncode:
 
     @torch.inference_mode()
     def encode(self, model, audio):
-        vae = _autoencoder(model)
         waveform, rate = audio_parts(audio)
-        waveform = prepare_audio(waveform, rate, model.sample_rate, model.audio_channels)
-        ratio = model.downsampling_ratio
-        waveform = fit_length(waveform, math.ceil(waveform.shape[-1] / ratio) * ratio)
-        parameter = next(vae.parameters())
-        latents = vae.encode(waveform.to(parameter.device, parameter.dtype))
-        return (make_latent(check_finite(latents.float(), "VAE encoder")),)
+        return (make_latent(encode_audio(model, waveform, rate)),)
 
 
 class VAEDecode:
@@ -70,9 +54,8 @@ class VAEDecode:
 
     @torch.inference_mode()
     def decode(self, model, latent, chunk_size, overlap):
-        vae = _autoencoder(model)
         samples, _ = latent_parts(latent, model)
-        parameter = next(vae.parameters())
-        audio = vae.decode(samples.to(parameter.device, parameter.dtype), chunked=chunk_size > 0,
-                           chunk_size=max(chunk_size, 1), overlap=overlap if chunk_size > 0 else 0)
-        return (make_audio(check_finite(audio.float(), "VAE decoder"), model.sample_rate),)
+        chunked = chunk_size > 0
+        audio = decode_latents(model, samples, chunked=chunked, chunk_size=max(chunk_size, 1),
+                               overlap=overlap if chunked else 0)
+        return (make_audio(audio, model.sample_rate),)

@@ -2,23 +2,27 @@
 
 `generate` mirrors stable-audio-tools' `generate_diffusion_cond` (same seed -> same initial noise
 on the CPU, same sampler maths), plus per-item seeds, latent noise masks and progress callbacks.
+It runs named steps: `resolve_sampling` (the settings, once), `build_conditioning`,
+`prepare_source` (audio-to-audio, inpainting), `sample_latents` (which the sampler node calls
+too), then `decode_latents` and `trim_silence`.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
-from .acceleration import activation_dtype
-from .audio import prepare_audio
+from .autoencoding import decode_latents, encode_audio
 from .errors import InputError
 from .models.conditioners import Conditioning, MultiConditioner
 from .models.stable_audio import ModelInputs, StableAudioModel, assemble_inputs
 from .postprocess import check_finite, trim_silence
+from .sampling import loop
 
 # The reference's recommended settings for each objective (SAO 1.0 model card / SAO Small card).
 DEFAULTS = {
@@ -86,9 +90,8 @@ def window_length(model: StableAudioModel, sample_size: int | None) -> int:
     return math.ceil(size / multiple) * multiple
 
 
-def _metadata(prompt, seconds_start, seconds_total, batch_size, extra: dict | None) -> list[dict]:
+def _metadata(prompt, seconds_start, seconds_total, batch_size) -> list[dict]:
     item = {"prompt": prompt, "seconds_start": seconds_start, "seconds_total": seconds_total}
-    item.update(extra or {})
     return [dict(item) for _ in range(batch_size)]
 
 
@@ -100,37 +103,67 @@ def _as_batch(conditioning: dict | list[dict], batch_size: int) -> list[dict]:
     return [dict(c) for c in conditioning]
 
 
+@dataclass(frozen=True)
+class SamplingSettings:
+    """One request's sampler settings, unset ones replaced by the model's (`resolve_sampling`)."""
+
+    steps: int
+    cfg_scale: float
+    cfg_rescale: float | None   # None: what stable-audio-tools applies to the backbone
+    sampler: str
+    schedule: str               # v objective only
+    sigma_min: float | None     # v objective only (rectified flow has no lower level)
+    sigma_max: float            # where sampling starts: a sigma, or a time (rectified flow)
+    rho: float
+
+
+def resolve_sampling(model: StableAudioModel, *, steps: int | None = None,
+                     cfg_scale: float | None = None, cfg_rescale: float | None = None,
+                     sampler: str | None = None, schedule: str = "polyexponential",
+                     sigma_min: float | None = None, sigma_max: float | None = None,
+                     rho: float = 1.0) -> SamplingSettings:
+    """The sampling settings of one request; None takes the model's default (`defaults_for`)."""
+    defaults = defaults_for(model)
+    steps = defaults["steps"] if steps is None else int(steps)
+    if steps < 1:
+        raise InputError(f"steps must be at least 1, got {steps}")
+    return SamplingSettings(
+        steps=steps, cfg_scale=defaults["cfg_scale"] if cfg_scale is None else float(cfg_scale),
+        cfg_rescale=cfg_rescale, sampler=sampler or defaults["sampler"], schedule=schedule,
+        sigma_min=defaults["sigma_min"] if sigma_min is None else sigma_min,
+        sigma_max=defaults["sigma_max"] if sigma_max is None else sigma_max, rho=rho,
+    )
+
+
+@dataclass
+class SourceLatents:
+    """What audio-to-audio and inpainting start from.
+
+    `latents` [B or 1, C, L] are noised to the start level: `noise_level` (a sigma, or a
+    rectified-flow time) when given, else the level of the `denoise` strength (1: the settings'
+    sigma_max, as from pure noise). `noise_mask` [B or 1, 1, L] regenerates where it is 1 and
+    keeps the source where it is 0.
+    """
+
+    latents: torch.Tensor | None = None
+    noise_mask: torch.Tensor | None = None
+    noise_level: float | None = None
+    denoise: float = 1.0
+
+
 @torch.inference_mode()
 def generate(
-    model: StableAudioModel,
-    prompt: str | None = None,
-    *,
-    negative_prompt: str | None = None,
-    seconds_start: float = 0.0,
-    seconds_total: float | None = None,
-    conditioning: dict | list[dict] | None = None,
-    negative_conditioning: dict | list[dict] | None = None,
-    steps: int | None = None,
-    cfg_scale: float | None = None,
-    cfg_rescale: float | None = None,
-    sampler: str | None = None,
-    schedule: str = "polyexponential",
-    sigma_min: float | None = None,
-    sigma_max: float | None = None,
-    rho: float = 1.0,
-    seed: int | None = -1,
-    seed_per_item: bool = False,
-    batch_size: int = 1,
-    sample_size: int | None = None,
-    init_audio: tuple[int, torch.Tensor] | None = None,
-    init_latents: torch.Tensor | None = None,
-    init_noise_level: float | None = None,
-    noise_mask: torch.Tensor | None = None,
-    callback: ProgressCallback | None = None,
-    decode: bool = True,
-    trim: bool = True,
-    inputs: ModelInputs | None = None,
-    negative_inputs: ModelInputs | None = None,
+    model: StableAudioModel, prompt: str | None = None, *, negative_prompt: str | None = None,
+    seconds_start: float = 0.0, seconds_total: float | None = None,
+    conditioning: dict | list[dict] | None = None, negative_conditioning: dict | list[dict] | None = None,
+    steps: int | None = None, cfg_scale: float | None = None, cfg_rescale: float | None = None,
+    sampler: str | None = None, schedule: str = "polyexponential", sigma_min: float | None = None,
+    sigma_max: float | None = None, rho: float = 1.0, seed: int | None = -1,
+    seed_per_item: bool = False, batch_size: int = 1, sample_size: int | None = None,
+    init_audio: tuple[int, torch.Tensor] | None = None, init_latents: torch.Tensor | None = None,
+    init_noise_level: float | None = None, noise_mask: torch.Tensor | None = None,
+    callback: ProgressCallback | None = None, decode: bool = True, trim: bool = True,
+    inputs: ModelInputs | None = None, negative_inputs: ModelInputs | None = None,
 ) -> GenerationResult:
     """Generate audio. Unset sampling arguments take the model's recommended defaults.
 
@@ -147,14 +180,36 @@ def generate(
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    settings = defaults_for(model)
-    steps = settings["steps"] if steps is None else int(steps)
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
-    cfg_scale = settings["cfg_scale"] if cfg_scale is None else float(cfg_scale)
-    sampler = sampler or settings["sampler"]
+    settings = resolve_sampling(model, steps=steps, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
+                                sampler=sampler, schedule=schedule, sigma_min=sigma_min,
+                                sigma_max=sigma_max, rho=rho)
     length = window_length(model, sample_size)
-    window_seconds = length / model.sample_rate
+    frames = length // model.downsampling_ratio
+    seconds_total = check_duration(model, frames, seconds_start, seconds_total)
+    seed = resolve_seed(seed)
+    positive, negative = build_conditioning(
+        model, batch_size, prompt=prompt, negative_prompt=negative_prompt, seconds_start=seconds_start,
+        seconds_total=seconds_total, conditioning=conditioning, negative_conditioning=negative_conditioning,
+        inputs=inputs, negative_inputs=negative_inputs)
+    source = prepare_source(model, length, init_audio, init_latents, init_noise_level, noise_mask)
+    latents, noise = sample_latents(model, positive, negative, settings, seed=seed, batch_size=batch_size,
+                                    frames=frames, seed_per_item=seed_per_item, source=source,
+                                    callback=callback)
+    audio = None
+    if decode and model.autoencoder is not None:
+        audio = decode_latents(model, latents)
+        if trim:
+            audio = trim_silence(audio, model.sample_rate, seconds_total)
+    seeds = [seed + i for i in range(batch_size)] if seed_per_item else [seed] * batch_size
+    return GenerationResult(audio=audio, latents=latents, sample_rate=model.sample_rate,
+                            seeds=seeds, initial_noise=noise)
+
+
+def check_duration(model: StableAudioModel, frames: int, seconds_start: float,
+                   seconds_total: float | None) -> float:
+    """seconds_total (None: the whole window) checked against the window that holds `frames`
+    latent frames; returns it."""
+    window_seconds = window_frames(model, frames) * model.downsampling_ratio / model.sample_rate
     if seconds_total is None:
         seconds_total = window_seconds
     if not 0 < seconds_total or seconds_start < 0:
@@ -167,88 +222,131 @@ def generate(
             f"seconds_total={seconds_total} is longer than the generation window of "
             f"{window_seconds:.2f} s; raise sample_size or lower seconds_total"
         )
+    return seconds_total
 
-    device, dtype = model.device, model.dtype
-    latent_length = length // model.downsampling_ratio
-    seed = resolve_seed(seed)
-    noise = initial_noise((batch_size, model.io_channels, latent_length), seed, seed_per_item, device)
-    seeds = [seed + i for i in range(batch_size)] if seed_per_item else [seed] * batch_size
 
-    negative = None
+def build_conditioning(model: StableAudioModel, batch_size: int, *, prompt: str | None = None,
+                       negative_prompt: str | None = None, seconds_start: float = 0.0,
+                       seconds_total: float, conditioning: dict | list[dict] | None = None,
+                       negative_conditioning: dict | list[dict] | None = None,
+                       inputs: ModelInputs | None = None,
+                       negative_inputs: ModelInputs | None = None,
+                       ) -> tuple[ModelInputs, ModelInputs | None]:
+    """(positive, negative or None) ModelInputs for guidance, from encoded `inputs` or from a
+    prompt / metadata dicts run through the model's conditioners (see `generate`)."""
     if inputs is not None:
         if any(v is not None for v in (prompt, conditioning, negative_prompt, negative_conditioning)):
             raise InputError("give encoded inputs or prompt/conditioning, not both")
-        inputs = batch_inputs(inputs, batch_size)
-        if negative_inputs is not None:
-            negative = batch_inputs(negative_inputs, batch_size)
-    else:
-        if negative_inputs is not None:
-            raise InputError("negative_inputs needs inputs; use negative_prompt otherwise")
-        metadata = (_as_batch(conditioning, batch_size) if conditioning is not None
-                    else _metadata(prompt, seconds_start, seconds_total, batch_size, None))
-        inputs = model.condition(metadata)
-        if negative_conditioning is not None or negative_prompt is not None:
-            neg_meta = (_as_batch(negative_conditioning, batch_size) if negative_conditioning is not None
-                        else _metadata(negative_prompt, seconds_start, seconds_total, batch_size, None))
-            negative = model.condition(neg_meta)
+        return inputs, negative_inputs
+    if negative_inputs is not None:
+        raise InputError("negative_inputs needs inputs; use negative_prompt otherwise")
 
+    def metadata(explicit, text) -> list[dict]:
+        if explicit is not None:
+            return _as_batch(explicit, batch_size)
+        return _metadata(text, seconds_start, seconds_total, batch_size)
+
+    positive = model.condition(metadata(conditioning, prompt))
+    if negative_conditioning is None and negative_prompt is None:
+        return positive, None
+    return positive, model.condition(metadata(negative_conditioning, negative_prompt))
+
+
+def prepare_source(model: StableAudioModel, length: int,
+                   init_audio: tuple[int, torch.Tensor] | None = None,
+                   init_latents: torch.Tensor | None = None, init_noise_level: float | None = None,
+                   noise_mask: torch.Tensor | None = None) -> SourceLatents:
+    """generate's audio-to-audio and inpainting arguments -> SourceLatents for a window of
+    `length` audio samples (init audio is encoded to that length)."""
     if init_audio is not None:
         if init_latents is not None:
             raise InputError("give init_audio or init_latents, not both")
         rate, audio = init_audio
-        audio = prepare_audio(audio, rate, model.sample_rate, model.audio_channels, length).to(device)
-        init_latents = model.autoencoder.encode(audio.to(activation_dtype(model.autoencoder)))
-    if init_latents is not None:
-        init_latents = init_latents.to(device, dtype)
-        if init_latents.shape[1:] != noise.shape[1:]:
-            raise InputError(
-                f"init latents have shape {tuple(init_latents.shape)}, expected [B, "
-                f"{model.io_channels}, {latent_length}] for this window"
-            )
-        if init_latents.shape[0] == 1 and batch_size > 1:
-            init_latents = init_latents.expand(batch_size, -1, -1)
-    if noise_mask is not None:
-        if init_latents is None:
-            raise InputError("noise_mask needs the source to keep: pass init_audio or init_latents")
-        noise_mask = noise_mask.to(device, dtype)
-        if noise_mask.shape[-1] != latent_length:
-            raise InputError(f"noise_mask has {noise_mask.shape[-1]} frames, the latents {latent_length}")
+        init_latents = encode_audio(model, audio, rate, length=length)
+    return SourceLatents(latents=init_latents, noise_mask=noise_mask, noise_level=init_noise_level)
 
-    model_fn = model.model_fn(inputs, cfg_scale, negative, cfg_rescale)
+
+@torch.inference_mode()
+def sample_latents(model: StableAudioModel, positive: ModelInputs, negative: ModelInputs | None,
+                   settings: SamplingSettings, *, seed: int, batch_size: int, frames: int,
+                   seed_per_item: bool = False, source: SourceLatents | None = None,
+                   callback: ProgressCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guided sampling of `batch_size` latent clips of `frames` frames.
+
+    positive / negative: conditioning of batch 1 or batch_size (negative None: the
+    unconditional side). A backbone that takes only whole multiples of frames samples a window
+    padded to one (the padding regenerated, as unknown audio), cropped back to `frames`.
+    Returns (latents Tensor[B, C, frames], the initial noise Tensor[B, C, window]).
+    """
+    seed = resolve_seed(seed)
+    window = window_frames(model, frames)
+    noise = initial_noise((batch_size, model.io_channels, window), seed, seed_per_item, model.device)
+    source = _fit_source(model, source or SourceLatents(), batch_size, frames, window)
+    negative = None if negative is None else batch_inputs(negative, batch_size)
+    model_fn = model.model_fn(batch_inputs(positive, batch_size), settings.cfg_scale, negative,
+                              settings.cfg_rescale)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
-    latents = _run_sampler(model, model_fn, noise.to(dtype), steps, sampler, schedule, sigma_min,
-                           sigma_max, rho, init_latents, init_noise_level, noise_mask, generator, callback)
-    check_finite(latents, "sampler")
-
-    audio = None
-    if decode and model.autoencoder is not None:
-        ae_dtype = activation_dtype(model.autoencoder)
-        audio = check_finite(model.autoencoder.decode(latents.to(ae_dtype)).float(), "VAE decoder")
-        if trim:
-            audio = trim_silence(audio, model.sample_rate, seconds_total)
-    return GenerationResult(audio=audio, latents=latents, sample_rate=model.sample_rate,
-                            seeds=seeds, initial_noise=noise)
+    latents = _run_sampler(model, model_fn, noise.to(model.dtype), settings, source, generator, callback)
+    return check_finite(latents, "sampler")[..., :frames], noise
 
 
-def _run_sampler(model, model_fn, noise, steps, sampler, schedule, sigma_min, sigma_max, rho,
-                 init_latents, init_noise_level, noise_mask, generator, callback) -> torch.Tensor:
-    from .sampling import loop
+def window_frames(model: StableAudioModel, frames: int) -> int:
+    """Latent frames of the smallest window the backbone accepts that holds `frames`."""
+    ratio = model.downsampling_ratio
+    return window_length(model, frames * ratio) // ratio
 
-    settings = defaults_for(model)
-    if init_latents is not None and init_noise_level is not None:
-        sigma_max = init_noise_level  # the reference starts audio-to-audio at the init noise level
+
+def _fit_source(model: StableAudioModel, source: SourceLatents, batch_size: int, frames: int,
+                window: int) -> SourceLatents:
+    """The source checked against `frames`, on the model's device and dtype, padded to `window`."""
+    if source.latents is None:
+        if source.noise_mask is not None:
+            raise InputError("noise_mask needs the source to keep: pass init_audio or init_latents")
+        return source
+    latents = source.latents.to(model.device, model.dtype)
+    if latents.shape[1:] != (model.io_channels, frames):
+        raise InputError(f"init latents have shape {tuple(latents.shape)}, expected [B, "
+                         f"{model.io_channels}, {frames}] for this window")
+    if latents.shape[0] == 1 and batch_size > 1:
+        latents = latents.expand(batch_size, -1, -1)
+    mask = source.noise_mask
+    if mask is not None:
+        mask = mask.to(model.device, model.dtype)
+        if mask.shape[-1] != frames:
+            raise InputError(f"noise_mask has {mask.shape[-1]} frames, the latents {frames}")
+    if window > frames:
+        latents = F.pad(latents, (0, window - frames))
+        mask = None if mask is None else F.pad(mask, (0, window - frames), value=1.0)
+    return replace(source, latents=latents, noise_mask=mask)
+
+
+def _run_sampler(model: StableAudioModel, model_fn, noise: torch.Tensor, settings: SamplingSettings,
+                 source: SourceLatents, generator: torch.Generator,
+                 callback: ProgressCallback | None) -> torch.Tensor:
+    start = _start_level(model, settings, source)
     if model.objective == "v":
         return loop.sample_v(
-            model_fn, noise, steps=steps, sampler=sampler, schedule=schedule,
-            sigma_min=settings["sigma_min"] if sigma_min is None else sigma_min,
-            sigma_max=settings["sigma_max"] if sigma_max is None else sigma_max, rho=rho,
-            init_latents=init_latents, noise_mask=noise_mask, generator=generator, callback=callback,
+            model_fn, noise, steps=settings.steps, sampler=settings.sampler, schedule=settings.schedule,
+            sigma_min=settings.sigma_min, sigma_max=start, rho=settings.rho,
+            init_latents=source.latents, noise_mask=source.noise_mask, generator=generator,
+            callback=callback,
         )
     return loop.sample_rf(
-        model_fn, noise, steps=steps, sampler=sampler,
-        sigma_max=settings["sigma_max"] if sigma_max is None else sigma_max,
-        init_latents=init_latents, noise_mask=noise_mask, generator=generator, callback=callback,
+        model_fn, noise, steps=settings.steps, sampler=settings.sampler, sigma_max=start,
+        init_latents=source.latents, noise_mask=source.noise_mask, generator=generator,
+        callback=callback,
     )
+
+
+def _start_level(model: StableAudioModel, settings: SamplingSettings, source: SourceLatents) -> float:
+    """The noise level sampling starts from; audio-to-audio starts lower to keep the source."""
+    if source.latents is None:
+        return settings.sigma_max
+    if source.noise_level is not None:
+        return source.noise_level
+    if source.denoise < 1:
+        return _denoise_level(model.objective, settings, source.denoise)
+    return settings.sigma_max
 
 
 # --- conditioning in parts: text and timing encoded separately, then assembled -------------------
@@ -257,6 +355,12 @@ def _run_sampler(model, model_fn, noise, steps, sampler, schedule, sigma_min, si
 def conditioner_ids(model: StableAudioModel, types: tuple[str, ...] | None = None) -> list[str]:
     """Ids of the model's conditioners in config order, only those of config `types` if given."""
     return [spec.id for spec in model.config.conditioners if types is None or spec.type in types]
+
+
+def text_conditioner_ids(model: StableAudioModel) -> list[str]:
+    """Ids of the model's text conditioners (those fed by a text encoder), in config order."""
+    return [i for i, conditioner in model.conditioner.conditioners.items()
+            if hasattr(conditioner, "attach_text_encoder")]
 
 
 def encode_conditioners(model: StableAudioModel, metadata: list[dict[str, Any]],
@@ -320,13 +424,17 @@ def denoise_to_noise_level(model: StableAudioModel, denoise: float, sigma_min: f
     polyexponential rho=1 schedule), so 1 starts from pure noise at sigma_max and small values
     keep more of the source. Rectified flow: the start time denoise * sigma_max (at most 1).
     """
+    settings = resolve_sampling(model, sigma_min=sigma_min, sigma_max=sigma_max)
+    return _denoise_level(model.objective, settings, denoise)
+
+
+def _denoise_level(objective: str, settings: SamplingSettings, denoise: float) -> float:
     if not 0 < denoise <= 1:
         raise InputError(f"denoise must be in (0, 1], got {denoise}")
-    settings = defaults_for(model)
-    high = settings["sigma_max"] if sigma_max is None else float(sigma_max)
-    if model.objective != "v":
+    high = float(settings.sigma_max)
+    if objective != "v":
         return min(1.0, high) * denoise
-    low = settings["sigma_min"] if sigma_min is None else float(sigma_min)
+    low = float(settings.sigma_min)
     if not 0 < low < high:
         raise InputError(f"need 0 < sigma_min < sigma_max, got {low}, {high}")
     return math.exp(math.log(low) + denoise * (math.log(high) - math.log(low)))

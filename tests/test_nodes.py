@@ -387,19 +387,19 @@ def test_text_timing_and_sampler_nodes_equal_one_core_generate_call(pack, node, 
 
 
 def test_sampler_cfg_rescale_defaults_to_the_models_own_rescale(pack, node, model, monkeypatch):
-    # -1 (the widget default) hands None to generate, which applies the backbone's default
+    # -1 (the widget default) hands None to the core, which applies the backbone's default
     # (paper U-Net 0.4, DiT 0); a value >= 0 is passed through.
     cls = pack.classes["StableAudio_DPMSolverSampler"]
     options = cls.INPUT_TYPES()["required"]["cfg_rescale"][1]
     assert options["default"] == options["min"] == -1.0 and "model's default" in options["tooltip"]
     module = sys.modules[cls.__module__]
-    passed, real_generate = [], module.generate
+    passed, real_resolve = [], module.resolve_sampling
 
     def spy(*args, **kwargs):
         passed.append(kwargs["cfg_rescale"])
-        return real_generate(*args, **kwargs)
+        return real_resolve(*args, **kwargs)
 
-    monkeypatch.setattr(module, "generate", spy)
+    monkeypatch.setattr(module, "resolve_sampling", spy)
     conditioning, _ = _condition(node, model)
     latent = node("EmptyLatentAudio")(model, 1.0, 1)[0]
     for value in (-1.0, 0.0, 0.7):

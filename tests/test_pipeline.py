@@ -5,8 +5,11 @@ import math
 import pytest
 import torch
 
+from stable_audio_core.audio import prepare_audio
+from stable_audio_core.autoencoding import decode_latents, encode_audio
 from stable_audio_core.errors import InputError, NonFiniteError
-from stable_audio_core.pipeline import generate, initial_noise
+from stable_audio_core.pipeline import (SourceLatents, generate, initial_noise, resolve_sampling, sample_latents,
+                                        text_conditioner_ids)
 
 from conftest import perturbed_model, tiny_config
 
@@ -86,6 +89,54 @@ def test_init_audio_at_low_noise_stays_close_to_its_encoding(model):
     assert (out.latents - encoded).abs().mean() < 0.2 * encoded.abs().mean() + 0.05
 
 
+def test_generate_is_its_named_steps(model):
+    # Text-to-audio without decoding is one sample_latents call on the resolved settings.
+    settings = resolve_sampling(model, steps=3, cfg_scale=3.0, sampler="dpmpp-2m", sigma_min=0.3, sigma_max=50.0)
+    positive = model.condition([COND, COND])
+
+    latents, noise = sample_latents(model, positive, None, settings, seed=11, batch_size=2, frames=64)
+
+    reference = _gen(model, batch_size=2, decode=False)
+    assert torch.equal(latents, reference.latents) and torch.equal(noise, reference.initial_noise)
+
+
+def test_sample_latents_from_a_source_keeps_it_where_the_mask_is_zero(model):
+    settings = resolve_sampling(model, steps=2, sampler="dpmpp-2m", sigma_min=0.3, sigma_max=50.0)
+    source = torch.randn(1, 16, 30, generator=torch.Generator().manual_seed(4))
+    mask = torch.zeros(1, 1, 30)
+    mask[..., 20:] = 1.0
+
+    out, _ = sample_latents(model, model.condition([COND]), None, settings, seed=2, batch_size=1, frames=30,
+                            source=SourceLatents(source, mask, denoise=0.5))
+
+    assert out.shape == (1, 16, 30)
+    torch.testing.assert_close(out[..., :20], source[..., :20])
+    assert (out[..., 20:] - source[..., 20:]).abs().max() > 0.01
+
+
+def test_encode_audio_fits_the_autoencoder_and_pads_to_whole_latent_frames(model):
+    audio = 0.3 * torch.randn(1, 1000, generator=torch.Generator().manual_seed(5))  # mono, 22.05 kHz
+
+    latents = encode_audio(model, audio, 22050)
+
+    fitted = prepare_audio(audio, 22050, 44100, 2)
+    assert latents.shape == (1, 16, -(-fitted.shape[-1] // 16))
+    padded = torch.nn.functional.pad(fitted, (0, latents.shape[-1] * 16 - fitted.shape[-1]))
+    torch.testing.assert_close(latents, model.autoencoder.encode(padded), rtol=0, atol=0)
+    assert torch.equal(encode_audio(model.autoencoder, audio, 22050), latents)  # the VAE alone, same rate
+
+
+def test_encode_and_decode_report_non_finite_values_with_the_stage(model):
+    with pytest.raises(NonFiniteError, match="VAE encoder"):
+        encode_audio(model, torch.full((2, 64), math.nan), 44100)
+    with pytest.raises(NonFiniteError, match="VAE decoder"):
+        decode_latents(model, torch.full((1, 16, 4), math.nan))
+
+
+def test_text_conditioners_are_found_on_the_model(model):
+    assert text_conditioner_ids(model) == []  # the tiny model's prompt is a number conditioner
+
+
 def test_negative_prompt_changes_the_guided_result(model):
     plain = _gen(model)
     negative = _gen(model, negative_conditioning={**COND, "prompt": 7.0})
@@ -162,6 +213,7 @@ def test_text_prompt_flows_through_t5_into_generation(tmp_path):
                                   decode=False).latents
     torch.testing.assert_close(run("a b c"), run("a b c"), rtol=0, atol=0)
     assert not torch.allclose(run("a b c"), run("c a"))
+    assert text_conditioner_ids(model) == ["prompt"]
     tokens = model.condition([{"prompt": "a b", "seconds_start": 0, "seconds_total": 1}]).cross_attn_cond
     assert tokens.shape == (1, 16 + 2, 32)
     assert tokens[0, 4:16].abs().max() == 0  # padded T5 positions are zero, as in the reference

@@ -18,6 +18,13 @@ from .denoisers import ModelFn, rf_denoiser, v_denoiser
 from .samplers import RF_SAMPLERS, SAMPLERS, Projection, StepCallback, gaussian_noise
 from .schedules import SCHEDULES, rectified_flow_logsnr
 
+SCHEDULE_NAMES = tuple(SCHEDULES)  # the v-objective noise schedules `sample_v` accepts
+
+
+def sampler_names() -> list[str]:
+    """Every sampler name `sample_v` or `sample_rf` accepts, v-objective ones first."""
+    return list(dict.fromkeys([*SAMPLERS, *RF_SAMPLERS]))
+
 
 def _lookup(registry: dict, name: str, what: str):
     if name not in registry:

@@ -29,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..autoencoding import encode_audio
 from ..errors import AudioFileError, InputError
 from ..models.autoencoder import AudioAutoencoder
 from .data import AudioFolderDataset, collate_items
@@ -134,12 +135,13 @@ class _Encoder:
             part = items[first : first + self.batch_size]
             audio = torch.stack([item["audio"] for item in part]).to(self.device)
             if self.latent_mode == "mean":
-                latents = self.autoencoder.encode(audio, chunked=self.chunked)
+                latents = encode_audio(self.autoencoder, audio, self.autoencoder.sample_rate, chunked=self.chunked)
             else:  # one posterior draw per crop, from the crop's own seed
                 generators = item_generators(torch.tensor(seeds[first : first + len(part)]), "latent",
                                              self.device)  # fmt: skip
                 latents = torch.cat([
-                    self.autoencoder.encode(audio[i : i + 1], sample=True, generator=g, chunked=self.chunked)
+                    encode_audio(self.autoencoder, audio[i : i + 1], self.autoencoder.sample_rate, sample=True,
+                                 generator=g, chunked=self.chunked)
                     for i, g in enumerate(generators)
                 ])
             outputs.append(latents.to("cpu", self.dtype))
