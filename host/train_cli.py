@@ -209,6 +209,7 @@ def cmd_encode_latents(args: argparse.Namespace) -> int:
 
     from stable_audio_core.config import load_model_config
     from stable_audio_core.errors import ConfigError
+    from stable_audio_core.acceleration import prepare_for_inference
     from stable_audio_core.factory import load_autoencoder
     from stable_audio_core.training.data import AudioFolderDataset
     from stable_audio_core.training.distributed import resolve_device
@@ -220,7 +221,7 @@ def cmd_encode_latents(args: argparse.Namespace) -> int:
     if config.pretransform is None:
         raise ConfigError(f"{args.config} has no model.pretransform: latents need the diffusion model's "
                           "config (its VAE and latent scale)")
-    autoencoder = load_autoencoder(config, args.checkpoint).to(resolve_device(args.device))
+    autoencoder = prepare_for_inference(load_autoencoder(config, args.checkpoint).to(resolve_device(args.device)))
     dataset = AudioFolderDataset(args.data, sample_rate=config.sample_rate, sample_size=config.sample_size,
                                  audio_channels=config.audio_channels, manifest=args.manifest, split=args.split)
     bar = None

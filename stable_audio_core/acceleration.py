@@ -235,13 +235,21 @@ class CachedSnake:
         return _snake_into(x, self.frozen_alpha, self.frozen_inverse_beta, torch.empty_like(x))
 
 
+def _freeze(module: nn.Module) -> None:
+    """Freeze `module`'s coefficients now and again whenever a state dict is loaded into it."""
+    module.freeze_coefficients()
+    if not getattr(module, "refreezes_on_load", False):
+        module.register_load_state_dict_post_hook(lambda loaded, _keys: loaded.freeze_coefficients())
+        module.refreezes_on_load = True
+
+
 def use_cached_snakes(module: nn.Module) -> int:
     """Freeze the coefficients of every Snake in `module`; returns how many."""
     count = 0
     for submodule in module.modules():
         if isinstance(submodule, (SnakeBeta, Snake1d)):
             _swap(submodule, CachedSnake)
-            submodule.freeze_coefficients()
+            _freeze(submodule)
             count += 1
     return count
 
@@ -295,7 +303,7 @@ def use_fused_residual_tails(module: nn.Module) -> int:
             _, _, activation, conv = getattr(submodule, submodule.block_name)
             if isinstance(activation, (SnakeBeta, Snake1d)) and _plain_pointwise(conv):
                 _swap(submodule, FusedResidualTail)
-                submodule.freeze_coefficients()
+                _freeze(submodule)
                 count += 1
     return count
 
@@ -326,7 +334,8 @@ def prepare_for_inference(module: nn.Module, *, fold_weight_norm: bool = False, 
                           onednn_conv: bool = True, cached_snake: bool = True,
                           fused_residual: bool = True) -> nn.Module:
     """Eval mode, gradients off, then the swaps switched on (see the module doc); returns
-    `module`, changed in place. Load the weights first: the Snake swaps freeze coefficients."""
+    `module`, changed in place. The Snake swaps freeze coefficients, refreshed by load_state_dict
+    (weights changed in place otherwise need another prepare_for_inference)."""
     module.eval().requires_grad_(False)
     if fold_weight_norm:
         fold(module)

@@ -84,7 +84,8 @@ def load_autoencoder_weights(autoencoder: AudioAutoencoder, checkpoint: str | Pa
 
 def load_autoencoder(model_config: str | Path | dict | ModelConfig,
                      checkpoint: str | Path | None = None) -> AudioAutoencoder:
-    """The autoencoder alone, in eval mode without gradients, built from an autoencoder config
+    """The autoencoder alone, in eval mode without gradients (plain modules: call
+    `prepare_for_inference` for the CPU swaps when it will only encode or decode), built from an autoencoder config
     (model_type "autoencoder", what VAE training writes) or a diffusion config's
     ``model.pretransform`` (a dict, a ModelConfig or the path of its JSON file), with the
     weights of `checkpoint` (see `load_autoencoder_weights`). Without a checkpoint the weights

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .autoencoding import decode_latents, encode_audio
 from .errors import InputError
-from .models.conditioners import Conditioning, MultiConditioner
+from .models.conditioners import Conditioning, MultiConditioner, TextConditioner
 from .models.stable_audio import ModelInputs, StableAudioModel, assemble_inputs
 from .postprocess import check_finite, trim_silence
 from .sampling import loop
@@ -360,7 +360,7 @@ def conditioner_ids(model: StableAudioModel, types: tuple[str, ...] | None = Non
 def text_conditioner_ids(model: StableAudioModel) -> list[str]:
     """Ids of the model's text conditioners (those fed by a text encoder), in config order."""
     return [i for i, conditioner in model.conditioner.conditioners.items()
-            if hasattr(conditioner, "attach_text_encoder")]
+            if isinstance(conditioner, TextConditioner)]
 
 
 def encode_conditioners(model: StableAudioModel, metadata: list[dict[str, Any]],

@@ -314,3 +314,14 @@ def test_compiled_backbone_matches_eager(config, tmp_path):
     compiled = generate(load_model(config, path, compile=True), **kwargs).latents
     # Inductor fuses and reorders float32 arithmetic: rounding-level differences only.
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_loading_a_state_dict_after_the_swap_refreshes_the_frozen_snake_coefficients(config):
+    prepared = acceleration.prepare_for_inference(perturbed_model(config, seed=0))
+    other = perturbed_model(config, seed=1)
+    prepared.load_state_dict(other.state_dict())
+    latents = torch.randn(1, 16, 8, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = other.eval().autoencoder.decode(latents)
+        got = prepared.autoencoder.decode(latents)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()

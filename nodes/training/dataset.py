@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...stable_audio_core.errors import InputError
+from ...stable_audio_core.acceleration import prepare_for_inference
 from ...stable_audio_core.factory import load_autoencoder
 from ...stable_audio_core.training.data import AudioFolderDataset
 from ...stable_audio_core.training.latents import LatentDataset, encode_dataset
@@ -170,7 +171,7 @@ class TrainPreEncode:
         if config is None:
             raise InputError("model_config must be a model_config.json, not a folder")
         checkpoint = existing_path(vae_checkpoint, "checkpoints", "vae_checkpoint")
-        autoencoder = load_autoencoder(config, checkpoint).to(device_choice(device))
+        autoencoder = prepare_for_inference(load_autoencoder(config, checkpoint).to(device_choice(device)))
         audio = spec.build(int(config["sample_rate"]), int(config["sample_size"]),
                            int(config.get("audio_channels", 2)))
         out_dir = output_folder(name, "name")
