@@ -1,5 +1,5 @@
 """Diffusion training: objective formulas, per-item randomness, condition dropout, frozen text
-encoder, LoRA, export and fine-tuning, on tiny configs (conftest.tiny_config and the committed
+encoder, LoRA, export and fine-tuning, on tiny configs (helpers.tiny_config and the committed
 parity configs)."""
 
 from __future__ import annotations
