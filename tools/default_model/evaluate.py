@@ -31,7 +31,9 @@ Parts (``--parts``, comma-separated; all by default):
              spectrum of the decoder's reconstruction (1 = exact, 0 = the mean spectrum).
 
 Writes results.json, timing.png, timing.md, latent_probe.png, a report.md with every table, and generations/*.wav
-(--keep-audio). Deterministic from --seed.
+(--keep-audio). Deterministic from --seed. The measurements themselves are the core's
+(`stable_audio_core.evaluation`: timing, clap_score, classifiers, instruments, latent_probe);
+this script runs them on the bundled model and writes the report.
 """
 
 from __future__ import annotations
