@@ -12,7 +12,7 @@ import torch
 
 from stable_audio_core.evaluation.classifiers import (band_features, latent_statistics, linear_classifier,
                                                       most_taken_for, nearest_centroid)
-from stable_audio_core.evaluation.instruments import solo_clips
+from stable_audio_core.evaluation.instruments import MELODY_INSTRUMENTS, instrument_prompt, solo_clips
 from stable_audio_core.evaluation.latent_probe import latent_probe
 
 RATE = 44100
@@ -142,3 +142,9 @@ def test_most_taken_for_reports_the_commonest_prediction_per_label():
     assert most_taken_for(predicted, labels, "strings") == "-"
     # a tie goes to the prediction seen first
     assert most_taken_for(["flute", "organ"], ["piano", "piano"], "piano") == "flute (1 of 2)"
+
+
+def test_instrument_prompts_name_the_instrument_and_cycle_through_the_contexts():
+    assert instrument_prompt("piano", 0) == "folk music with piano melody in G major at 90 BPM, calm, sparse"
+    assert instrument_prompt("flute", 6) == "pop music with flute melody in A minor at 110 BPM, happy, sparse"
+    assert all(f"{name} melody" in instrument_prompt(name, 3) for name in MELODY_INSTRUMENTS)
