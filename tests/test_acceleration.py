@@ -21,7 +21,7 @@ from stable_audio_core.models.unet import PaddedConv1d
 from stable_audio_core.pipeline import generate
 from stable_audio_core.sampling import samplers
 
-from conftest import perturbed_model
+from helpers import perturbed_model
 
 needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="torch build without oneDNN")
 # float32 results of a different summation order: a few ulp of the output's scale.
@@ -283,7 +283,7 @@ BFLOAT16_RELATIVE_TOLERANCE = 0.05
 
 
 def test_bfloat16_matmuls_stay_within_the_stated_tolerance(config, tmp_path):
-    from conftest import save_checkpoint
+    from helpers import save_checkpoint
 
     from stable_audio_core.factory import load_model
 
@@ -303,7 +303,7 @@ def test_bfloat16_matmuls_stay_within_the_stated_tolerance(config, tmp_path):
 
 @pytest.mark.heavy  # inductor compiles C++ for about a minute
 def test_compiled_backbone_matches_eager(config, tmp_path):
-    from conftest import save_checkpoint
+    from helpers import save_checkpoint
 
     from stable_audio_core.factory import load_model
 

@@ -9,7 +9,7 @@ from stable_audio_core.checkpoint import read_state_dict
 from stable_audio_core.errors import CheckpointError
 from stable_audio_core.factory import load_model
 
-from conftest import perturbed_model, save_checkpoint
+from helpers import perturbed_model, save_checkpoint
 
 
 class ArbitraryObject:
@@ -116,10 +116,10 @@ def test_comfyui_single_file_with_embedded_t5_loads_with_a_tokenizer_folder(tmp_
 
     from safetensors.torch import load_file
 
-    from conftest import FIXTURES, tiny_config
+    from helpers import FIXTURES, tiny_config
     from stable_audio_core.errors import InputError
     from stable_audio_core.pipeline import generate
-    from test_t5 import build_test_tokenizer
+    from fixture_inputs import build_test_tokenizer
 
     config = tiny_config()
     config["model"]["conditioning"]["configs"][0] = {

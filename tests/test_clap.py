@@ -27,6 +27,8 @@ from stable_audio_core.models.conditioners import CONDITIONER_TYPES, CLAPTextCon
 from stable_audio_core.text.clap_encoder import ClapTextEncoder
 from stable_audio_core.text.tokenizer import TextTokenizer
 
+from fixture_inputs import audio_test_features, sample_clip
+
 FIXTURES = Path(__file__).parent / "fixtures" / "clap"
 MODEL = FIXTURES / "model"
 # float32 on both sides; the towers differ from transformers only in summation order (fused
@@ -35,36 +37,6 @@ FLOAT32_TOLERANCE = 1e-5
 FUSION_KEYS = (".fusion_model.", ".mel_conv2d.")
 
 
-# --- kept identical to the copies in tools/make_clap_fixtures.py ------------------------------
-def audio_test_features(batch: int, channels: int, frames: int = 1001, bins: int = 64) -> torch.Tensor:
-    """Deterministic log-mel-like input features Tensor[batch, channels, frames, bins] (float32)."""
-    t = torch.arange(frames, dtype=torch.float64)[:, None]
-    f = torch.arange(bins, dtype=torch.float64)[None, :]
-    planes = []
-    for b in range(batch):
-        for c in range(channels):
-            planes.append(
-                6.0 * torch.sin(0.013 * t * (1 + 0.3 * c) + 0.21 * f * (1 + b))
-                + 3.0 * torch.cos(0.0011 * t * f + 0.7 * c - 1.3 * b)
-                + 2.0 * torch.sin(12.9898 * t + 78.233 * f + 37.719 * (4 * b + c))
-                - 20.0
-            )
-    return torch.stack(planes).view(batch, channels, frames, bins).float()
-
-
-def sample_clip(samples: int, sample_rate: int = 48_000) -> torch.Tensor:
-    """A deterministic mono clip Tensor[samples] (float32): chirp + tone, a slow envelope,
-    pseudo-noise, and 40 ms of digital silence (exercises the -100 dB floor)."""
-    n = torch.arange(samples, dtype=torch.float64)
-    t = n / sample_rate
-    chirp = 0.4 * torch.sin(2 * torch.pi * (200.0 * t + 900.0 * t * t))
-    tone = 0.2 * torch.sin(2 * torch.pi * 3150.0 * t + 0.5)
-    envelope = 0.5 + 0.5 * torch.sin(2 * torch.pi * 1.3 * t)
-    noise = 0.1 * torch.sin(12.9898 * n + 78.233)
-    clip = (chirp + tone) * envelope + noise
-    clip[1000:2920] = 0.0
-    return clip.float()
-# --- end of the copies
 
 
 @pytest.fixture(scope="module")
@@ -472,7 +444,7 @@ def test_attach_text_encoder_gives_clap_conditioners_their_encoder():
     """factory.attach_text_encoder loads the CLAP folder into a model's clap_text conditioner."""
     import json
 
-    from conftest import FIXTURES, perturbed_model, tiny_config
+    from helpers import FIXTURES, perturbed_model, tiny_config
     from stable_audio_core.factory import attach_text_encoder
     from stable_audio_core.models.conditioners import CLAPTextConditioner
 

@@ -6,7 +6,7 @@ import soundfile as sf
 
 from stable_audio_host.cli import main as cli_main, output_paths, sanitize_filename
 
-from conftest import perturbed_model, save_checkpoint, tiny_config
+from helpers import perturbed_model, save_checkpoint, tiny_config
 
 
 def _model_files(tmp_path):

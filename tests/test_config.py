@@ -8,7 +8,7 @@ from stable_audio_core.config import load_model_config
 from stable_audio_core.errors import ConfigError
 from stable_audio_core.factory import build_model
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_bundled_sao_configs_parse_with_their_reference_fields():

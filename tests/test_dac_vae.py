@@ -26,7 +26,7 @@ from stable_audio_core.models.autoencoder import build_autoencoder
 from stable_audio_core.models.dac_vae import DACDecoder, DACEncoder
 from stable_audio_core.models.layers import fold_weight_norm
 
-from conftest import FIXTURES, ROOT
+from helpers import FIXTURES, ROOT
 
 VAE_FIXTURES = FIXTURES / "vae"
 PAPER_CONFIG = ROOT / "stable_audio_core" / "configs" / "stable_audio_paper_unet.json"

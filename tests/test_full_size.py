@@ -8,7 +8,7 @@ import torch
 
 from stable_audio_core.factory import build_model
 
-from conftest import FIXTURES, ROOT
+from helpers import FIXTURES, ROOT
 
 
 def _reference(path):
@@ -40,7 +40,7 @@ def test_checkpoint_without_derived_buffers_still_loads(tmp_path):
     # ComfyUI's repackaged files drop the all-zero LayerNorm beta buffers.
     from safetensors.torch import save_file
 
-    from conftest import perturbed_model, tiny_config
+    from helpers import perturbed_model, tiny_config
     from stable_audio_core.factory import load_model
     model = perturbed_model(tiny_config())
     sd = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("norm.beta")}

@@ -4,7 +4,7 @@ import torch
 
 from stable_audio_core.sampling.guidance import combine_guidance
 
-from conftest import perturbed_model, tiny_config
+from helpers import perturbed_model, tiny_config
 
 META = [{"prompt": 3.0, "seconds_start": 1.0, "seconds_total": 4.0}]
 

@@ -13,7 +13,7 @@ from stable_audio_host.cli import main as cli_main
 from stable_audio_host.executor import WorkflowInvalid
 from stable_audio_host.session import OverrideError
 from stable_audio_host.workflow import WorkflowFileError, parse_workflow, widget_slots
-from test_nodes_helpers import BUNDLED_SAMPLE_RATE, ROOT, SAMPLE_RATE, TINY_MODEL, make_folders, session
+from helpers import BUNDLED_SAMPLE_RATE, ROOT, SAMPLE_RATE, TINY_MODEL, make_folders, session
 
 SAMPLER = "StableAudio_DPMSolverSampler"
 # The Stable Audio Open graph, which runs on the tiny T5 checkpoint in the models folder.

@@ -19,7 +19,7 @@ import torch
 
 from stable_audio_host.pack import load_pack
 from stable_audio_host.runtime import Folders, HostRuntime, Interrupted
-from test_nodes_helpers import (BUNDLED_RATIO, BUNDLED_SAMPLE_RATE, RATIO, ROOT, SAMPLE_RATE, bundled_kind_config,
+from helpers import (BUNDLED_RATIO, BUNDLED_SAMPLE_RATE, RATIO, ROOT, SAMPLE_RATE, bundled_kind_config,
                                 make_folders, point_bundled_model_at, write_clip)
 
 CATEGORY = "audio/stable audio"

@@ -11,7 +11,7 @@ from stable_audio_core.models.conditioners import CLAPTextConditioner
 from stable_audio_core.pipeline import generate
 from stable_audio_host.cli import main as cli_main
 
-from conftest import FIXTURES, perturbed_model, save_checkpoint
+from helpers import FIXTURES, perturbed_model, save_checkpoint
 
 CLAP_FOLDER = FIXTURES / "clap" / "model"   # tiny random CLAP in transformers' layout (32 wide)
 CLAP_TOKENS = 77                            # CLAP pads text to 77 tokens, as the paper uses it

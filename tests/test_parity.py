@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from stable_audio_core.parity import RELATIVE_TOLERANCE, run_parity
 from stable_audio_host.cli import main as cli_main
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 PARITY = FIXTURES / "parity"
 NAMES = sorted(p.name[: -len(".json")] for p in PARITY.glob("*.json"))

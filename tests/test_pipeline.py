@@ -11,7 +11,7 @@ from stable_audio_core.errors import InputError, NonFiniteError
 from stable_audio_core.pipeline import (SourceLatents, generate, initial_noise, resolve_sampling, sample_latents,
                                         text_conditioner_ids)
 
-from conftest import perturbed_model, tiny_config
+from helpers import perturbed_model, tiny_config
 
 COND = {"prompt": 2.0, "seconds_start": 0.0, "seconds_total": 0.01}
 
@@ -197,9 +197,9 @@ def test_text_prompt_flows_through_t5_into_generation(tmp_path):
     """A tiny T5 folder (fixture weights + a tokenizer built here) conditions a tiny model."""
     import shutil
 
-    from conftest import FIXTURES, save_checkpoint
+    from helpers import FIXTURES, save_checkpoint
     from stable_audio_core.factory import load_model
-    from test_t5 import build_test_tokenizer
+    from fixture_inputs import build_test_tokenizer
 
     folder = tmp_path / "t5"
     shutil.copytree(FIXTURES / "t5" / "relu", folder)

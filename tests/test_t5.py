@@ -3,7 +3,7 @@
 Fixtures (tests/fixtures/t5/, written by tools/make_t5_fixtures.py in the transformers venv):
 two tiny perturbed T5EncoderModel folders (relu = t5-base layout, gated-gelu = Flan-T5 layout)
 with transformers' token ids, masks and last_hidden_state for the texts in inputs.json.
-The tokenizer is built here and must reproduce transformers' ids.
+The tokenizer is built by tests/fixture_inputs.py and must reproduce transformers' ids.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import Unigram
 
 from stable_audio_core.errors import CheckpointError, ConfigError, InputError
 from stable_audio_core.models.t5 import T5Config, T5Encoder, relative_position_bucket
 from stable_audio_core.text.t5_encoder import T5TextEncoder
 from stable_audio_core.text.tokenizer import TextTokenizer
+
+from fixture_inputs import build_test_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "t5"
 VARIANTS = ["relu", "gated-gelu"]
@@ -30,31 +30,6 @@ VARIANTS = ["relu", "gated-gelu"]
 FLOAT32_TOLERANCE = 1e-5
 
 
-# --- kept identical to build_test_tokenizer() in tools/make_t5_fixtures.py.
-_WORDS = ["dog", "bark", "rain", "loud", "thunder", "piano", "drum", "soft", "the", "a", "in",
-          "and", "then", "of", "with", "beat", "bpm", "120", "guitar", "synth", "ambient", "noise"]
-_SUFFIXES = ["s", "ing", "ed", "er"]
-
-
-def build_test_tokenizer() -> Tokenizer:
-    """A T5-like SentencePiece-unigram tokenizer over a tiny vocabulary: <pad>=0, </s>=1, <unk>=2."""
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [("\u2581" + word, -2.0 - 0.1 * i) for i, word in enumerate(_WORDS)]
-    pieces += [(suffix, -3.0 - 0.1 * i) for i, suffix in enumerate(_SUFFIXES)]
-    pieces += [("\u2581", -4.0)]
-    pieces += [(char, -5.0) for char in "abcdefghijklmnopqrstuvwxyz0123456789,."]
-    tokenizer = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=False))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")]
-    )
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
-    tokenizer.add_special_tokens(["<pad>", "</s>", "<unk>"])
-    return tokenizer
-# --- end of the copy
 
 
 @pytest.fixture(scope="module")

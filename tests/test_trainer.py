@@ -440,7 +440,7 @@ def test_train_command_runs_a_task_on_a_folder_of_audio(tmp_path, monkeypatch):
 
 def test_encode_latents_command_writes_a_latent_dataset(tmp_path):
     import soundfile
-    from conftest import tiny_config as tiny_model_config
+    from helpers import tiny_config as tiny_model_config
     from safetensors.torch import save_file
     from stable_audio_host import cli
     from stable_audio_core.factory import build_model

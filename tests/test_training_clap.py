@@ -68,13 +68,14 @@ def toy_batch(first_seed: int = 0) -> dict:
     return data.collate([data.get(i, s) for i, s in enumerate(seeds)], seeds)
 
 
-def train(task, steps: int, lr: float = 1e-3) -> list[float]:
+def train(task, steps: int, lr: float = 1e-3, batch: dict | None = None) -> list[float]:
+    """The task's losses over `steps` AdamW steps: on `batch` every step, or a new toy batch each."""
     phase = task.phases()[0]
     optimizer = torch.optim.AdamW(phase.parameters, lr=lr)
     losses = []
     for step in range(steps):
         optimizer.zero_grad()
-        loss, _ = phase.loss_fn(toy_batch(4 * step), CPU)
+        loss, _ = phase.loss_fn(toy_batch(4 * step) if batch is None else batch, CPU)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
@@ -141,6 +142,16 @@ def test_embeddings_of_an_item_do_not_depend_on_its_batch():
     assert torch.allclose(torch.cat([h[1] for h in halves]), audio, atol=FLOAT_TOL)
 
 
+def test_the_loss_falls_at_every_step_while_fitting_one_batch():
+    task = build_clap_task(CONFIG, OPTIONS)
+    # A small learning rate on one batch descends smoothly (measured: 1.51 -> 1.36 in six steps,
+    # each step at least 0.015 lower); larger rates first jump above chance.
+    losses = train(task, 6, lr=3e-4, batch=toy_batch())
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:]))
+    assert losses[-1] < losses[0] - 0.1
+
+
+@pytest.mark.heavy
 def test_loss_decreases_on_the_toy_set():
     task = build_clap_task(CONFIG, OPTIONS)
     losses = train(task, 30)

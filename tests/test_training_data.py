@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from stable_audio_core.audio import read_audio, read_audio_window, resample
 from stable_audio_core.errors import AudioFileError, InputError
 from stable_audio_core.models.autoencoder import build_autoencoder

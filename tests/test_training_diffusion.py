@@ -1,5 +1,5 @@
 """Diffusion training: objective formulas, per-item randomness, condition dropout, frozen text
-encoder, LoRA, export and fine-tuning, on tiny configs (conftest.tiny_config and the committed
+encoder, LoRA, export and fine-tuning, on tiny configs (helpers.tiny_config and the committed
 parity configs)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from stable_audio_core.training.export import save_diffusion_checkpoint
 from stable_audio_core.training.lora import LoRALinear, apply_lora, lora_parameters, merge_lora, target_patterns
 from stable_audio_core.training.task import StepContext, latent_padding_mask, per_item_rand, per_item_randn
 
-from conftest import FIXTURES, tiny_config
+from helpers import FIXTURES, tiny_config
 
 CPU = StepContext(step=0, micro_batch=0, accumulation=1, device=torch.device("cpu"))
 # float32 on both sides of every comparison of one computation done two ways (batched vs per item,

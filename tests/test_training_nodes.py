@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from stable_audio_host.runtime import Interrupted
-from test_nodes_helpers import SAMPLE_RATE, FIXTURES, session, t5_config
+from helpers import SAMPLE_RATE, FIXTURES, session, t5_config
 
 KEYS = ["TrainDataset", "TrainPreEncode", "TrainVAE", "TrainCLAP", "TrainDiffusion", "TrainLoadModel"]
 TRAIN_CATEGORY = "audio/stable audio/training"
@@ -37,7 +37,7 @@ def write_songs(folder):
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    from test_nodes_helpers import make_folders
+    from helpers import make_folders
     folders = make_folders(tmp_path_factory.mktemp("training_nodes"))
     write_songs(folders["input"] / "songs")
     # 2048 samples: the STFT loss's largest window (2048) needs at least 1025.

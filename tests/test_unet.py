@@ -10,7 +10,6 @@ plus the key/shape list of the paper's full-size U-Net.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from stable_audio_core.models.stable_audio import ModelInputs, unet_unconditiona
 from stable_audio_core.models.unet import UNet1d
 from stable_audio_core.sampling.guidance import guided_model_fn
 
-from conftest import ROOT, perturbed_model, tiny_config
+from helpers import ROOT, perturbed_model, tiny_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "unet"
 CASES = ("paper_shape", "options_global_concat_xattn_time", "no_time_concat_level1")
@@ -106,10 +105,8 @@ def test_paper_unet_has_907M_parameters():
 
 
 def test_count_params_tool_reports_the_paper_unet_total():
-    spec = importlib.util.spec_from_file_location("count_params", ROOT / "tools" / "count_params.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    counts = tool.backbone_parameter_counts(PAPER_CONFIG)
+    from tools.count_params import backbone_parameter_counts   # the repository root is on sys.path (conftest)
+    counts = backbone_parameter_counts(PAPER_CONFIG)
     assert sum(counts.values()) == 906_679_744
     assert set(counts) >= {"downsamples", "bottleneck", "upsamples", "fixed_embedding"}
 

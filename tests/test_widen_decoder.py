@@ -2,18 +2,11 @@
 exactly as before, keeps the encoder, and its new channels can learn (their outgoing weights
 receive gradient)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from stable_audio_core.factory import load_autoencoder
-
-SPEC = importlib.util.spec_from_file_location(
-    "widen_decoder", Path(__file__).resolve().parents[1] / "tools" / "default_model" / "widen_decoder.py")
-widen = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(widen)
+from tools.default_model import widen_decoder as widen   # the repository root is on sys.path (conftest)
 
 
 def _config(decoder_channels: int, decoder_mults: list[int]) -> dict:

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_nodes_helpers import (BUNDLED_RATIO, BUNDLED_SAMPLE_RATE, BUNDLED_WINDOW, RATIO, ROOT, SAMPLE_RATE,
+from helpers import (BUNDLED_RATIO, BUNDLED_SAMPLE_RATE, BUNDLED_WINDOW, RATIO, ROOT, SAMPLE_RATE,
                                 TINY_MODEL, bundled_kind_config, make_folders, session)
 
 BUNDLED_WORKFLOWS = ["text_to_audio", "audio_to_audio", "inpaint", "continuation"]

@@ -19,8 +19,8 @@ expected.safetensors holds transformers' results:
   ClapModel logits against the audio;
 - audio, fused and unfused (the same weights without the fusion branch, enable_fusion=false):
   the final-norm tokens (hooked), pooler output and audio projection for input features built
-  by `audio_test_features` (a formula, kept identical in tests/test_clap.py; a slice is stored
-  to catch drift);
+  by `audio_test_features` (a formula in tests/fixture_inputs.py, shared with tests/test_clap.py;
+  a slice is stored to catch drift);
 - features: ClapFeatureExtractor (laion's settings: 50 Hz - 14 kHz) on `sample_clip` clips in
   every truncation/padding mode (frames strided for the 10 s cases, one channel stored where the
   four are copies), with the random crop choices it made recorded in inputs.json.
@@ -39,7 +39,12 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, PreTrainedTokenizerFast
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "clap"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fixture_inputs import audio_test_features, sample_clip  # noqa: E402
+
+OUT = ROOT / "tests" / "fixtures" / "clap"
 SEED = 20240611
 MAX_LENGTH = 77
 TEXTS = [
@@ -79,38 +84,6 @@ FEATURE_CASES = [
     ("ten_seconds_rand_trunc", 200_000, "rand_trunc", "repeatpad", None, 25),
     ("twelve_seconds_fusion", 600_000, "fusion", "repeatpad", None, 25),
 ]
-
-
-# --- kept identical to the copies in tests/test_clap.py ---------------------------------------
-def audio_test_features(batch: int, channels: int, frames: int = 1001, bins: int = 64) -> torch.Tensor:
-    """Deterministic log-mel-like input features Tensor[batch, channels, frames, bins] (float32)."""
-    t = torch.arange(frames, dtype=torch.float64)[:, None]
-    f = torch.arange(bins, dtype=torch.float64)[None, :]
-    planes = []
-    for b in range(batch):
-        for c in range(channels):
-            planes.append(
-                6.0 * torch.sin(0.013 * t * (1 + 0.3 * c) + 0.21 * f * (1 + b))
-                + 3.0 * torch.cos(0.0011 * t * f + 0.7 * c - 1.3 * b)
-                + 2.0 * torch.sin(12.9898 * t + 78.233 * f + 37.719 * (4 * b + c))
-                - 20.0
-            )
-    return torch.stack(planes).view(batch, channels, frames, bins).float()
-
-
-def sample_clip(samples: int, sample_rate: int = 48_000) -> torch.Tensor:
-    """A deterministic mono clip Tensor[samples] (float32): chirp + tone, a slow envelope,
-    pseudo-noise, and 40 ms of digital silence (exercises the -100 dB floor)."""
-    n = torch.arange(samples, dtype=torch.float64)
-    t = n / sample_rate
-    chirp = 0.4 * torch.sin(2 * torch.pi * (200.0 * t + 900.0 * t * t))
-    tone = 0.2 * torch.sin(2 * torch.pi * 3150.0 * t + 0.5)
-    envelope = 0.5 + 0.5 * torch.sin(2 * torch.pi * 1.3 * t)
-    noise = 0.1 * torch.sin(12.9898 * n + 78.233)
-    clip = (chirp + tone) * envelope + noise
-    clip[1000:2920] = 0.0
-    return clip.float()
-# --- end of the copies
 
 
 def build_tokenizer() -> Tokenizer:

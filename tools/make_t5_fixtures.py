@@ -9,7 +9,7 @@ perturbed random `T5EncoderModel` with `save_pretrained` (config.json + model.sa
 `expected.safetensors` holding transformers' tokenization (PreTrainedTokenizerFast with
 padding="max_length", truncation=True) and `last_hidden_state`. It also records transformers'
 relative-position buckets over a wide range of distances, and (relu) the float16 output, which is
-how stable-audio-tools runs T5. The tokenizer is not saved: tests/test_t5.py builds it.
+how stable-audio-tools runs T5. The tokenizer is not saved: tests/fixture_inputs.py builds it for both sides.
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import Unigram
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from transformers.models.t5.modeling_t5 import T5Attention
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "t5"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fixture_inputs import build_test_tokenizer  # noqa: E402
+
+OUT = ROOT / "tests" / "fixtures" / "t5"
 SEED = 20240607
 MAX_LENGTH = 20
 TEXTS = [
@@ -47,34 +50,6 @@ VARIANTS = {
     ),
 }
 BUCKET_SETTINGS = [(32, 128), (8, 10)]
-
-
-# --- kept identical to build_test_tokenizer() in tests/test_t5.py: the parity test fails if
-# --- the two drift apart.
-_WORDS = ["dog", "bark", "rain", "loud", "thunder", "piano", "drum", "soft", "the", "a", "in",
-          "and", "then", "of", "with", "beat", "bpm", "120", "guitar", "synth", "ambient", "noise"]
-_SUFFIXES = ["s", "ing", "ed", "er"]
-
-
-def build_test_tokenizer() -> Tokenizer:
-    """A T5-like SentencePiece-unigram tokenizer over a tiny vocabulary: <pad>=0, </s>=1, <unk>=2."""
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [("\u2581" + word, -2.0 - 0.1 * i) for i, word in enumerate(_WORDS)]
-    pieces += [(suffix, -3.0 - 0.1 * i) for i, suffix in enumerate(_SUFFIXES)]
-    pieces += [("\u2581", -4.0)]
-    pieces += [(char, -5.0) for char in "abcdefghijklmnopqrstuvwxyz0123456789,."]
-    tokenizer = Tokenizer(Unigram(pieces, unk_id=2, byte_fallback=False))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")]
-    )
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
-    tokenizer.add_special_tokens(["<pad>", "</s>", "<unk>"])
-    return tokenizer
-# --- end of the copy
 
 
 def tiny_model(variant: dict) -> T5EncoderModel:

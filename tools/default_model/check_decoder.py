@@ -23,13 +23,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools" / "default_model"))
-
-from evaluate import MELODY_INSTRUMENTS, frame_log_spectrum, r_squared, reconstruct, solo_clips, zero_shot  # noqa: E402
 
 from stable_audio_core.bundled import default_model_files  # noqa: E402
 from stable_audio_core.checkpoint import config_beside  # noqa: E402
 from stable_audio_core.evaluation.clap_score import ClapScorer  # noqa: E402
+from stable_audio_core.evaluation.instruments import MELODY_INSTRUMENTS, solo_clips, zero_shot  # noqa: E402
+from stable_audio_core.evaluation.latent_probe import frame_log_spectrum, r_squared, reconstruct  # noqa: E402
 from stable_audio_core.training.losses import multiresolution_stft_distance  # noqa: E402
 from stable_audio_core.factory import load_autoencoder  # noqa: E402
 

@@ -31,7 +31,9 @@ Parts (``--parts``, comma-separated; all by default):
              spectrum of the decoder's reconstruction (1 = exact, 0 = the mean spectrum).
 
 Writes results.json, timing.png, timing.md, latent_probe.png, a report.md with every table, and generations/*.wav
-(--keep-audio). Deterministic from --seed.
+(--keep-audio). Deterministic from --seed. The measurements themselves are the core's
+(`stable_audio_core.evaluation`: timing, clap_score, classifiers, instruments, latent_probe);
+this script runs them on the bundled model and writes the report.
 """
 
 from __future__ import annotations
@@ -50,19 +52,20 @@ sys.path.insert(0, str(ROOT))
 
 from stable_audio_core.audio import prepare_audio, read_audio, write_audio  # noqa: E402
 from stable_audio_core.bundled import default_model_files  # noqa: E402
-from stable_audio_core.evaluation.clap_score import ClapScorer, retrieval_accuracy, score_gap, similarity_matrix  # noqa: E402
-from stable_audio_core.evaluation.timing import (TimingRow, markdown_table, plot_timing,  # noqa: E402
+from stable_audio_core.evaluation.clap_score import ClapScorer, retrieval_accuracy, score_gap  # noqa: E402
+from stable_audio_core.evaluation.classifiers import (band_features, label_accuracy,  # noqa: E402
+                                                      latent_statistics, linear_classifier, most_taken_for,
+                                                      nearest_centroid)
+from stable_audio_core.evaluation.instruments import (MELODY_INSTRUMENTS, dataset_rows,  # noqa: E402
+                                                      instrument_prompt, solo_clips, zero_shot)
+from stable_audio_core.evaluation.latent_probe import encode_clip, latent_probe, reconstruct  # noqa: E402
+from stable_audio_core.evaluation.timing import (markdown_table, measure_timing, plot_timing,  # noqa: E402
                                                  spread_durations, summarise)
 from stable_audio_core.factory import load_model  # noqa: E402
 from stable_audio_core.pipeline import generate  # noqa: E402
 from stable_audio_core.postprocess import detect_content_end  # noqa: E402
 from stable_audio_core.training.losses import multiresolution_stft_distance, si_sdr  # noqa: E402
 
-MELODY_INSTRUMENTS = ("piano", "electric piano", "marimba", "organ", "acoustic guitar", "electric guitar",
-                      "distorted guitar", "strings", "trumpet", "saxophone", "flute", "synth lead")
-INSTRUMENT_CONTEXTS = (("folk", "G major", 90, "calm"), ("pop", "A minor", 110, "happy"),
-                       ("ambient", "D minor", 80, "dreamy"), ("jazz", "F major", 120, "relaxed"),
-                       ("rock", "E minor", 100, "energetic"))
 # The silence detector's level. The small VAE decodes the latents of digital silence to a floor of
 # about -60 dBFS, so the detector sits above it (see the calibration rows of the report).
 THRESHOLD_DB = -45.0
@@ -70,25 +73,6 @@ THRESHOLD_DB = -45.0
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def dataset_rows(data: Path, split: str) -> list[dict]:
-    ids = set(json.loads((data / "split.json").read_text())[split])
-    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    return [row for row in rows if row["id"] in ids]
-
-
-def encode_clip(autoencoder, audio: torch.Tensor) -> torch.Tensor:
-    """The latents Tensor[D, L] (posterior mean) of a whole clip Tensor[C, T], padded to whole latents."""
-    padded = torch.nn.functional.pad(audio, (0, -audio.shape[-1] % autoencoder.downsampling_ratio))[None]
-    with torch.inference_mode():
-        return autoencoder.encode(padded)[0]
-
-
-def reconstruct(autoencoder, audio: torch.Tensor) -> torch.Tensor:
-    """A whole clip Tensor[C, T] through encode (mean) -> decode, cut back to its length."""
-    with torch.inference_mode():
-        return autoencoder.decode(encode_clip(autoencoder, audio)[None])[0, :, : audio.shape[-1]]
 
 
 def evaluate_vae(model, rows: list[dict], data: Path) -> dict:
@@ -135,21 +119,28 @@ def detector_calibration(model, rows: list[dict], data: Path, window: int, thres
 
 def evaluate_timing(run, rows: list[dict], sample_rate: int, window_seconds: float, seed: int,
                     out: Path, keep_audio: bool, threshold_db: float) -> tuple[dict, list[tuple[str, torch.Tensor]]]:
+    """The timing experiment (`measure_timing`) on the held-out prompts, each with its own requested
+    length; also returns each (prompt, generation trimmed to the request) for the CLAP part."""
     prompts = [row["description"] for row in rows]
     durations = spread_durations(len(prompts), 1.0, round(window_seconds - 0.05, 1))
     random.Random(seed).shuffle(durations)   # no link between a prompt and its requested length
-    timing_rows, trimmed, windows = [], [], []
+    windows = []
     started = time.time()
-    for index, (prompt, requested) in enumerate(zip(prompts, durations)):
-        audio, _ = run(prompt, requested, seed + index)
-        detected = detect_content_end(audio, sample_rate, threshold_db=threshold_db)
-        timing_rows.append(TimingRow(prompt=prompt, requested=requested, detected=detected, seed=seed + index))
-        trimmed.append((prompt, audio[:, : int(round(requested * sample_rate))]))
-        windows.append(audio)
+
+    def generate_window(prompt: str, seconds_total: float, item_seed: int) -> tuple[torch.Tensor, int]:
+        audio, _ = run(prompt, seconds_total, item_seed)
         if keep_audio:
-            write_audio(out / "generations" / f"timing-{index:03d}.wav", audio, sample_rate)
-        log(f"timing {index + 1}/{len(prompts)}: asked {requested:.1f} s, ends at {detected:.2f} s "
-            f"({time.time() - started:.0f} s)")
+            write_audio(out / "generations" / f"timing-{len(windows):03d}.wav", audio, sample_rate)
+        windows.append(audio)
+        return audio, sample_rate
+
+    def progress(done: int, total: int) -> None:
+        log(f"timing {done}/{total}: asked {durations[done - 1]:.1f} s ({time.time() - started:.0f} s)")
+
+    timing_rows = measure_timing(generate_window, prompts, durations, seed=seed, threshold_db=threshold_db,
+                                 progress=progress)
+    trimmed = [(row.prompt, audio[:, : int(round(row.requested * sample_rate))])
+               for row, audio in zip(timing_rows, windows)]
     summary = summarise(timing_rows)
     plot_timing(timing_rows, out / "timing.png",
                 title=f"Timing accuracy, default model (MAE {summary.mean_absolute_error:.2f} s, n={summary.count})")
@@ -174,124 +165,6 @@ def adherence(scorer: ClapScorer, prompts: list[str], clips: list[torch.Tensor],
             "chance_top1": 1 / len(prompts), "chance_top5": min(5, len(prompts)) / len(prompts)}
 
 
-def label_accuracy(predicted: list[str], labels: list[str], choices: tuple[str, ...]) -> dict:
-    """Overall and per-label accuracy of predicted labels (None for a label with no examples)."""
-    hits = [p == label for p, label in zip(predicted, labels)]
-    per = {name: [h for h, label in zip(hits, labels) if label == name] for name in choices}
-    return {"accuracy": sum(hits) / len(hits),
-            "per_instrument": {k: (sum(v) / len(v) if v else None) for k, v in per.items()}}
-
-
-def most_taken_for(predicted: list[str], labels: list[str], name: str) -> str:
-    """What the clips labelled `name` were most often predicted as, with the count ("organ (6 of
-    10)"; the first in prediction order on a tie), or "-" when there are none."""
-    said = [p for p, label in zip(predicted, labels) if label == name]
-    if not said:
-        return "-"
-    top = max(dict.fromkeys(said), key=said.count)
-    return f"{top} ({said.count(top)} of {len(said)})"
-
-
-def zero_shot(scorer: ClapScorer, audio_embeddings: torch.Tensor, labels: list[str],
-              choices: tuple[str, ...]) -> dict:
-    """The CLAP zero-shot label ("<instrument> melody") of each clip, from its audio embedding."""
-    text = scorer.text_embeddings([f"{name} melody" for name in choices])
-    predicted = [choices[p] for p in similarity_matrix(text, audio_embeddings).argmax(dim=0).tolist()]
-    return {"count": len(labels), **label_accuracy(predicted, labels, choices), "chance": 1 / len(choices),
-            "predicted": predicted, "labels": labels}
-
-
-def band_features(clips: list[torch.Tensor], sample_rate: int) -> torch.Tensor:
-    """Timbre features independent of CLAP: mean and spread over time of 64 log-spaced band
-    energies (40 Hz - 16 kHz, 2048-point STFT), each frame normalised to its own mean level so
-    loudness drops out; frames more than 20 dB (natural log) under the median level are skipped."""
-    edges = torch.logspace(torch.log10(torch.tensor(40.0)), torch.log10(torch.tensor(16000.0)), 65)
-    bins = (edges / (sample_rate / 2) * 1024).long().clamp(max=1024)
-    features = []
-    for clip in clips:
-        power = torch.stft(clip.float().mean(0), 2048, 512, window=torch.hann_window(2048),
-                           return_complex=True).abs() ** 2
-        bands = torch.stack([power[bins[i]:max(int(bins[i + 1]), int(bins[i]) + 1)].sum(0) for i in range(64)])
-        level = (bands + 1e-8).log()
-        loud = level.sum(0) > level.sum(0).median() - 20
-        level = level[:, loud] if loud.any() else level
-        level = level - level.mean(0, keepdim=True)
-        features.append(torch.cat([level.mean(1), level.std(1)]))
-    return torch.stack(features)
-
-
-def nearest_centroid(train: torch.Tensor, labels: list[str], test: torch.Tensor,
-                     choices: tuple[str, ...]) -> tuple[float, list[str]]:
-    """Standardise on `train`; leave-one-out accuracy on train, predicted labels for `test`."""
-    mean, std = train.mean(0), train.std(0) + 1e-6
-    train, test = (train - mean) / std, (test - mean) / std
-    index = torch.tensor([choices.index(label) for label in labels])
-
-    def centroids(keep: torch.Tensor) -> torch.Tensor:
-        rows = []
-        for k in range(len(choices)):
-            members = keep & (index == k)
-            rows.append(train[members].mean(0) if members.any() else torch.full_like(train[0], float("inf")))
-        return torch.stack(rows)
-
-    everyone = torch.ones(len(train), dtype=torch.bool)
-    hits = 0
-    for i in range(len(train)):
-        others = everyone.clone()
-        others[i] = False
-        hits += int(torch.cdist(train[i:i + 1], centroids(others)).argmin()) == int(index[i])
-    predicted = torch.cdist(test, centroids(everyone)).argmin(1).tolist()
-    return hits / len(train), [choices[p] for p in predicted]
-
-
-def latent_statistics(latents: torch.Tensor) -> torch.Tensor:
-    """A clip's timbre summary in the VAE's latent space: per-channel mean and spread over time
-    of its latents Tensor[D, L], Tensor[2 D]."""
-    latents = latents.float()
-    return torch.cat([latents.mean(-1), latents.std(-1)])
-
-
-def linear_classifier(train: torch.Tensor, labels: list[str], choices: tuple[str, ...], seed: int,
-                      steps: int = 2000, weight_decay: float = 1e-3):
-    """Multinomial logistic regression on standardised features Tensor[N, F] (full-batch Adam);
-    returns predict(features Tensor[M, F]) -> M labels."""
-    mean, std = train.mean(0), train.std(0) + 1e-6
-    target = torch.tensor([choices.index(label) for label in labels])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layer = torch.nn.Linear(train.shape[1], len(choices))
-    optimizer = torch.optim.Adam(layer.parameters(), 1e-2, weight_decay=weight_decay)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = torch.nn.functional.cross_entropy(layer((train - mean) / std), target)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-    def predict(features: torch.Tensor) -> list[str]:
-        with torch.no_grad():
-            return [choices[k] for k in layer((features - mean) / std).argmax(1).tolist()]
-    return predict
-
-
-def solo_clips(datasets: list[Path], sample_rate: int, per_instrument: int | None = None,
-               splits: tuple[str, ...] = ("train", "held_out")) -> tuple[list[torch.Tensor], list[str]]:
-    """The single-instrument melody clips of the datasets (`splits`, every one by default), at most
-    `per_instrument` of each instrument, in dataset then manifest order: (audio Tensor[2, T] list, labels)."""
-    clips, labels = [], []
-    for data in datasets:
-        for row in [row for split in splits for row in dataset_rows(data, split)]:
-            name = row["instruments"][0] if len(row["instruments"]) == 1 else None
-            if row["kind"] != "music" or name not in MELODY_INSTRUMENTS or f"{name} melody" not in row["description"]:
-                continue
-            if per_instrument is not None and labels.count(name) >= per_instrument:
-                continue
-            audio, rate = read_audio(data / row["path"])
-            clips.append(prepare_audio(audio, rate, sample_rate, 2)[0])
-            labels.append(name)
-    return clips, labels
-
-
 def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds_per: int, seed: int,
                          data: Path, out: Path, keep_audio: bool, probe_data: list[Path] = (),
                          probe_limit: int | None = None) -> dict:
@@ -300,8 +173,7 @@ def evaluate_instruments(run, model, scorer: ClapScorer, sample_rate: int, seeds
     started = time.time()
     for i, name in enumerate(MELODY_INSTRUMENTS):
         for j in range(seeds_per):
-            genre, key, bpm, mood = INSTRUMENT_CONTEXTS[j % len(INSTRUMENT_CONTEXTS)]
-            prompt = f"{genre} music with {name} melody in {key} at {bpm} BPM, {mood}, sparse"
+            prompt = instrument_prompt(name, j)
             audio, window_latents = run(prompt, 6.0, seed + 1000 + i * seeds_per + j)
             audio = audio[:, : 6 * sample_rate]
             clips.append(audio)
@@ -362,86 +234,6 @@ def latent_instrument_probe(autoencoder, datasets: list[Path], probe_limit: int 
             "train_clips": len(train_labels), "held_out_clips": len(test_labels),
             "held_out_accuracy": held_out["accuracy"], "generated": scored["accuracy"],
             "per_instrument": scored["per_instrument"], "held_out_per_instrument": held_out["per_instrument"]}
-
-
-LATENT_PROBE_BINS = 372   # 2048-point STFT bins below 8 kHz at 44.1 kHz
-
-
-def frame_log_spectrum(audio: torch.Tensor, hop: int, frames: int | None = None, floor: float = 1e-4) -> torch.Tensor:
-    """Log magnitude (plus `floor`) Tensor[frames, LATENT_PROBE_BINS] of the channel mean of audio
-    Tensor[C, T], 2048-point STFT every `hop` samples (one frame per latent in the latent probe);
-    the first `frames` frames, or all."""
-    spectrum = torch.stft(audio.float().mean(0), 2048, hop, window=torch.hann_window(2048), return_complex=True)
-    return (spectrum.abs()[:LATENT_PROBE_BINS, :frames] + floor).log().T
-
-
-def latent_frames(autoencoder, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(five-frame latent context Tensor[L, 5 D], the clip's log spectrum, its reconstruction's)."""
-    length = audio.shape[-1]
-    padded = torch.nn.functional.pad(audio, (0, -length % autoencoder.downsampling_ratio))[None]
-    with torch.inference_mode():
-        latents = autoencoder.encode(padded)[0]
-        decoded = autoencoder.decode(latents[None])[0]
-    frames = latents.shape[-1]
-    edged = torch.nn.functional.pad(latents, (2, 2))
-    context = torch.cat([edged[:, i:i + frames] for i in range(5)]).T.float()
-    hop = autoencoder.downsampling_ratio
-    return context, frame_log_spectrum(padded[0], hop, frames), frame_log_spectrum(decoded, hop, frames)
-
-
-def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    return float(1 - (predicted - target).square().mean() / (target - target.mean(0)).square().mean())
-
-
-def plot_spectra(panels: dict[str, torch.Tensor], path: Path, frame_label: str = "latent frame") -> None:
-    """Log spectra Tensor[frames, bins below 8 kHz] side by side, one colour scale, as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    low, high = min(float(p.min()) for p in panels.values()), max(float(p.max()) for p in panels.values())
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), dpi=100, sharey=True)
-    for axis, (title, spectrum) in zip(axes, panels.items()):
-        axis.imshow(spectrum.T.numpy(), origin="lower", aspect="auto", vmin=low, vmax=high,
-                    extent=(0, spectrum.shape[0], 0, 8.0))
-        axis.set_title(title)
-        axis.set_xlabel(frame_label)
-    axes[0].set_ylabel("kHz")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
-def latent_probe(autoencoder, train: list[torch.Tensor], test: list[torch.Tensor], seed: int,
-                 steps: int = 3000, plot_to: Path | None = None) -> dict:
-    """How much of the spectrum the latents hold (an MLP probe's held-out R^2) against how much the
-    decoder gives back (its reconstruction's R^2 on the same frames); `plot_to`: a PNG of the
-    first 400 held-out frames, real / probe / decoder."""
-    fitted = [latent_frames(autoencoder, clip) for clip in train]
-    tested = [latent_frames(autoencoder, clip) for clip in test]
-    x, y = torch.cat([f[0] for f in fitted]), torch.cat([f[1] for f in fitted])
-    x_test, y_test, decoded = (torch.cat([f[i] for f in tested]) for i in range(3))
-    x_mean, x_std, y_mean = x.mean(0), x.std(0) + 1e-6, y.mean(0)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        probe = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 512), torch.nn.GELU(), torch.nn.Linear(512, 512),
-                                    torch.nn.GELU(), torch.nn.Linear(512, y.shape[1]))
-    optimizer = torch.optim.Adam(probe.parameters(), 1e-3)
-    with torch.enable_grad():
-        for _ in range(steps):
-            rows = torch.randint(0, len(x), (256,), generator=generator)
-            loss = (probe((x[rows] - x_mean) / x_std) - (y[rows] - y_mean)).square().mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        predicted = probe((x_test - x_mean) / x_std) + y_mean
-    if plot_to is not None:
-        shown = slice(0, 400)
-        plot_spectra({"real": y_test[shown], "MLP probe on the latents": predicted[shown],
-                      "decoder": decoded[shown]}, plot_to)
-    return {"train_clips": len(train), "test_clips": len(test), "test_frames": len(y_test),
-            "latents_r2": r_squared(predicted, y_test), "decoder_r2": r_squared(decoded, y_test)}
 
 
 def report(results: dict) -> str:

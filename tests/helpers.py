@@ -1,6 +1,9 @@
-"""Helpers shared by the node, host and workflow tests (no tests here): a models folder with a
-tiny T5-conditioned checkpoint, a tiny T5 folder and an input clip, and a tiny stand-in for the
-bundled default model, all built in the test.
+"""Helpers shared by the tests (no tests here; conftest.py holds the fixtures), all built in the
+test, never downloaded:
+
+- `tiny_config`, `perturbed_model`, `save_checkpoint`: a small SAO-1.0-shaped model and its file.
+- For the node, host and workflow tests: a models folder with a tiny T5-conditioned checkpoint, a
+  tiny T5 folder and an input clip, and a tiny stand-in for the bundled default model.
 
 The models-folder model is SAO-1.0-shaped (T5 prompt + number timing, Oobleck VAE, DiT) at a
 2 kHz sample rate so that seconds of audio stay a few hundred latent frames (125 per second).
@@ -23,9 +26,61 @@ import soundfile as sf
 import torch
 from safetensors.torch import save_file
 
-from conftest import FIXTURES, perturbed_model, save_checkpoint, tiny_config
-
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def tiny_config(objective: str = "v", timing: str = "number") -> dict:
+    """A small SAO-1.0-shaped config: Oobleck VAE (ratio 16), DiT, number/int timing, number prompt."""
+    layers = {"channels": 8, "c_mults": [1, 2, 2], "strides": [2, 2, 4], "use_snake": True}
+    timing_conf = {"min_val": 0, "max_val": 512}
+    diffusion = {
+        "cross_attention_cond_ids": ["prompt", "seconds_start", "seconds_total"],
+        "global_cond_ids": ["seconds_start", "seconds_total"],
+        "type": "dit",
+        "config": {"io_channels": 16, "embed_dim": 64, "depth": 2, "num_heads": 2,
+                   "cond_token_dim": 32, "global_cond_dim": 64, "project_cond_tokens": False,
+                   "transformer_type": "continuous_transformer"},
+    }
+    if objective != "v":
+        diffusion["diffusion_objective"] = objective
+    return {
+        "model_type": "diffusion_cond", "sample_size": 16 * 64, "sample_rate": 44100, "audio_channels": 2,
+        "model": {
+            "pretransform": {"type": "autoencoder", "config": {
+                "encoder": {"type": "oobleck", "config": {"in_channels": 2, "latent_dim": 32, **layers}},
+                "decoder": {"type": "oobleck", "config": {"out_channels": 2, "latent_dim": 16,
+                                                          "final_tanh": False, **layers}},
+                "bottleneck": {"type": "vae"}, "latent_dim": 16, "downsampling_ratio": 16,
+                "io_channels": 2}},
+            "conditioning": {"cond_dim": 32, "configs": [
+                {"id": "prompt", "type": "number", "config": {"min_val": 0, "max_val": 10}},
+                {"id": "seconds_start", "type": timing, "config": dict(timing_conf)},
+                {"id": "seconds_total", "type": timing, "config": dict(timing_conf)},
+            ]},
+            "diffusion": diffusion,
+            "io_channels": 16,
+        },
+    }
+
+
+def perturbed_model(config: dict, seed: int = 0):
+    """A model from `config` with every parameter moved off its (often zero) init."""
+    from stable_audio_core.factory import build_model
+    torch.manual_seed(seed)
+    model = build_model(config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def save_checkpoint(model, path: Path) -> Path:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
 SAMPLE_RATE = 2000
 RATIO = 16  # tiny_config's VAE downsampling ratio
 T5_WIDTH = 512  # t5-small's width, which the conditioner's proj_out expects
@@ -43,7 +98,7 @@ def t5_config() -> dict:
 def make_t5_folder(folder: Path, seed: int = 3) -> Path:
     """A Hugging Face T5 folder with t5-small's width, random weights and the test tokenizer."""
     from stable_audio_core.models.t5 import T5Encoder
-    from test_t5 import build_test_tokenizer
+    from fixture_inputs import build_test_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     config = json.loads((FIXTURES / "t5" / "relu" / "config.json").read_text())
