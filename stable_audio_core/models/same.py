@@ -396,7 +396,8 @@ class SAMEAutoencoder(nn.Module):
 
     def _encode_whole(self, audio: Tensor, per_item: bool) -> Tensor:
         patches = self._run(self.pretransform.encode, audio, per_item)
-        encoded = self._run(self.encoder, patches, per_item)
+        # Released encoders have mask_noise 0; a configured one draws as the reference does.
+        encoded = self._run(lambda x: self.encoder(x, self.noise), patches, per_item)
         return self.bottleneck.encode(encoded)
 
     def _decode_whole(self, latents: Tensor, noise: bool, generator: torch.Generator | None,
