@@ -182,7 +182,7 @@ class _ResamplingStage(nn.Module):
         self.chunk_midpoint_shift = options.chunk_midpoint_shift
         self.mask_noise = options.mask_noise
         if options.sliding_window is None:
-            # Attention chunks in tokens: chunk_size patches plus one learned/latent token each 16.
+            # Attention chunks in tokens: chunk_size patches plus one learned/latent token per stride.
             self.window_tokens = None
             self.chunk_tokens = options.chunk_size + options.chunk_size // options.stride
         else:
@@ -355,7 +355,8 @@ class SAMEAutoencoder(nn.Module):
     def __init__(self, pretransform: PatchedPretransform, encoder: SAMEEncoder, decoder: SAMEDecoder,
                  bottleneck: SoftNormBottleneck, *, latent_dim: int, downsampling_ratio: int,
                  sample_rate: int, io_channels: int = 2, soft_clip: bool = False,
-                 iterate_batch: bool = False, chunked_by_default: bool = False, noise: bool = True):  # fmt: skip
+                 iterate_batch: bool = False, chunked_by_default: bool = False,
+                 noise: bool = True):  # fmt: skip
         super().__init__()
         self.pretransform = pretransform
         self.encoder = encoder
@@ -493,8 +494,9 @@ def autoencoder_state_dict(checkpoint: Mapping[str, Tensor]) -> dict[str, Tensor
 # Building from a stable-audio-3 config
 # --------------------------------------------------------------------------------------------
 
-AUTOENCODER_KEYS = frozenset({"type", "pretransform", "encoder", "decoder", "bottleneck", "latent_dim",
-                              "downsampling_ratio", "io_channels", "in_channels", "out_channels"})  # fmt: skip
+AUTOENCODER_KEYS = frozenset({"type", "pretransform", "encoder", "decoder", "bottleneck",
+                              "latent_dim", "downsampling_ratio", "io_channels", "in_channels",
+                              "out_channels"})  # fmt: skip
 PRETRANSFORM_SECTION_KEYS = frozenset({"type", "config", "chunked", "iterate_batch", "scale"})
 PATCHED_KEYS = frozenset({"channels", "patch_size", "oversampling", "postfilter_channels"})
 ENCODER_SECTION_KEYS = frozenset({"type", "config", "requires_grad"})
@@ -532,7 +534,8 @@ def _section(section: dict, allowed: frozenset[str], type_name: str, where: str)
     return config
 
 
-def _stage_options(config: dict, where: str, sinusoidal_blocks: Sequence[int]) -> tuple[list[int], list[StageOptions]]:
+def _stage_options(config: dict, where: str,
+                   sinusoidal_blocks: Sequence[int]) -> tuple[list[int], list[StageOptions]]:  # fmt: skip
     """Widths and per-stage options (encoder order) from a SAME encoder/decoder config."""
     for key, value in _ONLY_VALUE.items():
         if key in config and config[key] != value:
@@ -604,7 +607,8 @@ def build_same_autoencoder(config: dict, sample_rate: int, *, chunked: bool = Fa
     channels = int(require(patched, "channels", "SAME 'pretransform' config"))
     patch_size = int(require(patched, "patch_size", "SAME 'pretransform' config"))
 
-    encoder_config = _section(require(config, "encoder", where), ENCODER_SECTION_KEYS, "same", "SAME 'encoder'")
+    encoder_config = _section(require(config, "encoder", where), ENCODER_SECTION_KEYS, "same",
+                              "SAME 'encoder'")  # fmt: skip
     check_keys(encoder_config, SAME_ENCODER_KEYS, "SAME 'encoder' config")
     decoder_section = require(config, "decoder", where)
     decoder_config = _section(decoder_section, DECODER_SECTION_KEYS, "same", "SAME 'decoder'")
@@ -613,7 +617,8 @@ def build_same_autoencoder(config: dict, sample_rate: int, *, chunked: bool = Fa
                                  "SAME 'bottleneck'")  # fmt: skip
     check_keys(bottleneck_config, SOFTNORM_KEYS, "SAME 'bottleneck' config")
     if bottleneck_config.get("noise_augment_dim", 0) != 0:
-        raise ConfigError("SAME 'bottleneck' config: noise_augment_dim > 0 is not supported (SAME models use 0)")
+        raise ConfigError("SAME 'bottleneck' config: noise_augment_dim > 0 is not supported "
+                          "(SAME models use 0)")  # fmt: skip
 
     latent_dim = int(require(config, "latent_dim", where))
     io_channels = int(require(config, "io_channels", where))
@@ -621,20 +626,24 @@ def build_same_autoencoder(config: dict, sample_rate: int, *, chunked: bool = Fa
     stage_count = len(encoder_config.get("c_mults", _DEFAULTS["c_mults"]))
     enc_widths, enc_stages = _stage_options(encoder_config, "SAME 'encoder' config", [0] * stage_count)
     stage_count = len(decoder_config.get("c_mults", _DEFAULTS["c_mults"]))
-    dec_widths, dec_stages = _stage_options(decoder_config, "SAME 'decoder' config",
-                                            decoder_config.get("sinusoidal_blocks", [0] * stage_count))  # fmt: skip
+    sinusoidal_blocks = decoder_config.get("sinusoidal_blocks", [0] * stage_count)
+    dec_widths, dec_stages = _stage_options(decoder_config, "SAME 'decoder' config", sinusoidal_blocks)
     in_channels = int(encoder_config.get("in_channels", 2))
     out_channels = int(decoder_config.get("out_channels", 2))
+    default_dim = _DEFAULTS["latent_dim"]
     expected = {
         "pretransform channels": (channels, io_channels),
         "encoder in_channels (io_channels x patch_size)": (in_channels, channels * patch_size),
         "decoder out_channels (io_channels x patch_size)": (out_channels, channels * patch_size),
-        "encoder latent_dim": (int(encoder_config.get("latent_dim", _DEFAULTS["latent_dim"])), latent_dim),
-        "decoder latent_dim": (int(decoder_config.get("latent_dim", _DEFAULTS["latent_dim"])), latent_dim),
-        "bottleneck dim": (int(require(bottleneck_config, "dim", "SAME 'bottleneck' config")), latent_dim),
-        "encoder ratio (patch_size x strides)": (patch_size * math.prod(s.stride for s in enc_stages), ratio),
-        "decoder ratio (patch_size x strides)": (patch_size * math.prod(s.stride for s in dec_stages), ratio),
-    }
+        "encoder latent_dim": (int(encoder_config.get("latent_dim", default_dim)), latent_dim),
+        "decoder latent_dim": (int(decoder_config.get("latent_dim", default_dim)), latent_dim),
+        "bottleneck dim": (int(require(bottleneck_config, "dim", "SAME 'bottleneck' config")),
+                           latent_dim),
+        "encoder ratio (patch_size x strides)": (patch_size * math.prod(s.stride for s in enc_stages),
+                                                 ratio),
+        "decoder ratio (patch_size x strides)": (patch_size * math.prod(s.stride for s in dec_stages),
+                                                 ratio),
+    }  # fmt: skip
     for key in ("in_channels", "out_channels"):
         if key in config:
             expected[f"top-level {key}"] = (int(config[key]), io_channels)
@@ -646,7 +655,8 @@ def build_same_autoencoder(config: dict, sample_rate: int, *, chunked: bool = Fa
         PatchedPretransform(channels, patch_size),
         SAMEEncoder(in_channels, enc_widths, latent_dim, enc_stages),
         SAMEDecoder(out_channels, dec_widths, latent_dim, dec_stages),
-        SoftNormBottleneck(latent_dim, noise_regularize=bool(bottleneck_config.get("noise_regularize", False)),
+        SoftNormBottleneck(latent_dim,
+                           noise_regularize=bool(bottleneck_config.get("noise_regularize", False)),
                            auto_scale=bool(bottleneck_config.get("auto_scale", False))),
         latent_dim=latent_dim, downsampling_ratio=ratio, sample_rate=sample_rate, io_channels=io_channels,
         soft_clip=bool(decoder_section.get("soft_clip", False)), iterate_batch=iterate_batch,
@@ -664,12 +674,15 @@ def build_same_pretransform(pretransform_config: dict, sample_rate: int) -> SAME
     kind = require(pretransform_config, "type", where)
     if kind != "autoencoder":
         raise ConfigError(f"{where} has type {kind!r}; only 'autoencoder' is supported")
-    return build_same_autoencoder(require(pretransform_config, "config", where), sample_rate,
-                                  chunked=bool(pretransform_config.get("chunked", False)),
-                                  iterate_batch=bool(pretransform_config.get("iterate_batch", False)))  # fmt: skip
+    return build_same_autoencoder(
+        require(pretransform_config, "config", where), sample_rate,
+        chunked=bool(pretransform_config.get("chunked", False)),
+        iterate_batch=bool(pretransform_config.get("iterate_batch", False)),
+    )  # fmt: skip
 
 
 def is_same_config(autoencoder_config: dict) -> bool:
     """Whether an autoencoder dict (see build_same_autoencoder) describes SAME."""
     encoder = autoencoder_config.get("encoder")
-    return autoencoder_config.get("type") == "same" or (isinstance(encoder, dict) and encoder.get("type") == "same")
+    return autoencoder_config.get("type") == "same" or (
+        isinstance(encoder, dict) and encoder.get("type") == "same")
