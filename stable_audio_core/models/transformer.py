@@ -9,6 +9,7 @@ checkpoints load unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -95,29 +96,31 @@ class LayerNorm(nn.Module):
 
 
 class GLU(nn.Module):
-    """value * silu(gate), where [value, gate] = proj(x) split in two halves."""
+    """value * activation(gate), where [value, gate] = proj(x) split in two halves (SiLU: SwiGLU)."""
 
-    def __init__(self, dim_in: int, dim_out: int):
+    def __init__(self, dim_in: int, dim_out: int, activation: Callable[[Tensor], Tensor] = F.silu):
         super().__init__()
         self.proj = nn.Linear(dim_in, dim_out * 2)
+        self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
         value, gate = self.proj(x).chunk(2, dim=-1)
-        return value * F.silu(gate)
+        return value * self.activation(gate)
 
 
 class FeedForward(nn.Module):
     """SwiGLU (or plain SiLU MLP) with hidden width int(dim * mult), output initialised to zero.
 
-    The `nn.Identity` placeholders keep the reference's Sequential indices (`ff.0.proj`, `ff.2`).
+    `activation` replaces SiLU as the GLU's gate (SAME-L's sin blocks). The `nn.Identity`
+    placeholders keep the reference's Sequential indices (`ff.0.proj`, `ff.2`).
     """
 
     def __init__(self, dim: int, *, mult: float = 4.0, glu: bool = True, bias: bool = True,
-                 zero_init_output: bool = True):
+                 zero_init_output: bool = True, activation: Callable[[Tensor], Tensor] = F.silu):
         super().__init__()
         hidden = int(dim * mult)
         if glu:
-            linear_in = GLU(dim, hidden)
+            linear_in = GLU(dim, hidden, activation)
         else:
             linear_in = nn.Sequential(nn.Identity(), nn.Linear(dim, hidden, bias=bias),
                                       nn.Identity(), nn.SiLU())
