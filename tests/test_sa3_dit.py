@@ -209,3 +209,16 @@ def test_unsupported_options_are_refused_naming_the_supported_value(key, value):
 def test_heads_narrower_than_the_rotary_dim_are_refused():
     with pytest.raises(ConfigError, match="head dim 16"):
         SA3DiT.from_config(tiny_config(num_heads=8), "rf_denoiser")
+
+
+# --- full size ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["small", "medium"])
+def test_full_size_dit_has_the_reference_keys_shapes_and_parameter_count(name):
+    # Reconstructed Small / Medium configs (SPEC.md g.1), built on the meta device on both sides.
+    entry = json.loads((FIXTURES / "full_size_dit_keys.json").read_text())[name]
+    with torch.device("meta"):
+        model = SA3DiT.from_config(entry["config"], entry["objective"])
+    state = model.state_dict()
+    assert [[key, list(value.shape)] for key, value in state.items()] == entry["keys"]
+    assert sum(p.numel() for p in model.parameters()) == entry["parameters"]

@@ -24,6 +24,10 @@ as JSON.
 as `conditioner.conditioners.seconds_total.<key>` (float16 values), its inputs `cond.in.seconds_total`
 (some outside the range) and outputs `cond.out.seconds_total` [B, 1, 32].
 
+`full_size_dit_keys.json`: the reconstructed Small and Medium DiT configs (SPEC.md g.1, as in the
+reference env's scripts/tiny_configs.py) with the key order and shapes of the reference DiT built
+from them on the meta device, and their parameter counts.
+
 `sampling.safetensors` + `sampling.json`: schedules `sched.<name>` (`build_schedule` as
 `sample_diffusion` calls it), padding masks `mask.<name>` and the latent-length table
 (`StableAudioModel._adapt_sample_size`).
@@ -302,6 +306,36 @@ def write_conditioner(out_dir: Path) -> None:
               metadata={"config": json.dumps(config), "output_dim": "32"})
 
 
+def full_dit_config(embed_dim: int, depth: int, num_heads: int, differential: bool) -> dict:
+    """The released DiT block (reconstructed from public sources, SPEC.md g.1)."""
+    return {
+        "io_channels": 256, "patch_size": 1, "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads,
+        "cond_token_dim": 768, "global_cond_dim": 768, "local_add_cond_dim": 257,
+        "project_cond_tokens": True, "project_global_cond": True,
+        "transformer_type": "continuous_transformer", "global_cond_type": "adaLN",
+        "timestep_features_type": "expo", "timestep_features_dim": 256,
+        "attn_kwargs": {"qk_norm": "rms", "differential": differential},
+        "norm_type": "rms_norm", "norm_kwargs": {"force_fp32": True},
+        "ff_kwargs": {"mult": 4.0}, "num_memory_tokens": 64,
+    }
+
+
+FULL_SIZE = {"small": full_dit_config(1024, 20, 16, differential=False),
+             "medium": full_dit_config(1536, 24, 24, differential=True)}
+
+
+def write_full_size_keys(out_dir: Path) -> None:
+    table = {}
+    for name, config in FULL_SIZE.items():
+        with torch.device("meta"):
+            model = DiTWrapper(diffusion_objective="rf_denoiser", modular_local_cond_configs=[], **config)
+        state = model.model.state_dict()
+        table[name] = {"config": config, "objective": "rf_denoiser",
+                       "parameters": sum(p.numel() for p in model.parameters()),
+                       "keys": [[key, list(value.shape)] for key, value in state.items()]}
+    (out_dir / "full_size_dit_keys.json").write_text(json.dumps(table) + "\n")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT_DIR
@@ -309,6 +343,7 @@ def main() -> None:
     for name, case in CASES.items():
         print(f"{name}: {write_case(name, case, out_dir)} bytes")
     write_conditioner(out_dir)
+    write_full_size_keys(out_dir)
     write_sampling(out_dir)
     print("sampling written to", out_dir)
 
