@@ -178,7 +178,8 @@ class SelfAttention(_Attention):
                 padding_mask: Tensor | None = None) -> Tensor:
         """x: Tensor[B, N, dim], rotary_angles: Tensor[N, R], padding_mask: Tensor[B, N] bool
         (True = valid) -> Tensor[B, N, dim]."""
-        parts = [_heads(part, self.num_heads) for part in self.to_qkv(x).chunk(5 if self.differential else 3, -1)]
+        chunks = self.to_qkv(x).chunk(5 if self.differential else 3, dim=-1)
+        parts = [_heads(part, self.num_heads) for part in chunks]
         v = parts[2]
         queries, keys = [parts[0]], [parts[1]]
         if self.differential:
@@ -219,7 +220,8 @@ class CrossAttention(_Attention):
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """x: Tensor[B, N, dim], context: Tensor[B, M, context_dim] -> Tensor[B, N, dim]."""
         queries = [_heads(q, self.num_heads) for q in self.to_q(x).chunk(2 if self.differential else 1, -1)]
-        kv = [_heads(part, self.kv_heads) for part in self.to_kv(context).chunk(3 if self.differential else 2, -1)]
+        chunks = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
+        kv = [_heads(part, self.kv_heads) for part in chunks]
         keys, v = kv[:-1], kv[-1]
         queries, keys = self._normalize(queries, keys)
         return self._attend(queries, keys, v)

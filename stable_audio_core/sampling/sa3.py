@@ -198,6 +198,8 @@ def time_schedule(steps: int, batch: int, *, sigma_max: float = 1.0,
         raise InputError(f"steps must be a positive integer, got {steps!r}")
     if not 0 < sigma_max <= 1:
         raise InputError(f"sigma_max (init noise level) must be in (0, 1], got {sigma_max!r}")
+    if lengths is not None and lengths.shape != (batch,):
+        raise InputError(f"lengths must have shape [{batch}] (one per item), got {tuple(lengths.shape)}")
     t = torch.linspace(sigma_max, 0, steps + 1)
     if shift is not None:
         if lengths is not None:
