@@ -56,8 +56,8 @@ def generation_settings(args: argparse.Namespace, settings) -> dict:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from stable_audio_core.audio import read_audio, write_audio
-    from stable_audio_core.audio_tags import write_flac_tags
+    from stable_audio_core.audio.io import read_audio, write_audio
+    from stable_audio_core.audio.tags import write_flac_tags
     from stable_audio_core.factory import load_model
     from stable_audio_core.pipeline import generate, resolve_sampling
 
@@ -72,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         model = load_model(args.config, args.checkpoint, text_encoder=args.text_encoder,
                            device=args.device, dtype=args.dtype, text_encoder_dtype=args.text_encoder_dtype)
     else:   # no model named: the one that ships with the package
-        from stable_audio_core.bundled import load_default_model
+        from stable_audio_core.default_model import load_default_model
         model = load_default_model(device=args.device, dtype=args.dtype)
     print(f"loaded model in {time.time() - started:.1f} s", file=sys.stderr)
     settings = resolve_sampling(model, steps=args.steps or None, cfg_scale=args.cfg_scale,
@@ -109,7 +109,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_parity(args: argparse.Namespace) -> int:
     import torch
 
-    from stable_audio_core.parity import run_parity
+    from stable_audio_core.evaluation.parity import run_parity
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     failed = 0

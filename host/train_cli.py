@@ -30,7 +30,7 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def add_train_parser(sub) -> None:
-    from stable_audio_core.training.schedules import SCHEDULES as LR_SCHEDULES
+    from stable_audio_core.training.lr_schedules import SCHEDULES as LR_SCHEDULES
 
     t = sub.add_parser("train", help="train or fine-tune a VAE, CLAP or diffusion model on a folder of audio",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

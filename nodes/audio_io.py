@@ -6,9 +6,9 @@ import json
 
 import torch
 
-from ..stable_audio_core import audio_tags
-from ..stable_audio_core.audio import WRITE_FORMATS, write_audio
-from ..stable_audio_core.postprocess import trim_silence
+from ..stable_audio_core.audio import tags as audio_tags
+from ..stable_audio_core.audio.io import WRITE_FORMATS, write_audio
+from ..stable_audio_core.audio.postprocess import trim_silence
 from . import files
 from .datatypes import AUDIO, CATEGORY, audio_parts, make_audio
 

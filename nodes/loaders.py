@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 
 from ..stable_audio_core import config as core_config
-from ..stable_audio_core.audio import prepare_audio, read_audio
-from ..stable_audio_core.bundled import DEFAULT_MODEL_NAME, default_model_files
+from ..stable_audio_core.audio.io import prepare_audio, read_audio
+from ..stable_audio_core.default_model import DEFAULT_MODEL_NAME, default_model_files
 from ..stable_audio_core.errors import InputError
 from ..stable_audio_core.factory import load_model
 from . import files, hooks

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from .acceleration import activation_dtype
-from .audio import fit_length, prepare_audio
+from .audio.io import fit_length, prepare_audio
 from .errors import InputError
 from .models.stable_audio import StableAudioModel
-from .postprocess import check_finite
+from .audio.postprocess import check_finite
 
 
 def _autoencoder_and_format(source: StableAudioModel | nn.Module) -> tuple[nn.Module, int, int]:

@@ -121,7 +121,7 @@ T5_BASE_CONFIG = {"model_type": "t5", "vocab_size": 32128, "d_model": 768, "d_kv
 
 def _embedded_t5(weights: dict[str, torch.Tensor], folder: Path | None):
     """T5 weights stored as `<name>.transformer.<hf key>` (ComfyUI) -> a loaded T5Encoder."""
-    from .models.t5 import T5Encoder
+    from .text.t5 import T5Encoder
     stems = {key.split(".transformer.", 1)[0] for key in weights if ".transformer." in key}
     if len(stems) != 1:
         raise CheckpointError(f"cannot tell the T5 weights among text_encoders.* keys (found {sorted(stems)})")

@@ -21,7 +21,7 @@ from .autoencoding import decode_latents, encode_audio
 from .errors import InputError
 from .models.conditioners import Conditioning, MultiConditioner, TextConditioner
 from .models.stable_audio import ModelInputs, StableAudioModel, assemble_inputs
-from .postprocess import check_finite, trim_silence
+from .audio.postprocess import check_finite, trim_silence
 from .sampling import loop
 
 # The reference's recommended settings for each objective (SAO 1.0 model card / SAO Small card).

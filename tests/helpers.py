@@ -97,7 +97,7 @@ def t5_config() -> dict:
 
 def make_t5_folder(folder: Path, seed: int = 3) -> Path:
     """A Hugging Face T5 folder with t5-small's width, random weights and the test tokenizer."""
-    from stable_audio_core.models.t5 import T5Encoder
+    from stable_audio_core.text.t5 import T5Encoder
     from fixture_inputs import build_test_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -153,7 +153,7 @@ TINY_MODEL = [
 ]
 
 
-# The bundled model's kind (stable_audio_core/bundled.py): what the shipped workflows assume.
+# The bundled model's kind (stable_audio_core/default_model/__init__.py): what the shipped workflows assume.
 BUNDLED_SAMPLE_RATE = 44100
 BUNDLED_RATIO = 1024
 BUNDLED_WINDOW = 432 * BUNDLED_RATIO  # about 10.03 s
@@ -214,7 +214,7 @@ def point_bundled_model_at(folder: Path, monkeypatch) -> None:
     """Make `folder` the bundled default model for the core and for the node pack. The host loads
     the pack as a package with its own copy of the core (custom_nodes.<folder>.stable_audio_core),
     so the module the loader node reads is patched, found through its default_model_files."""
-    import stable_audio_core.bundled as core_bundled
+    import stable_audio_core.default_model as core_bundled
     from stable_audio_host.pack import load_pack
 
     loader = load_pack(ROOT).classes["StableAudio_LoadCheckpoint"]

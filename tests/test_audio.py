@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from stable_audio_core.audio import fit_length, prepare_audio, read_audio, resample, set_channels, write_audio
+from stable_audio_core.audio.io import fit_length, prepare_audio, read_audio, resample, set_channels, write_audio
 from stable_audio_core.errors import AudioFileError, InputError
-from stable_audio_core.postprocess import detect_content_end, trim_silence
+from stable_audio_core.audio.postprocess import detect_content_end, trim_silence
 
 
 @pytest.mark.parametrize("orig, new", [(48000, 44100), (22050, 44100), (44100, 16000)])

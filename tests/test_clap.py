@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from stable_audio_core.audio_features import ClapFeatureExtractor, fusion_crop_ranges, mel_filterbank
+from stable_audio_core.audio.features import ClapFeatureExtractor, fusion_crop_ranges, mel_filterbank
 from stable_audio_core.config import ConditionerSpec
 from stable_audio_core.errors import CheckpointError, ConfigError, InputError
 from stable_audio_core.models.clap import ClapModel

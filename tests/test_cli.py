@@ -37,7 +37,7 @@ def test_batch_writes_one_file_per_item_with_its_seed(tmp_path):
 
 
 def test_flac_output_carries_the_prompt_and_the_settings_that_reproduce_it(tmp_path):
-    from stable_audio_core.audio_tags import read_flac_tags
+    from stable_audio_core.audio.tags import read_flac_tags
     files = _model_files(tmp_path)
     code = cli_main(["generate", "3", "--steps", "2", "--seed", "9", "--sampler", "dpmpp-2m",
                      "--cfg-scale", "3", "-o", str(tmp_path / "a.flac"), *files])
@@ -62,8 +62,8 @@ def test_generate_with_a_checkpoint_but_no_config_explains_what_to_pass(capsys):
 
 
 def test_generate_without_a_model_and_without_the_bundled_files_names_what_is_missing(tmp_path, monkeypatch, capsys):
-    from stable_audio_core import bundled
-    monkeypatch.setattr(bundled, "DEFAULT_MODEL_DIR", tmp_path)
+    from stable_audio_core import default_model
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIR", tmp_path)
     assert cli_main(["generate", "hello", "-o", str(tmp_path / "x.wav")]) != 0
     assert "bundled default model is incomplete" in capsys.readouterr().err
 

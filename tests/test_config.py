@@ -79,7 +79,7 @@ def test_config_file_errors_name_the_file(tmp_path):
     (b"[1, 2]", r"T5 config .*config.json must hold a JSON object, got list"),
 ])
 def test_hugging_face_json_file_errors_name_what_and_the_file(tmp_path, content, message):
-    from stable_audio_core.models.t5 import T5Config
+    from stable_audio_core.text.t5 import T5Config
     path = tmp_path / "config.json"
     if content is not None:
         path.write_bytes(content)

@@ -526,7 +526,7 @@ def test_save_audio_flac_carries_prompt_and_workflow_like_comfyuis_saveaudio(pac
     assert [s["subfolder"] for s in saved] == ["audio", "audio"] and saved[0]["type"] == "output"
     path = folders["output"] / "audio" / saved[0]["filename"]
     assert sf.info(str(path)).frames == 1000 and sf.info(str(path)).samplerate == 2000
-    tags = importlib.import_module(pack.name + ".stable_audio_core.audio_tags").read_flac_tags(path)
+    tags = importlib.import_module(pack.name + ".stable_audio_core.audio.tags").read_flac_tags(path)
     assert json.loads(tags["workflow"]) == {"nodes": [{"id": 1}]}
     assert json.loads(tags["prompt"]) == {"1": {"class_type": "X", "inputs": {}}}
 

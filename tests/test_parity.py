@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from stable_audio_core.parity import RELATIVE_TOLERANCE, run_parity
+from stable_audio_core.evaluation.parity import RELATIVE_TOLERANCE, run_parity
 from stable_audio_host.cli import main as cli_main
 
 from helpers import FIXTURES

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from stable_audio_core.audio import prepare_audio
+from stable_audio_core.audio.io import prepare_audio
 from stable_audio_core.autoencoding import decode_latents, encode_audio
 from stable_audio_core.errors import InputError, NonFiniteError
 from stable_audio_core.pipeline import (SourceLatents, generate, initial_noise, resolve_sampling, sample_latents,

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stable_audio_core.errors import CheckpointError, ConfigError, InputError
-from stable_audio_core.models.t5 import T5Config, T5Encoder, relative_position_bucket
+from stable_audio_core.text.t5 import T5Config, T5Encoder, relative_position_bucket
 from stable_audio_core.text.t5_encoder import T5TextEncoder
 from stable_audio_core.text.tokenizer import TextTokenizer
 

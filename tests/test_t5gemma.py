@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from stable_audio_core.errors import CheckpointError, ConfigError
-from stable_audio_core.models.t5gemma import T5GemmaEncoderConfig, attention_masks
+from stable_audio_core.text.t5gemma import T5GemmaEncoderConfig, attention_masks
 from stable_audio_core.text.t5gemma_encoder import T5GemmaTextEncoder, load_t5gemma_encoder
 
 FIXTURES = Path(__file__).parent / "fixtures" / "t5gemma"

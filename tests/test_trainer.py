@@ -315,7 +315,7 @@ def test_log_records_past_the_resumed_step_are_dropped(tmp_path):
 
 
 def test_learning_rate_schedules_warm_up_then_decay():
-    from stable_audio_core.training.schedules import LRSchedule
+    from stable_audio_core.training.lr_schedules import LRSchedule
     cosine = LRSchedule("cosine", total_steps=12, warmup_steps=2, final_fraction=0.1)
     assert [cosine(s) for s in (0, 1)] == [0.5, 1.0]
     assert cosine(7) == pytest.approx(0.55) and cosine(12) == pytest.approx(0.1)

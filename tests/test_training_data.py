@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from helpers import tiny_config
-from stable_audio_core.audio import read_audio, read_audio_window, resample
+from stable_audio_core.audio.io import read_audio, read_audio_window, resample
 from stable_audio_core.errors import AudioFileError, InputError
 from stable_audio_core.models.autoencoder import build_autoencoder
 from stable_audio_core.training.data import AudioFolderDataset, crop_offset, timing_seconds

@@ -36,7 +36,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = Path(__file__).resolve().parent
-RELATIVE_TOLERANCE = 1e-4   # per unit of max(1, max|reference|), as stable_audio_core.parity
+RELATIVE_TOLERANCE = 1e-4   # per unit of max(1, max|reference|), as stable_audio_core.evaluation.parity
 EMBEDDING_TOLERANCE = 1e-5  # float32 CLAP towers: summation order only (tests/test_clap.py measures 1.2e-6)
 
 # name -> (shape for make_parity_fixtures.model_config, vae, latent frames, sampler, steps, cfg, lora)
@@ -218,7 +218,7 @@ def run_ours_clap(out: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from safetensors.torch import save_file
 
-    from stable_audio_core.audio import resample
+    from stable_audio_core.audio.io import resample
     from stable_audio_core.evaluation.clap_score import ClapScorer, clap_audio_features
     from stable_audio_core.training.clap_task import build_clap_task
     from stable_audio_core.training.trainer import TrainerConfig, train

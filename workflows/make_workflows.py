@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from stable_audio_core.bundled import DEFAULT_MODEL_NAME  # noqa: E402
+from stable_audio_core.default_model import DEFAULT_MODEL_NAME  # noqa: E402
 
 P = "StableAudio_"
 

@@ -73,7 +73,7 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def write_t5_folder(folder: Path, config: dict, seed: int) -> None:
-    from stable_audio_core.models.t5 import T5Encoder
+    from stable_audio_core.text.t5 import T5Encoder
 
     torch.manual_seed(seed)
     encoder = T5Encoder.from_config(config)

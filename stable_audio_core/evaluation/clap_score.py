@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..audio import resample
-from ..audio_features import PREPROCESSOR_CONFIG_FILE, ClapFeatureExtractor, ClapFeatures
+from ..audio.io import resample
+from ..audio.features import PREPROCESSOR_CONFIG_FILE, ClapFeatureExtractor, ClapFeatures
 from ..errors import InputError
 from ..models.clap import ClapModel
 from ..text.clap_encoder import CLAP_MAX_LENGTH

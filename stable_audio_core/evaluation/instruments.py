@@ -14,7 +14,7 @@ from typing import Sequence
 
 from torch import Tensor
 
-from ..audio import prepare_audio, read_audio
+from ..audio.io import prepare_audio, read_audio
 from .classifiers import label_accuracy
 from .clap_score import ClapScorer, similarity_matrix
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import InputError
-from ..postprocess import detect_content_end
+from ..audio.postprocess import detect_content_end
 
 
 @dataclass(frozen=True)

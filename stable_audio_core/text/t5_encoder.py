@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..models.t5 import T5Encoder
+from .t5 import T5Encoder
 from .encoder import FrozenTextEncoder
 from .tokenizer import TextTokenizer
 

@@ -20,7 +20,7 @@ from safetensors import safe_open
 
 from ..errors import CheckpointError, ConfigError, InputError
 from ..models.hf_folder import group_by_prefix, weight_files
-from ..models.t5gemma import T5GemmaEncoder, T5GemmaEncoderConfig
+from .t5gemma import T5GemmaEncoder, T5GemmaEncoderConfig
 from .tokenizer import TOKENIZER_CONFIG_FILE, TextTokenizer
 
 CONFIG_FILE = "config.json"

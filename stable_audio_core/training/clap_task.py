@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from torch import Tensor, nn
 
-from ..audio_features import PREPROCESSOR_CONFIG_FILE, ClapFeatureExtractor
+from ..audio.features import PREPROCESSOR_CONFIG_FILE, ClapFeatureExtractor
 from ..errors import ConfigError, InputError
 from ..evaluation.clap_score import clap_audio_features
 from ..models.clap import ClapModel

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from ..audio import audio_info, fit_length, read_audio_window, resampled_length, set_channels
+from ..audio.io import audio_info, fit_length, read_audio_window, resampled_length, set_channels
 from ..errors import AudioFileError, InputError
 from .prompts import PromptOptions, build_prompt
 from .task import Batch, item_generators

@@ -406,7 +406,7 @@ class DiffusionTask:
     # --- demos ------------------------------------------------------------------------------------
     def demo(self, out_dir: Path, step: int, ema: dict[str, nn.Module] | None = None) -> list[Path]:
         """One short clip per demo prompt, generated with the EMA backbone (when given)."""
-        from ..audio import write_audio
+        from ..audio.io import write_audio
         from ..pipeline import generate
 
         prompts = self.options.demo_prompts

@@ -33,7 +33,7 @@ from . import distributed, state
 from .data_order import micro_batch_loader, mix_seed
 from .ema import EMA
 from .metrics_log import MetricsLog
-from .schedules import LRSchedule
+from .lr_schedules import LRSchedule
 from .task import Phase, StepContext, TrainingTask
 
 STATE_FORMAT = "stable-audio-training-state"

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..audio import write_audio
+from ..audio.io import write_audio
 from ..checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict
 from ..config import check_keys, require
 from ..errors import CheckpointError, ConfigError, InputError

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from stable_audio_core.bundled import DEFAULT_MODEL_DIR  # noqa: E402
+from stable_audio_core.default_model import DEFAULT_MODEL_DIR  # noqa: E402
 from stable_audio_core.checkpoint import RUN_CONFIG_FILE, RUN_MODEL_FILE, config_beside, resolve_checkpoint  # noqa: E402
 
 CLAP_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",

@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stable_audio_core.bundled import default_model_files  # noqa: E402
+from stable_audio_core.default_model import default_model_files  # noqa: E402
 from stable_audio_core.checkpoint import config_beside  # noqa: E402
 from stable_audio_core.evaluation.clap_score import ClapScorer  # noqa: E402
 from stable_audio_core.evaluation.instruments import MELODY_INSTRUMENTS, solo_clips, zero_shot  # noqa: E402

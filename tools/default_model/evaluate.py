@@ -50,8 +50,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stable_audio_core.audio import prepare_audio, read_audio, write_audio  # noqa: E402
-from stable_audio_core.bundled import default_model_files  # noqa: E402
+from stable_audio_core.audio.io import prepare_audio, read_audio, write_audio  # noqa: E402
+from stable_audio_core.default_model import default_model_files  # noqa: E402
 from stable_audio_core.evaluation.clap_score import ClapScorer, retrieval_accuracy, score_gap  # noqa: E402
 from stable_audio_core.evaluation.classifiers import (band_features, label_accuracy,  # noqa: E402
                                                       latent_statistics, linear_classifier, most_taken_for,
@@ -63,7 +63,7 @@ from stable_audio_core.evaluation.timing import (markdown_table, measure_timing,
                                                  spread_durations, summarise)
 from stable_audio_core.factory import load_model  # noqa: E402
 from stable_audio_core.pipeline import generate  # noqa: E402
-from stable_audio_core.postprocess import detect_content_end  # noqa: E402
+from stable_audio_core.audio.postprocess import detect_content_end  # noqa: E402
 from stable_audio_core.training.losses import multiresolution_stft_distance, si_sdr  # noqa: E402
 
 # The silence detector's level. The small VAE decodes the latents of digital silence to a floor of

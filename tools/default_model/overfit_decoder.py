@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT.parent))
 
-from stable_audio_core.bundled import default_model_files  # noqa: E402
+from stable_audio_core.default_model import default_model_files  # noqa: E402
 from stable_audio_core.evaluation.instruments import solo_clips  # noqa: E402
 from stable_audio_core.evaluation.latent_probe import frame_log_spectrum, plot_spectra, r_squared  # noqa: E402
 from stable_audio_core.training.vae_task import build_vae_task  # noqa: E402

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ConfigError, InputError
-from .models.hf_folder import check_keys, check_positive_int, read_json
+from ..errors import ConfigError, InputError
+from ..models.hf_folder import check_keys, check_positive_int, read_json
 
 PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
 TRUNCATIONS = ("fusion", "rand_trunc")
@@ -266,7 +266,7 @@ class ClapFeatureExtractor:
         if sampling_rate is not None and sampling_rate != self.sampling_rate:
             raise InputError(
                 f"CLAP features need audio at {self.sampling_rate} Hz, got {sampling_rate} Hz; resample "
-                "it first (stable_audio_core.audio.resample)"
+                "it first (stable_audio_core.audio.io.resample)"
             )
         if isinstance(audio, (list, tuple)):
             clips = list(audio)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 RELATIVE_TOLERANCE = 1e-4  # error allowed per unit of max(1, max|reference|)
 
@@ -56,9 +56,9 @@ def run_parity(base: str | Path) -> list[TensorReport]:
     """Load the fixture's weights into our model, recompute every stored tensor, compare."""
     from safetensors.torch import load_file
 
-    from .factory import load_model
-    from .models.stable_audio import assemble_inputs
-    from .pipeline import generate
+    from ..factory import load_model
+    from ..models.stable_audio import assemble_inputs
+    from ..pipeline import generate
 
     meta_path, weights_path, io_path = fixture_paths(base)
     meta = json.loads(meta_path.read_text())

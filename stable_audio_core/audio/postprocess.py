@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import NonFiniteError
+from ..errors import NonFiniteError
 
 
 def check_finite(tensor: torch.Tensor, stage: str) -> torch.Tensor:

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from .attention import attention
-from .hf_folder import (ACTIVATIONS, CONFIG_FILE, IGNORED_CONFIG_KEYS, check_keys, check_positive_int,
+from ..models.attention import attention
+from ..models.hf_folder import (ACTIVATIONS, CONFIG_FILE, IGNORED_CONFIG_KEYS, check_keys, check_positive_int,
                         read_json, read_weights, token_mask, weight_files)
 
 EMBEDDING_KEYS = ("shared.weight", "encoder.embed_tokens.weight")  # one tied table, saved as either

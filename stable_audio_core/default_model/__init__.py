@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+DEFAULT_MODEL_DIR = Path(__file__).parent
 # How hosts (the CLI, the loader node's checkpoint list, workflows) name the bundled model.
 DEFAULT_MODEL_NAME = "bundled/default-small"
 
@@ -44,7 +44,7 @@ def default_model_files(folder: str | Path | None = None) -> BundledModel:
 def load_default_model(device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
                        **kwargs):
     """``factory.load_model`` on the bundled files (kwargs as load_model's)."""
-    from .factory import load_model
+    from ..factory import load_model
     files = default_model_files()
     return load_model(files.config, files.checkpoint, text_encoder=files.text_encoder,
                       device=device, dtype=dtype, **kwargs)

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputError
-from .attention import attention
-from .hf_folder import ACTIVATIONS
+from ..models.attention import attention
+from ..models.hf_folder import ACTIVATIONS
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
 # Keys of a T5Gemma (sub-)config.json that do not change what the encoder computes: the decoder

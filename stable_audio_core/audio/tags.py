@@ -13,7 +13,7 @@ import struct
 import tempfile
 from pathlib import Path
 
-from .errors import AudioFileError
+from ..errors import AudioFileError
 
 _STREAMINFO, _VORBIS_COMMENT = 0, 4
 _MAX_BLOCK = (1 << 24) - 1  # a FLAC metadata block length is 24 bits
