@@ -546,6 +546,18 @@ def prepare_sa3_source(model: StableAudioModel, length: int, seconds: list[float
                      sigma_max=level)
 
 
+def sa3_schedule(model: StableAudioModel, steps: int, seconds: list[float], frames: int,
+                 sigma_max: float = 1.0) -> torch.Tensor:
+    """The per-item flow-time schedule Tensor[B, steps + 1] of an SA3 generation (the config's
+    sampling shift over each item's effective length)."""
+    diffusion = model.config.raw["model"]["diffusion"]
+    return sa3.time_schedule(
+        steps, len(seconds), sigma_max=sigma_max,
+        shift=sa3.sampling_shift_from_config(diffusion.get("sampling_distribution_shift_options")),
+        lengths=sa3.effective_lengths(seconds, sample_rate=model.sample_rate,
+                                      downsampling_ratio=model.downsampling_ratio), fallback_length=frames)
+
+
 def sa3_step_net(model: StableAudioModel):
     """The SA3 backbone call the samplers use, running model.step_hooks(t) first (LoRA switching)."""
     backbone = model.backbone
@@ -573,12 +585,7 @@ def sample_sa3(model: StableAudioModel, positive: ModelInputs, negative: ModelIn
                               dtype=model.dtype)
     padding_mask = sa3.padding_mask_from_seconds(seconds, frames, sample_rate=model.sample_rate,
                                                  downsampling_ratio=model.downsampling_ratio).to(model.device)
-    diffusion = model.config.raw["model"]["diffusion"]
-    times = sa3.time_schedule(
-        settings.steps, batch, sigma_max=source.sigma_max,
-        shift=sa3.sampling_shift_from_config(diffusion.get("sampling_distribution_shift_options")),
-        lengths=sa3.effective_lengths(seconds, sample_rate=model.sample_rate,
-                                      downsampling_ratio=model.downsampling_ratio), fallback_length=frames)
+    times = sa3_schedule(model, settings.steps, seconds, frames, sigma_max=source.sigma_max)
     local = source.local_add_cond
     if local is None:
         local = sa3.local_add_cond(batch, model.io_channels, frames)
