@@ -18,6 +18,7 @@ SUPPORTED_MODEL_TYPES = ("diffusion_cond", "diffusion_cond_inpaint")
 DIFFUSION_OBJECTIVES = ("v", "rectified_flow", "rf_denoiser")
 
 _TOP_LEVEL_KEYS = {"model_type", "sample_size", "sample_rate", "audio_channels", "model", "training",
+                   "reconstructed_from",  # our note on configs rebuilt from public sources
                    "sampling_defaults"}   # sampling_defaults: our extension (pipeline.defaults_for)
 _MODEL_KEYS = {"pretransform", "conditioning", "diffusion", "io_channels"}
 _DIFFUSION_KEYS = {
