@@ -44,7 +44,10 @@ def encode_audio(source: StableAudioModel | nn.Module, waveform: torch.Tensor, s
     audio = fit_length(audio, length)
     device = next(autoencoder.parameters()).device
     audio = audio.to(device=device, dtype=activation_dtype(autoencoder))
-    latents = autoencoder.encode(audio, sample=sample, generator=generator, chunked=chunked)
+    if sample:
+        latents = autoencoder.encode(audio, sample=sample, generator=generator, chunked=chunked)
+    else:  # SAME (Stable Audio 3) has no posterior to sample: its encode takes no such arguments
+        latents = autoencoder.encode(audio, chunked=chunked)
     return check_finite(latents, "VAE encoder")
 
 

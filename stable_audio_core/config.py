@@ -8,22 +8,39 @@ pipeline needs. Each model part validates its own inner `config` dict in its `fr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-SUPPORTED_MODEL_TYPES = ("diffusion_cond",)
+SUPPORTED_MODEL_TYPES = ("diffusion_cond", "diffusion_cond_inpaint")
 DIFFUSION_OBJECTIVES = ("v", "rectified_flow", "rf_denoiser")
 
 _TOP_LEVEL_KEYS = {"model_type", "sample_size", "sample_rate", "audio_channels", "model", "training",
+                   "reconstructed_from",  # our note on configs rebuilt from public sources
                    "sampling_defaults"}   # sampling_defaults: our extension (pipeline.defaults_for)
 _MODEL_KEYS = {"pretransform", "conditioning", "diffusion", "io_channels"}
 _DIFFUSION_KEYS = {
     "type", "config", "diffusion_objective", "cross_attention_cond_ids", "global_cond_ids",
     "input_concat_ids", "prepend_cond_ids", "distribution_shift_options",
+    *("local_add_cond_ids", "mask_padding_attention", "use_effective_length_for_schedule",
+      "sampling_distribution_shift_options", "modular_local_cond_configs"),   # Stable Audio 3
 }
+# Keys only stable-audio-3 configs carry: any of them makes a config a Stable Audio 3 model.
+SA3_DIFFUSION_KEYS = ("local_add_cond_ids", "mask_padding_attention", "use_effective_length_for_schedule",
+                      "sampling_distribution_shift_options")
+
+
+def is_sa3_config(raw: dict) -> bool:
+    """Whether a model_config.json describes a Stable Audio 3 model: its diffusion section has a
+    stable-audio-3-only key, or its pretransform is a SAME autoencoder."""
+    model = raw.get("model") or {}
+    diffusion = model.get("diffusion") or {}
+    pretransform = (model.get("pretransform") or {}).get("config") or {}
+    encoder = pretransform.get("encoder") if isinstance(pretransform, dict) else None
+    same = pretransform.get("type") == "same" or (isinstance(encoder, dict) and encoder.get("type") == "same")
+    return same or any(key in diffusion for key in SA3_DIFFUSION_KEYS)
 _CONDITIONING_KEYS = {"configs", "cond_dim", "default_keys", "pre_encoded_keys"}
 _CONDITIONER_KEYS = {"id", "type", "config"}
 
@@ -73,6 +90,9 @@ class ModelConfig:
     conditioners: tuple[ConditionerSpec, ...]
     default_keys: dict = field(default_factory=dict)
     pretransform: dict | None = None
+    family: str = "stable_audio_tools"   # or "sa3" (is_sa3_config)
+    local_add_cond_ids: tuple[str, ...] = ()
+    base_dir: Path | None = None          # the folder of the model_config.json, for relative paths
 
     @property
     def conditioner_ids(self) -> tuple[str, ...]:
@@ -102,7 +122,9 @@ def parse_model_config(raw: dict) -> ModelConfig:
         raise ConfigError(
             f"model.diffusion.diffusion_objective '{objective}' is not one of {list(DIFFUSION_OBJECTIVES)}"
         )
-    if diffusion.get("distribution_shift_options") is not None:
+    family = "sa3" if is_sa3_config(raw) else "stable_audio_tools"
+    # Stable Audio 3 configs keep their training-time shift here; sampling reads its own key.
+    if diffusion.get("distribution_shift_options") is not None and family != "sa3":
         raise ConfigError(
             "model.diffusion.distribution_shift_options is not supported yet; remove it or set it to null"
         )
@@ -151,6 +173,8 @@ def parse_model_config(raw: dict) -> ModelConfig:
         conditioners=tuple(specs),
         default_keys=dict(conditioning.get("default_keys", {})),
         pretransform=model.get("pretransform"),
+        family=family,
+        local_add_cond_ids=tuple(diffusion.get("local_add_cond_ids", [])),
     )
 
 
@@ -166,6 +190,7 @@ def load_model_config(source: str | Path | dict) -> ModelConfig:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
     try:
-        return parse_model_config(raw)
+        config = parse_model_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    return replace(config, base_dir=path.resolve().parent)

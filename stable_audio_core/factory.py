@@ -11,7 +11,7 @@ from .checkpoint import autoencoder_state, load_state_dict_strict, read_state_di
 from .config import ModelConfig, load_model_config
 from .errors import CheckpointError, ConfigError, InputError
 from .models.autoencoder import AudioAutoencoder, build_autoencoder
-from .models.conditioners import CLAPTextConditioner, T5Conditioner
+from .models.conditioners import CLAPTextConditioner, T5Conditioner, T5GemmaConditioner
 from .models.hf_folder import CONFIG_FILE, read_json
 from .models.stable_audio import StableAudioModel
 
@@ -174,6 +174,38 @@ def attach_text_encoder(model: StableAudioModel, folder: str | Path | None,
         conditioner.attach_text_encoder(T5TextEncoder(tokenizer, t5, conditioner.max_length))
 
 
+def t5gemma_folder(model: StableAudioModel, conditioner: T5GemmaConditioner,
+                   folder: str | Path | None) -> Path | None:
+    """Where a T5Gemma conditioner's encoder is: `folder` when given, else its config's
+    model_path (relative to the model config's folder). None when neither names one."""
+    if folder is not None:
+        return Path(folder)
+    if conditioner.model_path is None:
+        return None
+    path = Path(conditioner.model_path)
+    base = model.config.base_dir
+    return path if path.is_absolute() or base is None else base / path
+
+
+def attach_t5gemma(model: StableAudioModel, folder: str | Path | None = None,
+                   device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> None:
+    """Give every T5Gemma conditioner its encoder (see `t5gemma_folder`), one per folder, in
+    `dtype` (None: the stored dtype, as the reference loads it)."""
+    from .text.t5gemma_encoder import T5GemmaTextEncoder
+    loaded: dict[Path, T5GemmaTextEncoder] = {}
+    for conditioner in model.conditioner.conditioners.values():
+        if not isinstance(conditioner, T5GemmaConditioner):
+            continue
+        where = t5gemma_folder(model, conditioner, folder)
+        if where is None:
+            continue
+        if where not in loaded:
+            loaded[where] = T5GemmaTextEncoder.from_folder(where, dtype=dtype, device=device)
+        shared = loaded[where]
+        conditioner.attach_text_encoder(T5GemmaTextEncoder(shared.tokenizer, shared.model,
+                                                           conditioner.max_length))
+
+
 def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path | None = None,
                text_encoder: str | Path | None = None, device: str | torch.device = "cpu",
                dtype: str | torch.dtype = "float32",
@@ -183,7 +215,9 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     """Build the model of `config`, load `checkpoint` (strict), attach a T5 folder if needed.
 
     stable-audio-tools runs T5 in float16; pass text_encoder_dtype="float16" to reproduce its
-    text features exactly (the default, the model dtype, is more accurate on the CPU).
+    text features exactly (the default, the model dtype, is more accurate on the CPU). A T5Gemma
+    (Stable Audio 3) runs in its stored dtype unless text_encoder_dtype says otherwise; its
+    folder is `text_encoder` or the conditioner's model_path.
     The model comes back ready for inference (`acceleration.prepare_for_inference`: eval, no
     gradients, the CPU speed-ups swapped in). dtype="bfloat16" is the fast
     opt-in on GPUs and CPUs with native bfloat16. matmul_dtype="bfloat16" is the more accurate
@@ -202,6 +236,8 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     switches = accelerations or {}
     prepare_for_inference(model, **switches)
     attach_text_encoder(model, text_encoder, device=device, dtype=text_dtype, embedded=embedded)
+    attach_t5gemma(model, text_encoder, device=device,
+                   dtype=None if text_encoder_dtype is None else parse_dtype(text_encoder_dtype))
     modules = [model]
     for conditioner in model.conditioner.conditioners.values():  # text encoders are not submodules
         encoder = getattr(getattr(conditioner, "text_encoder", None), "model", None)

@@ -22,7 +22,7 @@ from .errors import InputError
 from .models.conditioners import Conditioning, MultiConditioner, TextConditioner
 from .models.stable_audio import ModelInputs, StableAudioModel, assemble_inputs
 from .audio.postprocess import check_finite, trim_silence
-from .sampling import loop
+from .sampling import loop, sa3
 
 # The reference's recommended settings for each objective (SAO 1.0 model card / SAO Small card).
 DEFAULTS = {
@@ -164,6 +164,7 @@ def generate(
     init_noise_level: float | None = None, noise_mask: torch.Tensor | None = None,
     callback: ProgressCallback | None = None, decode: bool = True, trim: bool = True,
     inputs: ModelInputs | None = None, negative_inputs: ModelInputs | None = None,
+    duration: float | None = None, apg_scale: float = 1.0, inpaint: tuple | list | None = None,
 ) -> GenerationResult:
     """Generate audio. Unset sampling arguments take the model's recommended defaults.
 
@@ -172,37 +173,68 @@ def generate(
     `init_audio` (sample_rate, Tensor[C, T]) or `init_latents` ([B, C, L]) start from existing
     audio at `init_noise_level` (sigma_max); `noise_mask` ([B or 1, 1, L] latents, 1 = regenerate,
     0 = keep the source) restricts what changes, for inpainting and continuation.
-    `cfg_rescale` None applies what stable-audio-tools applies to the model's backbone (0 for the
-    DiT, 0.4 for the U-Net).
+    `cfg_rescale` None applies what stable-audio-tools applies to the backbone (DiT 0, U-Net 0.4).
     `inputs` / `negative_inputs` are conditioning already encoded (see `encode_conditioners` and
     `assemble_conditioning`), batch 1 or batch_size; then `prompt` and `conditioning` stay unset
     and `seconds_total` only sets the trim point and the window check.
+    SA3 models: `duration` (= seconds_total) sets the window, `apg_scale` 1 is APG, 0 plain CFG;
+    `init_audio` is the audio-to-audio source or, with `inpaint` ((start, end) seconds or a list;
+    past the source's end extends it), the inpainting source.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     settings = resolve_sampling(model, steps=steps, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
                                 sampler=sampler, schedule=schedule, sigma_min=sigma_min,
                                 sigma_max=sigma_max, rho=rho)
-    length = window_length(model, sample_size)
-    frames = length // model.downsampling_ratio
-    seconds_total = check_duration(model, frames, seconds_start, seconds_total)
+    seconds_total = seconds_total if duration is None else duration
+    length, seconds_total, seconds = generation_window(model, sample_size, seconds_start, seconds_total,
+                                                       conditioning, batch_size)
     seed = resolve_seed(seed)
     positive, negative = build_conditioning(
         model, batch_size, prompt=prompt, negative_prompt=negative_prompt, seconds_start=seconds_start,
         seconds_total=seconds_total, conditioning=conditioning, negative_conditioning=negative_conditioning,
         inputs=inputs, negative_inputs=negative_inputs)
-    source = prepare_source(model, length, init_audio, init_latents, init_noise_level, noise_mask)
-    latents, noise = sample_latents(model, positive, negative, settings, seed=seed, batch_size=batch_size,
-                                    frames=frames, seed_per_item=seed_per_item, source=source,
-                                    callback=callback)
-    audio = None
-    if decode and model.autoencoder is not None:
-        audio = decode_latents(model, latents)
-        if trim:
-            audio = trim_silence(audio, model.sample_rate, seconds_total)
+    if model.is_sa3:
+        _check_sa3_arguments(seed_per_item, noise_mask)
+        source = prepare_sa3_source(model, length, seconds, init_audio, init_latents, init_noise_level,
+                                    inpaint)
+        latents, noise, audio = sample_sa3(model, positive, negative, settings, seed=seed, seconds=seconds,
+                                           source=source, apg_scale=apg_scale, callback=callback, decode=decode)
+    else:
+        source = prepare_source(model, length, init_audio, init_latents, init_noise_level, noise_mask)
+        latents, noise = sample_latents(model, positive, negative, settings, seed=seed, batch_size=batch_size,
+                                        frames=length // model.downsampling_ratio, seed_per_item=seed_per_item,
+                                        source=source, callback=callback)
+        audio = _decode(model, latents, seconds_total, decode, trim)
     seeds = [seed + i for i in range(batch_size)] if seed_per_item else [seed] * batch_size
-    return GenerationResult(audio=audio, latents=latents, sample_rate=model.sample_rate,
-                            seeds=seeds, initial_noise=noise)
+    return GenerationResult(audio=audio, latents=latents, sample_rate=model.sample_rate, seeds=seeds,
+                            initial_noise=noise)
+
+
+def generation_window(model: StableAudioModel, sample_size: int | None, seconds_start: float,
+                      seconds_total: float | None, conditioning: dict | list[dict] | None,
+                      batch_size: int) -> tuple[int, float, list[float] | None]:
+    """(window in audio samples, seconds_total, each item's seconds for SA3 models or None)."""
+    if model.is_sa3:
+        seconds = sa3_seconds(seconds_total, conditioning, batch_size)
+        return sa3_window(model, seconds, sample_size), max(seconds), seconds
+    length = window_length(model, sample_size)
+    frames = length // model.downsampling_ratio
+    return length, check_duration(model, frames, seconds_start, seconds_total), None
+
+
+def _check_sa3_arguments(seed_per_item: bool, noise_mask: torch.Tensor | None) -> None:
+    if seed_per_item or noise_mask is not None:
+        raise InputError("Stable Audio 3 models take inpaint=(start, end) instead of noise_mask, "
+                         "and one seed for the batch (seed_per_item=False)")
+
+
+def _decode(model: StableAudioModel, latents: torch.Tensor, seconds_total: float, decode: bool,
+            trim: bool) -> torch.Tensor | None:
+    if not decode or model.autoencoder is None:
+        return None
+    audio = decode_latents(model, latents)
+    return trim_silence(audio, model.sample_rate, seconds_total) if trim else audio
 
 
 def check_duration(model: StableAudioModel, frames: int, seconds_start: float,
@@ -438,3 +470,150 @@ def _denoise_level(objective: str, settings: SamplingSettings, denoise: float) -
     if not 0 < low < high:
         raise InputError(f"need 0 < sigma_min < sigma_max, got {low}, {high}")
     return math.exp(math.log(low) + denoise * (math.log(high) - math.log(low)))
+
+
+# --- Stable Audio 3: window from the duration, inpainting / audio-to-audio source, sampling --------
+
+@dataclass
+class SA3Source:
+    """What an SA3 generation starts from: `init_latents` [1, C, L] for audio-to-audio (started
+    at `sigma_max`), and the DiT's `local_add_cond` [1 or B, 1 + C, L] = [keep mask, masked
+    source latents] (zeros for text-to-audio)."""
+
+    local_add_cond: torch.Tensor | None = None
+    init_latents: torch.Tensor | None = None
+    sigma_max: float = 1.0
+
+
+def sa3_seconds(seconds_total: float | None, conditioning: dict | list[dict] | None,
+                batch_size: int) -> list[float]:
+    """Each item's seconds_total: from the conditioning dicts when given, else `seconds_total`."""
+    if conditioning is not None:
+        values = [c.get("seconds_total") for c in _as_batch(conditioning, batch_size)]
+    else:
+        values = [seconds_total] * batch_size
+    if any(v is None for v in values):
+        raise InputError("Stable Audio 3 models need a duration: pass duration= (seconds) or "
+                         "seconds_total in every conditioning dict")
+    values = [float(v) for v in values]
+    if min(values) <= 0:
+        raise InputError(f"durations must be positive, got {values}")
+    return values
+
+
+def sa3_window(model: StableAudioModel, seconds: list[float], sample_size: int | None = None) -> int:
+    """Audio samples SA3 generates for these durations: the longest + 6 s, rounded up to the
+    SAME alignment (as the reference); a duration beyond the model's maximum (sample_size, by
+    default the config's) is an InputError naming the limit."""
+    encoder = model.config.pretransform["config"]["encoder"]["config"]
+    return sa3.audio_length_for_duration(
+        seconds, max_samples=int(sample_size or model.config.sample_size), sample_rate=model.sample_rate,
+        downsampling_ratio=model.downsampling_ratio, align=sa3.latent_align(encoder))
+
+
+def sa3_inpaint_condition(model: StableAudioModel, source: tuple[int, torch.Tensor],
+                          regions: tuple[float, float] | list[tuple[float, float]], length: int,
+                          seconds_total: float) -> torch.Tensor:
+    """The inpainting/outpainting condition, Tensor[1, 1 + C, L]: source audio (sample_rate,
+    Tensor[C, T]) encoded at `length` samples, kept outside the `regions` (seconds; a region past
+    the source's end extends it) and before seconds_total."""
+    regions = [regions] if isinstance(regions[0], (int, float)) else list(regions)
+    rate, audio = source
+    latents = encode_audio(model, audio, rate, length=length)
+    mask = sa3.inpaint_mask_from_seconds(regions, length, seconds_total=seconds_total,
+                                         sample_rate=model.sample_rate)
+    mask = sa3.latent_inpaint_mask(mask, latents.shape[-1]).to(latents.device, latents.dtype)
+    return sa3.local_add_cond(1, latents.shape[1], latents.shape[-1], mask=mask, source_latents=latents)
+
+
+def prepare_sa3_source(model: StableAudioModel, length: int, seconds: list[float],
+                       init_audio: tuple[int, torch.Tensor] | None = None,
+                       init_latents: torch.Tensor | None = None, init_noise_level: float | None = None,
+                       inpaint=None) -> SA3Source:
+    """generate's SA3 audio arguments -> SA3Source for a window of `length` samples."""
+    if inpaint is not None:
+        if init_audio is None:
+            raise InputError("inpaint needs the source audio: pass init_audio=(sample_rate, waveform)")
+        local = sa3_inpaint_condition(model, init_audio, inpaint, length, max(seconds))
+        if init_noise_level is None:
+            return SA3Source(local_add_cond=local)
+    if init_audio is not None and init_latents is None:
+        init_latents = encode_audio(model, init_audio[1], init_audio[0], length=length)
+    if init_latents is None:
+        return SA3Source()
+    level = 1.0 if init_noise_level is None else float(init_noise_level)
+    return SA3Source(local_add_cond=local if inpaint is not None else None, init_latents=init_latents,
+                     sigma_max=level)
+
+
+def sa3_schedule(model: StableAudioModel, steps: int, seconds: list[float], frames: int,
+                 sigma_max: float = 1.0) -> torch.Tensor:
+    """The per-item flow-time schedule Tensor[B, steps + 1] of an SA3 generation (the config's
+    sampling shift over each item's effective length)."""
+    diffusion = model.config.raw["model"]["diffusion"]
+    return sa3.time_schedule(
+        steps, len(seconds), sigma_max=sigma_max,
+        shift=sa3.sampling_shift_from_config(diffusion.get("sampling_distribution_shift_options")),
+        lengths=sa3.effective_lengths(seconds, sample_rate=model.sample_rate,
+                                      downsampling_ratio=model.downsampling_ratio), fallback_length=frames)
+
+
+def sa3_step_net(model: StableAudioModel):
+    """The SA3 backbone call the samplers use, running model.step_hooks(t) first (LoRA switching)."""
+    backbone = model.backbone
+
+    def net(x: torch.Tensor, t: torch.Tensor, **inputs) -> torch.Tensor:
+        for hook in model.step_hooks:
+            hook(t)
+        return backbone(x, t, **inputs)
+
+    return net
+
+
+@torch.inference_mode()
+def sample_sa3(model: StableAudioModel, positive: ModelInputs, negative: ModelInputs | None,
+               settings: SamplingSettings, *, seed: int, seconds: list[float], source: SA3Source,
+               apg_scale: float = 1.0, callback: ProgressCallback | None = None, decode: bool = True,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Stable Audio 3 sampling as the reference's generate: one generator seeded with `seed` draws
+    the initial noise, each sampler step's noise, then the SAME decode noise. Returns (latents
+    [B, C, L], initial noise, audio [B, 2, int(duration * sr)] or None)."""
+    batch, length = len(seconds), sa3_window(model, seconds, model.config.sample_size)
+    frames = length // model.downsampling_ratio
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    noise = sa3.initial_noise(batch, model.io_channels, frames, generator=generator, device=model.device,
+                              dtype=model.dtype)
+    padding_mask = sa3.padding_mask_from_seconds(seconds, frames, sample_rate=model.sample_rate,
+                                                 downsampling_ratio=model.downsampling_ratio).to(model.device)
+    times = sa3_schedule(model, settings.steps, seconds, frames, sigma_max=source.sigma_max)
+    local = source.local_add_cond
+    if local is None:
+        local = sa3.local_add_cond(batch, model.io_channels, frames)
+    positive, negative = batch_inputs(positive, batch), None if negative is None else batch_inputs(negative, batch)
+    model_fn = sa3.guided_velocity(
+        sa3_step_net(model), cross_attn_cond=positive.cross_attn_cond, global_embed=positive.global_embed,
+        local_add_cond=local.expand(batch, -1, -1).to(model.device, model.dtype), padding_mask=padding_mask,
+        negative_cross_attn_cond=None if negative is None else negative.cross_attn_cond,
+        negative_cross_attn_mask=None if negative is None else negative.cross_attn_mask,
+        cfg_scale=settings.cfg_scale, apg_scale=apg_scale)
+    init = None if source.init_latents is None else source.init_latents.to(model.device, model.dtype).expand(batch, -1, -1)
+    latents = sa3.sample(model_fn, noise, times, sampler=settings.sampler, sigma_max=source.sigma_max,
+                         init_latents=init, generator=generator, callback=callback)
+    latents = check_finite(latents, "sampler")
+    audio = decode_sa3_latents(model, latents, padding_mask, seconds, generator) if decode else None
+    return latents, noise, audio
+
+
+def decode_sa3_latents(model: StableAudioModel, latents: torch.Tensor, padding_mask: torch.Tensor,
+                       seconds: list[float], generator: torch.Generator | None = None) -> torch.Tensor:
+    """SAME decode with its noise on (drawn from `generator`), zero past each item's valid
+    frames, clamp to [-1, 1], cut to int(duration * sr) samples when all durations agree."""
+    autoencoder = model.autoencoder
+    parameter = next(autoencoder.parameters())
+    audio = autoencoder.decode(latents.to(parameter.device, parameter.dtype), generator=generator)
+    keep = padding_mask.to(audio.device).unsqueeze(1).repeat_interleave(model.downsampling_ratio, dim=-1)
+    keep = F.pad(keep[..., :audio.shape[-1]], (0, max(0, audio.shape[-1] - keep.shape[-1])), value=False)
+    audio = check_finite((audio * keep.to(audio.dtype)).float(), "VAE decoder").clamp(-1, 1)
+    if len(set(seconds)) == 1:
+        audio = audio[..., :int(seconds[0] * model.sample_rate)]
+    return audio

@@ -2,6 +2,7 @@
 
     python tools/count_params.py                       # the paper's U-Net (907M), DAC VAE, CLAP
     python tools/count_params.py path/to/model_config.json
+    python tools/count_params.py --sa3                 # Stable Audio 3 Small and Medium (reconstructed)
 
 Nothing is allocated: every part is built on torch's meta device, so a full-size config takes a
 second and no memory. Prints the diffusion backbone (total and the share of each top-level part),
@@ -27,18 +28,20 @@ from stable_audio_core.config import load_model_config  # noqa: E402
 from stable_audio_core.models.autoencoder import build_autoencoder  # noqa: E402
 from stable_audio_core.models.clap import ClapModel  # noqa: E402
 from stable_audio_core.models.clap_config import ClapConfig  # noqa: E402
-from stable_audio_core.models.stable_audio import BACKBONES  # noqa: E402
+from stable_audio_core.models.stable_audio import BACKBONES, backbone_type  # noqa: E402
 
+SA3_CONFIGS = ("stable-audio-3-small-music", "stable-audio-3-medium")
 PAPER_UNET_CONFIG = REPO / "stable_audio_core" / "configs" / "stable_audio_paper_unet.json"
 
 
 def backbone_parameter_counts(config_path: str | Path = PAPER_UNET_CONFIG) -> Counter:
     """{top-level submodule name: parameter count} of the config's diffusion backbone."""
     config = load_model_config(config_path)
-    if config.diffusion_type not in BACKBONES:
+    kind = backbone_type(config)  # a Stable Audio 3 "dit" builds the SA3 DiT
+    if kind not in BACKBONES:
         raise SystemExit(f"unknown diffusion type {config.diffusion_type!r}; known: {sorted(BACKBONES)}")
     with torch.device("meta"):
-        backbone = BACKBONES[config.diffusion_type][0](config)
+        backbone = BACKBONES[kind][0](config)
     counts: Counter = Counter()
     for name, parameter in backbone.named_parameters():
         counts[name.split(".")[0]] += parameter.numel()
@@ -81,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", default=str(PAPER_UNET_CONFIG))
+    parser.add_argument("--sa3", action="store_true", help="the Stable Audio 3 Small and Medium configs")
     args = parser.parse_args(argv)
+    if args.sa3:
+        for name in SA3_CONFIGS:
+            main([str(REPO / "stable_audio_core" / "configs" / f"{name}.json")])
+        return 0
     print(f"{args.config}")
     _print_counts("diffusion backbone", backbone_parameter_counts(args.config))
     autoencoder = autoencoder_parameter_counts(args.config)

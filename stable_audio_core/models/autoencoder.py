@@ -621,11 +621,16 @@ def build_autoencoder(pretransform_config: dict, sample_rate: int) -> AudioAutoe
     """Build the autoencoder from a stable-audio-tools `model.pretransform` dict:
     {"type": "autoencoder", "config": {"encoder", "decoder", "bottleneck", "latent_dim",
     "downsampling_ratio", "io_channels", ...}, "scale"?, "chunked"?, "iterate_batch"?,
-    "model_half"?, "enable_grad"?}.
+    "model_half"?, "enable_grad"?}. A SAME config (Stable Audio 3) builds a SAMEAutoencoder.
 
     Like the reference pretransform, the result is in eval mode with gradients off unless
     "enable_grad" is true, and in float16 when "model_half" is true.
     """
+    config = pretransform_config.get("config") if isinstance(pretransform_config, dict) else None
+    if isinstance(config, dict):
+        from .same import build_same_pretransform, is_same_config
+        if is_same_config(config):  # Stable Audio 3's SAME (patched + transformer resampling)
+            return build_same_pretransform(pretransform_config, sample_rate)
     where = "pretransform config"
     check_keys(pretransform_config, PRETRANSFORM_KEYS, where)
     kind = require(pretransform_config, "type", where)

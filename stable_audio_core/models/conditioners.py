@@ -243,15 +243,90 @@ class CLAPTextConditioner(TextConditioner):
         return tokens, torch.ones(tokens.shape[0], 1)
 
 
+PADDING_MODES = ("learned", "zero", "none")
+
+
+class T5GemmaConditioner(TextConditioner):
+    """Text through a frozen T5Gemma encoder (`T5GemmaTextEncoder`, stable_audio_core.text), as
+    Stable Audio 3's conditioner: the encoder's last_hidden_state, `proj_out`, then the padded
+    positions replaced by a learned `padding_embedding` ("learned"), zeroed ("zero") or kept
+    ("none"). Returns (tokens [B, max_length, output_dim], mask [B, max_length] bool).
+
+    The encoder comes from `model_path` (a local Hugging Face folder; a relative path is read
+    against the model config's folder) or from the folder passed to `load_model`.
+    """
+
+    T5GEMMA_WIDTHS = {"google/t5gemma-b-b-ul2": 768}
+
+    def __init__(self, output_dim: int, model_name: str = "google/t5gemma-b-b-ul2", max_length: int = 128,
+                 enable_grad: bool = False, project_out: bool = False, padding_mode: str = "zero",
+                 model_path: str | None = None, repo_id: str | None = None, subfolder: str | None = None):
+        if model_name not in self.T5GEMMA_WIDTHS:
+            raise ConfigError(f"t5gemma conditioner: model_name {model_name!r} is not one of "
+                              f"{sorted(self.T5GEMMA_WIDTHS)}")
+        if enable_grad:
+            raise ConfigError("t5gemma conditioner: enable_grad=true (fine-tuning T5Gemma) is not supported")
+        if padding_mode not in PADDING_MODES:
+            raise ConfigError(f"t5gemma conditioner: padding_mode {padding_mode!r} is not one of {PADDING_MODES}")
+        super().__init__(output_dim, self.T5GEMMA_WIDTHS[model_name], project_out)
+        self.model_name = model_name
+        self.max_length = int(max_length)
+        self.padding_mode = padding_mode
+        self.model_path, self.repo_id, self.subfolder = model_path, repo_id, subfolder
+        if padding_mode == "learned":
+            self.padding_embedding = nn.Parameter(torch.randn(output_dim) * 0.02)
+
+    def encoder_width(self, encoder) -> int:
+        return encoder.dim
+
+    def width_error(self, width: int) -> Exception:
+        return ConfigError(f"the T5Gemma encoder is {width} wide but this model's text conditioner "
+                           f"expects {self.width} ({self.model_name}); pass the matching T5Gemma folder")
+
+    def missing_encoder_error(self) -> Exception:
+        return InputError(f"this model's text conditioner needs a T5Gemma encoder ({self.model_name}); "
+                          f"pass the folder of a local Hugging Face T5Gemma model (config.json, "
+                          f"*.safetensors, tokenizer.json) as text_encoder / --text-encoder, or set "
+                          f"the conditioner's model_path")
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.text_encoder.encode(texts)
+
+    def forward(self, texts: list[Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, mask = super().forward(texts, device)
+        mask = mask.bool()
+        if self.padding_mode == "learned":
+            # The stored dtype's tokens (bf16) promote to the embedding's dtype, as in the reference.
+            tokens = torch.where(mask[..., None], tokens, self.padding_embedding)
+        elif self.padding_mode == "zero":
+            tokens = tokens * mask[..., None].to(tokens.dtype)
+        return tokens, mask
+
+
+def build_number_conditioner(output_dim: int, min_val: float = 0.0, max_val: float = 1.0,
+                             fourier_features_type: str = "learned") -> nn.Module:
+    """`number`: learned Fourier features (stable-audio-tools) or exponential ones (Stable Audio 3)."""
+    if fourier_features_type == "expo":
+        from .sa3_conditioning import ExpoNumberConditioner
+        return ExpoNumberConditioner(output_dim, min_val, max_val)
+    if fourier_features_type != "learned":
+        raise ConfigError(f"number conditioner: fourier_features_type {fourier_features_type!r} is not "
+                          f"one of ['learned', 'expo']")
+    return NumberConditioner(output_dim, min_val, max_val)
+
+
 CONDITIONER_TYPES: dict[str, Callable[..., nn.Module]] = {
-    "number": NumberConditioner,
+    "number": build_number_conditioner,
+    "t5gemma": T5GemmaConditioner,
     "int": IntConditioner,
     "t5": T5Conditioner,
     "clap_text": CLAPTextConditioner,
 }
 
 _CONDITIONER_ARGS = {
-    "number": {"min_val", "max_val"},
+    "number": {"min_val", "max_val", "fourier_features_type"},
+    "t5gemma": {"model_name", "max_length", "enable_grad", "project_out", "padding_mode", "model_path",
+                "repo_id", "subfolder"},
     "int": {"min_val", "max_val"},
     "t5": {"t5_model_name", "max_length", "enable_grad", "project_out"},
     "clap_text": {"clap_ckpt_path", "use_text_features", "feature_layer_ix", "audio_model_type",

@@ -565,6 +565,9 @@ class SA3DiT(nn.Module):
             context = self.to_cond_embed(cross_attn_cond.to(dtype))
         if global_embed is not None and self.to_global_embed is not None:
             global_embed = self.to_global_embed(global_embed.to(dtype))
+        if local_add_cond is None and self.local_add_cond_dim:
+            # Text-to-audio: the reference still embeds an all-zero inpainting input.
+            local_add_cond = x.new_zeros(x.shape[0], self.local_add_cond_dim, x.shape[2])
         if local_add_cond is not None:
             local_add_cond = local_add_cond.to(dtype).transpose(1, 2)
 

@@ -129,13 +129,37 @@ def _build_unet(config: ModelConfig) -> nn.Module:
     return UNet1d.from_config(config.diffusion_config, objective=config.objective)
 
 
+def _sa3_call(net: nn.Module) -> Callable[..., torch.Tensor]:
+    def call(x, t, cross_attn_cond=None, cross_attn_mask=None, global_embed=None,
+             input_concat_cond=None, prepend_cond=None, prepend_cond_mask=None, local_add_cond=None,
+             padding_mask=None):
+        # Like the reference, the SA3 DiT attends to every prompt slot (no cross-attention mask).
+        return net(x, t, cross_attn_cond=cross_attn_cond, global_embed=global_embed,
+                   local_add_cond=local_add_cond, padding_mask=padding_mask)
+    return call
+
+
+def _build_sa3_dit(config: ModelConfig) -> nn.Module:
+    from .sa3_dit import SA3DiT
+    return SA3DiT.from_config(config.diffusion_config, objective=config.objective)
+
+
 # Backbone type -> (constructor, call adapter, unconditional-side builder).
 # A backbone may also define `required_length_multiple` (latent frames; default 1) and
 # `default_cfg_rescale` (the guidance rescale the reference applies to it; default 0).
 BACKBONES: dict[str, tuple[Callable, Callable, Callable]] = {
     "dit": (_build_dit, _dit_call, dit_unconditional_inputs),
     "adp_cfg_1d": (_build_unet, _unet_call, unet_unconditional_inputs),
+    # Stable Audio 3's "dit" (a config of family "sa3"): guidance with APG lives in sampling/sa3.py.
+    "sa3_dit": (_build_sa3_dit, _sa3_call, dit_unconditional_inputs),
 }
+
+
+def backbone_type(config: ModelConfig) -> str:
+    """The BACKBONES key of a config: its diffusion type, "sa3_dit" for a Stable Audio 3 "dit"."""
+    if config.family == "sa3" and config.diffusion_type == "dit":
+        return "sa3_dit"
+    return config.diffusion_type
 
 
 class _Holder(nn.Module):
@@ -154,16 +178,20 @@ class StableAudioModel(nn.Module):
         self.model = _Holder(backbone)
         self.conditioner = conditioner
         self.pretransform = _Holder(autoencoder) if autoencoder is not None else None
-        _, self._call_adapter, self._null_builder = BACKBONES[config.diffusion_type]
+        _, self._call_adapter, self._null_builder = BACKBONES[backbone_type(config)]
+        # Callables step_hook(t: Tensor[B]) run before every backbone evaluation of SA3 sampling
+        # (e.g. runtime LoRAs switched on and off by time interval).
+        self.step_hooks: list[Callable[[torch.Tensor], None]] = []
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> "StableAudioModel":
-        if config.diffusion_type not in BACKBONES:
+        kind = backbone_type(config)
+        if kind not in BACKBONES:
             raise ConfigError(
                 f"model.diffusion.type '{config.diffusion_type}' is not supported; "
-                f"supported: {sorted(BACKBONES)}"
+                f"supported: {sorted(k for k in BACKBONES if k != 'sa3_dit')}"
             )
-        backbone = BACKBONES[config.diffusion_type][0](config)
+        backbone = BACKBONES[kind][0](config)
         conditioner = MultiConditioner.from_specs(config.conditioners, config.cond_dim, config.default_keys)
         autoencoder = None
         if config.pretransform is not None:
@@ -179,6 +207,11 @@ class StableAudioModel(nn.Module):
     @property
     def autoencoder(self) -> nn.Module | None:
         return None if self.pretransform is None else self.pretransform.model
+
+    @property
+    def is_sa3(self) -> bool:
+        """A Stable Audio 3 model (SA3 DiT, SAME, T5Gemma): generate samples it with sampling/sa3.py."""
+        return self.config.family == "sa3"
 
     @property
     def sample_rate(self) -> int:
