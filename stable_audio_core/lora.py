@@ -160,6 +160,7 @@ class LoRAStack(nn.Module):
         super().__init__()
         self.adapters = nn.ModuleList()
         self._cache: tuple | None = None
+        self.parameter_order: list[str] = []
 
     def forward(self, weight: Tensor) -> Tensor:
         state = tuple((a.control.strength if a.active() else None) for a in self.adapters)
@@ -520,7 +521,7 @@ class AppliedLoRAs:
         """Take every LoRA off (the base weights come back) and the t hook with them."""
         for _, module in self._modules():
             if _stack_of(module, create=False) is not None:
-                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+                _unparametrize(module, fold=False)
         self.loras.clear()
         self._hook.remove()
         _APPLIED.pop(id(self.dit), None)
@@ -540,7 +541,7 @@ class AppliedLoRAs:
         with torch.no_grad():
             for _, module in self._modules():
                 if _stack_of(module, create=False) is not None:
-                    parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+                    _unparametrize(module, fold=True)
         self.loras.clear()
         self._hook.remove()
         _APPLIED.pop(id(self.dit), None)
@@ -554,8 +555,19 @@ def _stack_of(module: nn.Module, create: bool = True) -> LoRAStack | None:
     if not create:
         return None
     stack = LoRAStack()
+    stack.parameter_order = list(module._parameters)
     parametrize.register_parametrization(module, "weight", stack, unsafe=True)
     return stack
+
+
+def _unparametrize(module: nn.Module, fold: bool) -> None:
+    """Remove the LoRA stack from `module` (folding it into the weight or not), keeping the
+    original parameter order so the state dict reads as before."""
+    order = _stack_of(module, create=False).parameter_order
+    parametrize.remove_parametrizations(module, "weight", leave_parametrized=fold)
+    parameters = module._parameters
+    module._parameters = {name: parameters[name] for name in order if name in parameters}
+    module._parameters.update({k: v for k, v in parameters.items() if k not in module._parameters})
 
 
 # DiT -> its AppliedLoRAs (keyed by id: modules are not hashable by value and must not be kept alive).
