@@ -26,6 +26,12 @@ registered one after the other compose. Each LoRA has a strength, an interval of
 ``[a-b]`` ranges expanded; matching DiT layers are left out); interval and filter act on the DiT
 only, conditioner layers stay on. `merge_loras` folds the stack into plain weights.
 
+The switch needs nothing from the caller: a forward pre-hook on the DiT reads t (its second
+argument) before each call. One divergence, on purpose: the reference loads LoRA i's tensors into
+parametrization slot i of every layer, so on a layer that lacks one of the earlier LoRAs they miss
+their slot and are silently dropped; here each LoRA's tensors go to its own layers. Both agree
+whenever every layer a later LoRA adapts carries the earlier ones too (e.g. the broadest first).
+
 Usage::
 
     stack = apply_loras(dit, ["style.safetensors", ("drums.safetensors", 0.6)],

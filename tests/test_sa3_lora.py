@@ -82,6 +82,14 @@ def test_two_stacked_loras_with_strengths_interval_and_filter_match_the_referenc
     close(run(dit, case), TENSORS[f"dit.out.stack.{case}"])
 
 
+def test_one_model_switches_its_loras_at_every_call_as_t_moves():
+    # A sampler's sequence of calls on one model: the adapted weights kept between calls must
+    # follow every switch of the active set.
+    dit, _ = stacked()
+    for case in ("both", "first", "first", "second", "none", "both"):
+        close(run(dit, case), TENSORS[f"dit.out.{'base' if case == 'none' else 'stack'}.{case}"])
+
+
 def test_which_loras_are_on_follows_the_first_items_t():
     # "both", "first" and "second" differ from each other: the interval switch really acts.
     outputs = {case: TENSORS[f"dit.out.stack.{case}"] for case in ("both", "first", "second")}
