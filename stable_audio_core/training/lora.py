@@ -7,7 +7,8 @@ computed before. Only the ``lora_down`` / ``lora_up`` parameters train. ``merge_
 adapter back into a plain ``nn.Linear`` (``W + scale * up @ down``) with the original module path,
 so the merged network's state dict has the original key names and loads anywhere.
 
-Which projections are adapted is named per backbone type (``LORA_TARGETS``); a target may also be
+The low-rank math itself is `stable_audio_core.lora`'s (shared with the stable-audio-3 runtime
+LoRAs). Which projections are adapted is named per backbone type (``LORA_TARGETS``); a target may also be
 a regular expression over module paths, written ``"re:<pattern>"``.
 """
 
@@ -18,9 +19,9 @@ import re
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ..errors import ConfigError
+from ..lora import low_rank_delta, low_rank_update
 
 # Backbone type -> target name -> pattern over module paths inside the backbone.
 LORA_TARGETS: dict[str, dict[str, str]] = {
@@ -86,8 +87,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Tensor[..., in_features] -> Tensor[..., out_features]."""
-        update = F.linear(F.linear(x, self.lora_down), self.lora_up)
-        return self.base(x) + update * self.scale
+        return self.base(x) + low_rank_update(x, self.lora_down, self.lora_up, self.scale)
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
@@ -95,7 +95,7 @@ class LoRALinear(nn.Module):
         weight = self.base.weight
         linear = nn.Linear(self.in_features, self.out_features, bias=self.base.bias is not None,
                            device=weight.device, dtype=weight.dtype)
-        delta = (self.lora_up.float() @ self.lora_down.float()) * self.scale
+        delta = low_rank_delta(self.lora_up.float(), self.lora_down.float(), self.scale)
         linear.weight.copy_((weight.float() + delta).to(weight.dtype))
         if self.base.bias is not None:
             linear.bias.copy_(self.base.bias)
