@@ -154,7 +154,8 @@ def load_passt(path: str | Path, device: torch.device | str = "cpu") -> PaSST:
             state = state[wrapper]
     state = {k.removeprefix("net."): v for k, v in state.items()
              if not k.startswith(("mel.", "device_proxy")) and not k.endswith("num_batches_tracked")}
-    model = PaSST()
+    blocks = {int(k.split(".")[1]) for k in state if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+    model = PaSST(depth=max(blocks) + 1 if blocks else 12)  # the official file has 12 blocks
     missing = sorted(set(model.state_dict()) - set(state))
     unexpected = sorted(set(state) - set(model.state_dict()))
     if missing or unexpected:
