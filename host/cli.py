@@ -1,5 +1,5 @@
 """The `stable-audio` command: generate audio from text, run workflows, check parity with the reference,
-train models (`train`, `encode-latents`)."""
+train models (`train`, `encode-latents`), evaluate generations (`eval`)."""
 
 from __future__ import annotations
 
@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .train_cli import add_encode_parser, add_train_parser
     add_train_parser(sub)
     add_encode_parser(sub)
+    from .eval_cli import add_eval_parser
+    add_eval_parser(sub)
     return parser
 
 
