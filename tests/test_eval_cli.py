@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from helpers import write_clip
-from stable_audio_core.audio import write_audio
-from stable_audio_core.bundled import DEFAULT_MODEL_DIR, load_default_model
+from stable_audio_core.audio.io import write_audio
+from stable_audio_core.default_model import DEFAULT_MODEL_DIR, load_default_model
 from stable_audio_core.evaluation.openl3 import OpenL3
 from stable_audio_core.evaluation.passt import PaSST
 from stable_audio_core.pipeline import generate

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from stable_audio_core.parity import SA3_EXPECTED, run_parity
+from stable_audio_core.evaluation.parity import SA3_EXPECTED, run_parity
 from stable_audio_host.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sa3_parity"

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..audio_features import mel_filterbank
+from ..audio.features import mel_filterbank
 from ..errors import CheckpointError
 from .metrics import OPENL3_RATE
 

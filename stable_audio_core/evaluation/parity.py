@@ -147,9 +147,9 @@ SA3_EXPECTED = (
 
 def _sa3_outputs(meta: dict, folder: Path, weights_path: Path, ref: dict[str, torch.Tensor]) -> dict:
     """Our value of every tensor an SA3 fixture stores, from the fixture's inputs."""
-    from .factory import load_model
-    from .models.stable_audio import assemble_inputs
-    from .sampling import sa3
+    from ..factory import load_model
+    from ..models.stable_audio import assemble_inputs
+    from ..sampling import sa3
 
     model = load_model(meta["model_config"], weights_path, text_encoder=folder / meta["text_encoder"])
     prompt = model.conditioner.conditioners["prompt"]
@@ -171,8 +171,8 @@ def _sa3_outputs(meta: dict, folder: Path, weights_path: Path, ref: dict[str, to
 
 def _sa3_dit_outputs(model, meta: dict, ref: dict[str, torch.Tensor]) -> dict:
     """One DiT call without guidance, with the padding mask, and guided (negative or null)."""
-    from .models.stable_audio import assemble_inputs
-    from .sampling import sa3
+    from ..models.stable_audio import assemble_inputs
+    from ..sampling import sa3
 
     x, t = ref["dit.in.x"], ref["dit.in.t"]
     inputs = dict(cross_attn_cond=ref["dit.in.cross_attn_cond"], global_embed=ref["dit.in.global_cond"],
@@ -193,7 +193,7 @@ def _sa3_dit_outputs(model, meta: dict, ref: dict[str, torch.Tensor]) -> dict:
 
 def _sa3_generation(model, generation: dict, init_audio: torch.Tensor | None) -> dict:
     """The generation's schedule, latents and audio through `pipeline.generate`."""
-    from .pipeline import generate, resolve_sampling, sa3_schedule, sa3_window
+    from ..pipeline import generate, resolve_sampling, sa3_schedule, sa3_window
 
     inpaint = generation.get("inpaint")
     init = None if init_audio is None else (model.sample_rate, init_audio)

@@ -20,9 +20,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..audio import read_audio, resample
+from ..audio.io import read_audio, resample
 from ..errors import InputError
-from ..postprocess import detect_content_end
+from ..audio.postprocess import detect_content_end
 from .metrics import (
     CLAP_RATE, OPENL3_RATE, PASST_RATE, clap_round_trip, cosine_scores, embedding_statistics, frechet_distance,
     kl_divergence, openl3_frames, passt_windows, peak_normalize,

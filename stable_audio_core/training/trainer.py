@@ -57,7 +57,7 @@ class TrainerConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
-    lr_schedule: str = "constant"   # constant | cosine | linear | inverse (see training.schedules)
+    lr_schedule: str = "constant"   # constant | cosine | linear | inverse (see training.lr_schedules)
     warmup_steps: int = 0
     grad_clip: float | None = 1.0   # max global gradient norm per phase; None: no clipping
     mixed_precision: str = "no"     # no | bf16 (autocast around the loss)
