@@ -11,7 +11,7 @@ from .checkpoint import autoencoder_state, load_state_dict_strict, read_state_di
 from .config import ModelConfig, load_model_config
 from .errors import CheckpointError, ConfigError, InputError
 from .models.autoencoder import AudioAutoencoder, build_autoencoder
-from .models.conditioners import CLAPTextConditioner, T5Conditioner, T5GemmaConditioner
+from .text.conditioners import CLAPTextConditioner, T5Conditioner, T5GemmaConditioner
 from .models.hf_folder import CONFIG_FILE, read_json
 from .models.stable_audio import StableAudioModel
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from .autoencoding import decode_latents, encode_audio
 from .errors import InputError
-from .models.conditioners import Conditioning, MultiConditioner, TextConditioner
+from .models.conditioners import Conditioning, MultiConditioner
+from .text.conditioners import TextConditioner
 from .models.stable_audio import ModelInputs, StableAudioModel, assemble_inputs
 from .audio.postprocess import check_finite, trim_silence
 from .sampling import loop, sa3

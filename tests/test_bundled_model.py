@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from stable_audio_core.default_model import DEFAULT_MODEL_DIR, default_model_files, load_default_model
-from stable_audio_core.models.conditioners import CLAPTextConditioner
+from stable_audio_core.text.conditioners import CLAPTextConditioner
 from stable_audio_core.pipeline import defaults_for, generate
 from stable_audio_host.cli import main as cli_main
 

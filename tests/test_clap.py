@@ -23,7 +23,8 @@ from stable_audio_core.config import ConditionerSpec
 from stable_audio_core.errors import CheckpointError, ConfigError, InputError
 from stable_audio_core.models.clap import ClapModel
 from stable_audio_core.models.clap_config import ClapConfig
-from stable_audio_core.models.conditioners import CONDITIONER_TYPES, CLAPTextConditioner, build_conditioner
+from stable_audio_core.models.conditioners import CONDITIONER_TYPES, build_conditioner
+from stable_audio_core.text.conditioners import CLAPTextConditioner
 from stable_audio_core.text.clap_encoder import ClapTextEncoder
 from stable_audio_core.text.tokenizer import TextTokenizer
 
@@ -446,7 +447,7 @@ def test_attach_text_encoder_gives_clap_conditioners_their_encoder():
 
     from helpers import FIXTURES, perturbed_model, tiny_config
     from stable_audio_core.factory import attach_text_encoder
-    from stable_audio_core.models.conditioners import CLAPTextConditioner
+    from stable_audio_core.text.conditioners import CLAPTextConditioner
 
     folder = FIXTURES / "clap" / "model"
     width = json.loads((folder / "config.json").read_text())["text_config"]["hidden_size"]

@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from stable_audio_core.factory import load_model
-from stable_audio_core.models.conditioners import CLAPTextConditioner
+from stable_audio_core.text.conditioners import CLAPTextConditioner
 from stable_audio_core.pipeline import generate
 from stable_audio_host.cli import main as cli_main
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from stable_audio_core.errors import ConfigError
 from stable_audio_core.evaluation.clap_score import ClapScorer, retrieval_accuracy, score_gap
 from stable_audio_core.models.clap import ClapModel
-from stable_audio_core.models.conditioners import CLAPTextConditioner
+from stable_audio_core.text.conditioners import CLAPTextConditioner
 from stable_audio_core.text.clap_encoder import ClapTextEncoder
 from stable_audio_core.training.clap_task import build_clap_task, contrastive_loss, train_caption_tokenizer
 from stable_audio_core.training.data import collate_items

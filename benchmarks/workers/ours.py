@@ -70,7 +70,7 @@ def _load_vae(spec: dict):
 
 def _swap_text_encoder(model, dtype: torch.dtype, folder: str) -> list:
     """Give every T5 conditioner an encoder in `dtype`; returns the previous ones."""
-    from stable_audio_core.models.conditioners import T5Conditioner
+    from stable_audio_core.text.conditioners import T5Conditioner
     from stable_audio_core.text.t5_encoder import T5TextEncoder
 
     previous = []

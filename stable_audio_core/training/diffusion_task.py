@@ -43,7 +43,7 @@ from ..checkpoint import read_state_dict
 from ..config import ModelConfig, load_model_config
 from ..errors import ConfigError, InputError
 from ..factory import attach_text_encoder, build_model, load_autoencoder_weights, load_weights
-from ..models.conditioners import TextConditioner
+from ..text.conditioners import TextConditioner
 from ..models.stable_audio import BACKBONES, ModelInputs, StableAudioModel, assemble_inputs
 from .export import diffusion_model_config, diffusion_state_dict
 from .lora import apply_lora, lora_parameters, target_patterns
