@@ -4,6 +4,10 @@ fixtures: both sides must build exactly the same thing, so there is one copy, he
 - ``build_test_tokenizer``: the tiny T5 tokenizer (tools/make_t5_fixtures.py, tests/test_t5.py).
 - ``audio_test_features`` and ``sample_clip``: CLAP's audio inputs (tools/make_clap_fixtures.py,
   tests/test_clap.py).
+- ``build_t5gemma_test_tokenizer``: the tiny Gemma-like tokenizer (tools/make_t5gemma_fixtures.py,
+  tests/test_t5gemma.py).
+- ``deterministic_weights``: the random weights of the evaluation networks (tools/make_eval_fixtures.py,
+  tests/test_eval_networks.py).
 
 The fixture writers run in another venv (with transformers); they import this file with tests/ on
 sys.path, so it imports only torch and tokenizers.
@@ -11,8 +15,10 @@ sys.path, so it imports only torch and tokenizers.
 
 from __future__ import annotations
 
+import math
+
 import torch
-from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import Unigram
 
 _WORDS = ["dog", "bark", "rain", "loud", "thunder", "piano", "drum", "soft", "the", "a", "in",
@@ -68,3 +74,48 @@ def sample_clip(samples: int, sample_rate: int = 48_000) -> torch.Tensor:
     clip = (chirp + tone) * envelope + noise
     clip[1000:2920] = 0.0
     return clip.float()
+
+_T5GEMMA_CORPUS = [
+    "lo-fi hip hop beat 90 BPM with warm vinyl crackle and mellow piano chords",
+    "warm analog synth pad with slow filter sweep, ambient drone, rain and thunder",
+    "punchy kick drum, bright snare, crash cymbal, energetic rock groove 120 BPM",
+    "café jazz trio, brushed drums, upright bass, naïve melody",
+]
+
+
+def build_t5gemma_test_tokenizer() -> Tokenizer:
+    """A Gemma-like BPE tokenizer ("▁" for spaces) over a tiny corpus: <pad>=0, <eos>=1, <bos>=2,
+    <unk>=3; its post-processor adds <bos> and <eos>."""
+    # The pipeline transformers' GemmaTokenizer rebuilds from a tokenizer.json's vocab and merges.
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    tokenizer.decoder = decoders.Replace("\u2581", " ")
+    trainer = trainers.BpeTrainer(vocab_size=160, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+                                  show_progress=False)
+    tokenizer.train_from_iterator(_T5GEMMA_CORPUS * 5, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 1)])
+    return tokenizer
+
+
+def deterministic_weights(state: dict, seed: int) -> dict:
+    """The fixture tool's rule: every tensor from one generator, in sorted key order."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for key in sorted(state):
+        shape = state[key].shape
+        if key.endswith("num_batches_tracked"):
+            out[key] = state[key]
+            continue
+        t = torch.randn(shape, generator=generator, dtype=torch.float64)
+        if key.endswith("running_var"):
+            t = 1.0 + 0.2 * t.abs()
+        elif len(shape) >= 2:
+            t = t / math.sqrt(math.prod(shape[1:]))
+        elif key.endswith("weight"):
+            t = 1.0 + 0.1 * t
+        else:
+            t = 0.1 * t
+        out[key] = t.float()
+    return out

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fixture_inputs import deterministic_weights
 from stable_audio_core.errors import CheckpointError
 from stable_audio_core.evaluation.openl3 import OpenL3, load_openl3
 from stable_audio_core.evaluation.passt import PaSST, load_passt
@@ -17,26 +18,6 @@ FIXTURES = load_file(str(Path(__file__).parent / "fixtures" / "eval" / "networks
 PASST_TEST_DEPTH = 2  # the fixture's reference has 2 of the 12 identical blocks
 
 
-def deterministic_weights(state: dict, seed: int) -> dict:
-    """The fixture tool's rule: every tensor from one generator, in sorted key order."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for key in sorted(state):
-        shape = state[key].shape
-        if key.endswith("num_batches_tracked"):
-            out[key] = state[key]
-            continue
-        t = torch.randn(shape, generator=generator, dtype=torch.float64)
-        if key.endswith("running_var"):
-            t = 1.0 + 0.2 * t.abs()
-        elif len(shape) >= 2:
-            t = t / math.sqrt(math.prod(shape[1:]))
-        elif key.endswith("weight"):
-            t = 1.0 + 0.1 * t
-        else:
-            t = 0.1 * t
-        out[key] = t.float()
-    return out
 
 
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from fixture_inputs import build_t5gemma_test_tokenizer
 from stable_audio_core.errors import CheckpointError, ConfigError
 from stable_audio_core.text.t5gemma import T5GemmaEncoderConfig, attention_masks
 from stable_audio_core.text.t5gemma_encoder import T5GemmaTextEncoder, load_t5gemma_encoder
@@ -29,30 +29,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "t5gemma"
 TOLERANCE = 1e-5
 
 
-# --- kept identical to build_test_tokenizer() in tools/make_t5gemma_fixtures.py.
-_CORPUS = [
-    "lo-fi hip hop beat 90 BPM with warm vinyl crackle and mellow piano chords",
-    "warm analog synth pad with slow filter sweep, ambient drone, rain and thunder",
-    "punchy kick drum, bright snare, crash cymbal, energetic rock groove 120 BPM",
-    "café jazz trio, brushed drums, upright bass, naïve melody",
-]
-
-
-def build_test_tokenizer() -> Tokenizer:
-    """A Gemma-like BPE tokenizer ("▁" for spaces) over a tiny corpus: <pad>=0, <eos>=1, <bos>=2,
-    <unk>=3; its post-processor adds <bos> and <eos>."""
-    # The pipeline transformers' GemmaTokenizer rebuilds from a tokenizer.json's vocab and merges.
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
-    tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
-    tokenizer.decoder = decoders.Replace("\u2581", " ")
-    trainer = trainers.BpeTrainer(vocab_size=160, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
-                                  show_progress=False)
-    tokenizer.train_from_iterator(_CORPUS * 5, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 1)])
-    return tokenizer
-# --- end of the copy
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +82,7 @@ def test_long_prompt_is_truncated_to_256_tokens_keeping_bos_and_eos(encoders, pr
 
 def test_tokenizer_built_here_gives_transformers_ids(tmp_path, expected, prompts):
     folder = copy_folder(tmp_path, "bfloat16")
-    build_test_tokenizer().save(str(folder / "tokenizer.json"))
+    build_t5gemma_test_tokenizer().save(str(folder / "tokenizer.json"))
     encoder = T5GemmaTextEncoder.from_folder(folder)
     input_ids, mask = encoder.tokenizer(prompts, 256)
     assert torch.equal(input_ids, expected["bfloat16.input_ids"])

@@ -18,6 +18,7 @@ AugmentMelSTFT and PaSST class (2 blocks instead of 12: the blocks are identical
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import librosa
@@ -25,29 +26,13 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "eval"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the weights are drawn by the same code as the tests'
+
+from fixture_inputs import deterministic_weights  # noqa: E402
+
+OUT = ROOT / "tests" / "fixtures" / "eval"
 PASST_TEST_DEPTH = 2
-
-
-def deterministic_weights(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for key in sorted(state):
-        shape = state[key].shape
-        if key.endswith("num_batches_tracked"):
-            out[key] = state[key]
-            continue
-        t = torch.randn(shape, generator=generator, dtype=torch.float64)
-        if key.endswith("running_var"):
-            t = 1.0 + 0.2 * t.abs()
-        elif len(shape) >= 2:
-            t = t / math.sqrt(math.prod(shape[1:]))
-        elif key.endswith("weight"):
-            t = 1.0 + 0.1 * t
-        else:
-            t = 0.1 * t
-        out[key] = t.float()
-    return out
 
 
 def kapre_v03_mel256(audio: np.ndarray) -> np.ndarray:

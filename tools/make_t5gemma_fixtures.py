@@ -26,7 +26,7 @@ Written under OUT:
                                                      softcap) on the batch's first two prompts
   inputs.json  the prompts, max_length, attention implementation used
 
-The tokenizer is built here by build_test_tokenizer() (kept identical in tests/test_t5gemma.py).
+The tokenizer is built here by build_t5gemma_test_tokenizer() (kept identical in tests/test_t5gemma.py).
 Its tokenizer.json adds only <bos>; tokenizer_config.json sets add_bos_token and add_eos_token,
 which transformers 5 applies by rewriting the post-processor (so ids end with <eos>).
 """
@@ -41,11 +41,15 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (AutoConfig, AutoTokenizer, PreTrainedTokenizerFast, T5GemmaConfig,
                           T5GemmaEncoderModel, T5GemmaForConditionalGeneration)
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "t5gemma"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the tokenizer is built by the same code as the tests'
+
+from fixture_inputs import build_t5gemma_test_tokenizer  # noqa: E402
+
+OUT = ROOT / "tests" / "fixtures" / "t5gemma"
 SEED = 20260517
 MAX_LENGTH = 256  # the SA3 conditioner's max_length
 LONG_PROMPT = " ".join(["warm analog synth pad with slow filter sweep and vinyl crackle"] * 40)
@@ -70,31 +74,6 @@ DECODER = dict(
 )
 
 
-# --- kept identical to build_test_tokenizer() in tests/test_t5gemma.py: the tests fail if the
-# --- two drift apart.
-_CORPUS = [
-    "lo-fi hip hop beat 90 BPM with warm vinyl crackle and mellow piano chords",
-    "warm analog synth pad with slow filter sweep, ambient drone, rain and thunder",
-    "punchy kick drum, bright snare, crash cymbal, energetic rock groove 120 BPM",
-    "café jazz trio, brushed drums, upright bass, naïve melody",
-]
-
-
-def build_test_tokenizer() -> Tokenizer:
-    """A Gemma-like BPE tokenizer ("▁" for spaces) over a tiny corpus: <pad>=0, <eos>=1, <bos>=2,
-    <unk>=3; its post-processor adds <bos> and <eos>."""
-    # The pipeline transformers' GemmaTokenizer rebuilds from a tokenizer.json's vocab and merges.
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
-    tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
-    tokenizer.decoder = decoders.Replace("\u2581", " ")
-    trainer = trainers.BpeTrainer(vocab_size=160, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
-                                  show_progress=False)
-    tokenizer.train_from_iterator(_CORPUS * 5, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 1)])
-    return tokenizer
-# --- end of the copy
 
 
 def randomize_(module: torch.nn.Module, seed: int) -> None:
@@ -111,7 +90,7 @@ def randomize_(module: torch.nn.Module, seed: int) -> None:
 def save_tokenizer(folder: Path, padding_side: str | None) -> None:
     """tokenizer.json + tokenizer_config.json naming transformers' GemmaTokenizer, as Gemma folders
     do; without padding_side that class pads on the left."""
-    fast = PreTrainedTokenizerFast(tokenizer_object=build_test_tokenizer(), pad_token="<pad>",
+    fast = PreTrainedTokenizerFast(tokenizer_object=build_t5gemma_test_tokenizer(), pad_token="<pad>",
                                    eos_token="<eos>", bos_token="<bos>", unk_token="<unk>")
     fast.save_pretrained(folder)
     config_path = folder / "tokenizer_config.json"
@@ -145,7 +124,7 @@ def main() -> None:
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
 
-    vocab_size = build_test_tokenizer().get_vocab_size()
+    vocab_size = build_t5gemma_test_tokenizer().get_vocab_size()
     config = T5GemmaConfig(encoder=dict(ENCODER, vocab_size=vocab_size), decoder=dict(DECODER, vocab_size=vocab_size),
                            vocab_size=vocab_size, pad_token_id=0, eos_token_id=1, bos_token_id=2)
     model = T5GemmaForConditionalGeneration(config)
