@@ -160,15 +160,22 @@ def weight_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in {folder}")
 
 
-def read_weights(files: list[Path], expected: dict[str, torch.Tensor], dtype: torch.dtype, what: str, *,
+def _name_keys(keys: list[str], depth: int) -> str:
+    """A few keys in full; many grouped by prefix."""
+    return ", ".join(keys) if len(keys) <= 8 else group_by_prefix(keys, depth)
+
+
+def read_weights(files: list[Path], expected: dict[str, torch.Tensor], dtype: torch.dtype | None, what: str, *,
                  skip: Callable[[str], bool] = lambda key: False,
                  derived: Callable[[str], torch.Tensor | None] = lambda key: None,
+                 rename: Callable[[str], str | None] = lambda key: key,
                  tied: tuple[str, ...] = (), depth: int = 3, hint: str = "") -> dict[str, torch.Tensor]:
     """The tensors named in `expected` (meta tensors giving the shapes) read from safetensors
-    `files`, floating ones cast to `dtype`. Keys that `skip` accepts are passed over; a key that
+    `files`, floating ones cast to `dtype` (None: kept as stored). Keys that `skip` accepts are
+    passed over; `rename` maps a stored key to the model's (None: not one of its keys); a key that
     `derived` gives a value for is a buffer the model computes itself: checked against that value,
     not returned. The keys in `tied` name one shared table, stored under any of them. Anything
-    missing, unexpected, of another value or shape raises CheckpointError naming `what`."""
+    missing, unexpected, of another value or shape raises one CheckpointError naming `what`."""
     state: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     wrong_derived: list[str] = []
@@ -183,11 +190,12 @@ def read_weights(files: list[Path], expected: dict[str, torch.Tensor], dtype: to
                         if not torch.equal(handle.get_tensor(key).long(), reference):
                             wrong_derived.append(key)
                         continue
-                    if key not in expected:
+                    name = rename(key)
+                    if name not in expected or name in state:
                         unexpected.append(key)
                         continue
                     tensor = handle.get_tensor(key)
-                    state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+                    state[name] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
         except Exception as exc:  # safetensors raises its own error types for corrupt headers
             raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
     table = next((state[key] for key in tied if key in state), None)
@@ -197,25 +205,23 @@ def read_weights(files: list[Path], expected: dict[str, torch.Tensor], dtype: to
     missing = sorted(set(expected) - set(state))
     problems = []
     if missing:
-        problems.append(f"missing keys: {group_by_prefix(missing, depth)}")
+        problems.append(f"missing keys: {_name_keys(missing, depth)}")
     if unexpected:
-        problems.append(f"unexpected keys: {group_by_prefix(sorted(unexpected), depth)}")
+        problems.append(f"unexpected keys: {_name_keys(sorted(unexpected), depth)}")
     if wrong_derived:
         shown = ", ".join(wrong_derived[:5]) + (f" (and {len(wrong_derived) - 5} more)" if len(wrong_derived) > 5 else "")
         problems.append(f"buffers with values this implementation does not reproduce: {shown}")
+    mismatched = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs config {tuple(meta.shape)}"
+        for key, meta in expected.items() if key in state and state[key].shape != meta.shape
+    ]
+    if mismatched:
+        problems.append("shape mismatches: " + "; ".join(mismatched[:10])
+                        + (f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else ""))
     if problems:
         raise CheckpointError(
             f"{what} does not match its config.json ({'; '.join(problems)}); check that config.json "
             f"belongs to these weights{hint}"
-        )
-    mismatched = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs config {tuple(meta.shape)}"
-        for key, meta in expected.items() if state[key].shape != meta.shape
-    ]
-    if mismatched:
-        raise CheckpointError(
-            f"{what} shapes do not match its config.json: " + "; ".join(mismatched[:10])
-            + (f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else "")
         )
     return state
 

@@ -11,19 +11,16 @@ reference, the T5Gemma weights live in their own folder, never in a model checkp
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from ..errors import CheckpointError, ConfigError, InputError
-from ..models.hf_folder import group_by_prefix, weight_files
+from ..models.hf_folder import CONFIG_FILE, read_json, read_weights, weight_files
 from .t5gemma import T5GemmaEncoder, T5GemmaEncoderConfig
 from .tokenizer import TOKENIZER_CONFIG_FILE, TextTokenizer
 
-CONFIG_FILE = "config.json"
 MAX_LENGTH = 256  # the Stable Audio 3 conditioner's max_length
 # The encoder's keys in a full T5GemmaForConditionalGeneration / T5GemmaModel / encoder-only save.
 ENCODER_PREFIXES = ("model.encoder.", "encoder.")
@@ -31,19 +28,6 @@ IGNORED_KEY_PREFIXES = ("model.decoder.", "decoder.", "lm_head.")
 # transformers 5's GemmaTokenizer pads on the left unless tokenizer_config.json says otherwise.
 LEFT_PADDING_TOKENIZER_CLASSES = {"GemmaTokenizer", "GemmaTokenizerFast"}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{what} {path} not found") from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _stored_dtype(raw_config: dict[str, Any], first_floating: torch.dtype | None) -> torch.dtype:
@@ -56,49 +40,10 @@ def _stored_dtype(raw_config: dict[str, Any], first_floating: torch.dtype | None
     return _DTYPES[named]
 
 
-def _name_keys(keys: list[str]) -> str:
-    """A few keys in full; many grouped by prefix."""
-    return ", ".join(keys) if len(keys) <= 8 else group_by_prefix(keys)
-
-
-def _read_encoder_weights(files: list[Path], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The encoder's tensors from safetensors files, prefixes stripped, in their stored dtype;
-    missing, unexpected and mis-shaped keys raise one CheckpointError listing them."""
-    state: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for path in files:
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                for key in handle.keys():
-                    if key.startswith(IGNORED_KEY_PREFIXES):
-                        continue
-                    prefix = next((p for p in ENCODER_PREFIXES if key.startswith(p)), None)
-                    name = key[len(prefix):] if prefix else key
-                    if prefix is None or name not in expected or name in state:
-                        unexpected.append(key)
-                        continue
-                    state[name] = handle.get_tensor(key)
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
-    missing = sorted(set(expected) - set(state))
-    mismatched = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs config {tuple(meta.shape)}"
-        for key, meta in expected.items() if key in state and state[key].shape != meta.shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys (without model.encoder.): {_name_keys(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_name_keys(sorted(unexpected))}")
-        if mismatched:
-            parts.append("shape mismatches: " + "; ".join(mismatched[:10])
-                         + (f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else ""))
-        raise CheckpointError(
-            f"T5Gemma weights in {files[0].parent} do not match its config.json ({'; '.join(parts)}); "
-            "check that config.json belongs to these weights"
-        )
-    return state
+def _encoder_key(key: str) -> str | None:
+    """A stored key without its encoder prefix; None for keys of no encoder."""
+    prefix = next((p for p in ENCODER_PREFIXES if key.startswith(p)), None)
+    return None if prefix is None else key[len(prefix):]
 
 
 def load_t5gemma_encoder(
@@ -112,11 +57,12 @@ def load_t5gemma_encoder(
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"T5Gemma folder {folder} not found; point at a local t5gemma-b-b-ul2 folder")
-    raw = _read_json(folder / CONFIG_FILE, "T5Gemma config")
+    raw = read_json(folder / CONFIG_FILE, "T5Gemma config")
     config = T5GemmaEncoderConfig.from_dict(raw)
     with torch.device("meta"):
         model = T5GemmaEncoder(config)
-    state = _read_encoder_weights(weight_files(folder), model.state_dict())
+    state = read_weights(weight_files(folder), model.state_dict(), None, f"T5Gemma weights in {folder}",
+                         skip=lambda key: key.startswith(IGNORED_KEY_PREFIXES), rename=_encoder_key)
     floating = next((t.dtype for t in state.values() if t.is_floating_point()), None)
     target = dtype or _stored_dtype(raw, floating)
     model.load_state_dict({k: v.to(target) for k, v in state.items()}, strict=True, assign=True)
@@ -128,7 +74,7 @@ def load_t5gemma_tokenizer(folder: str | Path, pad_token_id: int | None = 0) -> 
     folder = Path(folder)
     tokenizer = TextTokenizer.from_folder(folder, default_pad_token_id=pad_token_id)
     settings_path = folder / TOKENIZER_CONFIG_FILE
-    settings = _read_json(settings_path, "tokenizer settings") if settings_path.is_file() else {}
+    settings = read_json(settings_path, "tokenizer settings") if settings_path.is_file() else {}
     if "padding_side" not in settings and settings.get("tokenizer_class") in LEFT_PADDING_TOKENIZER_CLASSES:
         tokenizer.padding_side = "left"
     return tokenizer
