@@ -470,3 +470,67 @@ def test_with_a_token_every_request_must_carry_it(root):
         assert (await ws.receive_json())["type"] == "status"
         await ws.close()
     run(server, body)
+
+
+# --- load ---------------------------------------------------------------------------------------
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.heavy  # about 30 s on 2 cores
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the resident size from /proc")
+def test_four_clients_and_twenty_prompts_run_in_order_without_losses_and_memory_settles(root):
+    server = make_server(root)
+    clients = ["c0", "c1", "c2", "c3"]
+
+    async def body(client):
+        sockets = {sid: await connect(client, sid) for sid in clients}
+        warm = await queue(client, api_prompt(["5.seed=1000"], server), "c0")  # loads the model once
+        await messages_until(sockets["c0"], recorded(warm))
+        await asyncio.sleep(0.2)
+        start_mb = _rss_mb()
+        files_before = set((root / "data" / "output").rglob("*.flac"))
+
+        owners = [clients[i % 4] for i in range(20)]
+        ids = await asyncio.gather(*[queue(client, api_prompt([f"5.seed={i}"], server), sid)
+                                     for i, sid in enumerate(owners)])
+        seen = {sid: [] for sid in clients}
+        for sid in clients:
+            mine = {pid for pid, owner in zip(ids, owners) if owner == sid}
+            while mine - {pid for pid, output in seen[sid] if output is None}:  # each one's last message
+                message = await asyncio.wait_for(sockets[sid].receive_json(), WAIT * 4)
+                if message["type"] == "executing" and message["data"]["node"] is None:
+                    seen[sid].append((message["data"]["prompt_id"], None))
+                elif message["type"] == "executed":
+                    seen[sid].append((message["data"]["prompt_id"], message["data"]["output"]))
+        history = await (await client.get("/history")).json()
+        for ws in sockets.values():
+            await ws.close()
+        return ids, owners, seen, history, start_mb, files_before
+
+    outcome = {}
+
+    async def capture(client):
+        outcome["value"] = await body(client)
+    run(server, capture)
+    ids, owners, seen, history, start_mb, files_before = outcome["value"]
+
+    ran = [pid for pid in history if pid in ids]
+    numbers = [history[pid]["prompt"][0] for pid in ran]
+    assert sorted(ran) == sorted(ids) and len(set(ids)) == 20          # none lost, none twice
+    assert numbers == sorted(numbers)                                   # run in the order queued
+    for sid in set(owners):                                             # each client got its own results
+        mine = [pid for pid, owner in zip(ids, owners) if owner == sid]
+        assert sorted({pid for pid, output in seen[sid] if output}) == sorted(mine)
+    names = [item["filename"] for pid in ids for item in history[pid]["outputs"]["8"]["audio"]]
+    assert len(set(names)) == 20
+    new_files = set((root / "data" / "output").rglob("*.flac")) - files_before
+    assert {p.name for p in new_files} == set(names)
+    growth = _rss_mb() - start_mb
+    print(f"resident memory: {start_mb:.0f} MB after the first prompt, {growth:+.0f} MB after twenty more")
+    # Twenty runs of a tiny model allocate far more than this; what stays is allocator slack.
+    assert growth < 60, f"resident memory grew {growth:.0f} MB over the queue"
