@@ -62,13 +62,12 @@ def frontend_root() -> Path:
 
 
 def frontend_version(root: Path | None) -> str | None:
+    """The version of the frontend in `root` (a package's static folder), from its dist-info."""
     if root is None:
         return None
-    try:
-        from importlib.metadata import version
-        return version("comfyui_frontend_package")
-    except Exception:
-        return None
+    for info in sorted(Path(root).resolve().parent.parent.glob("comfyui_frontend_package-*.dist-info")):
+        return info.name.removeprefix("comfyui_frontend_package-").removesuffix(".dist-info")
+    return None
 
 
 @dataclass
@@ -862,10 +861,22 @@ class PromptServer:
 
         @routes.get("/workflow_templates/{pack}/{name}")
         async def workflow_template(request):
-            name = request.match_info["name"].removesuffix(".json")
-            if request.match_info["pack"] != server.pack_name or name not in server._templates():
+            stem, _, suffix = request.match_info["name"].rpartition(".")
+            path = server.pack_folder / "workflows" / f"{stem}.{suffix}"
+            if (request.match_info["pack"] != server.pack_name or stem not in server._templates()
+                    or suffix not in ("json", "jpg", "webp") or not path.is_file()):
                 return web.Response(status=404)
-            return web.FileResponse(server.pack_folder / "workflows" / f"{name}.json")
+            return web.FileResponse(path)  # the workflow, or its thumbnail in the Templates browser
+
+        @routes.get("/templates/{name}")
+        async def core_templates(request):
+            # ComfyUI serves its core templates from another package; here there are none, said in JSON.
+            name = request.match_info["name"]
+            if name == "index_logo.json":
+                return web.json_response({})
+            if re.fullmatch(r"index(\.[\w-]+)?\.json", name):
+                return web.json_response([])
+            return web.Response(status=404)
 
         @routes.get("/i18n")
         async def i18n(request):
