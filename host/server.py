@@ -21,6 +21,7 @@ import mimetypes
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -343,6 +344,8 @@ class PromptServer:
         self._publisher.cancel()
         for ws in list(self.sockets.values()):
             await ws.close()
+        if self.folders.temp is None:  # the folder this server made for itself
+            shutil.rmtree(self.temp, ignore_errors=True)
 
     # --- middlewares ------------------------------------------------------------------------------
     @web.middleware
