@@ -157,6 +157,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import FrontendMissing, ServerFolders, serve
+    except ImportError as exc:
+        print(f"error: `serve` needs the ui extra ({exc.name} is missing): pip install -e '.[ui]'", file=sys.stderr)
+        return 2
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    folders = ServerFolders(models=Path(args.models), input=Path(args.input), output=Path(args.output),
+                            user=Path(args.user))
+    try:
+        serve(folders, listen=args.listen, port=args.port, token=args.token, device=args.device,
+              max_upload_mb=args.max_upload_mb)
+    except FrontendMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from stable_audio_core.sampling.loop import SCHEDULE_NAMES, sampler_names
 
@@ -211,6 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("serve", help="the ComfyUI frontend in a browser, running this pack (no ComfyUI needed)")
+    s.add_argument("--listen", default="127.0.0.1", help="address to bind (default: this machine only)")
+    s.add_argument("--port", type=int, default=8188)
+    s.add_argument("--token", default=None, help="access token every request must carry (open the "
+                                                 "printed URL once); use it when listening beyond 127.0.0.1")
+    s.add_argument("--models", default="models", help="folder with checkpoints/ and text_encoders/")
+    s.add_argument("--input", default="input", help="folder for uploads and LoadAudio")
+    s.add_argument("--output", default="output", help="folder SaveAudio writes to")
+    s.add_argument("--user", default="user", help="folder for settings and saved workflows")
+    s.add_argument("--max-upload-mb", type=float, default=100)
+    s.add_argument("--device", default="auto", help="what 'auto' devices mean: cpu, cuda, ...")
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("parity", help="recompute reference fixtures and report max abs errors")
     p.add_argument("fixtures", nargs="+", help="PATH/NAME of fixtures (NAME.json, NAME.*.safetensors)")

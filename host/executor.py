@@ -79,37 +79,54 @@ class Executor:
         return validate_prompt(prompt, self.classes)
 
     def run(self, prompt: Any, workflow: dict | None = None,
-            on_node: Callable[[str, str, int, int], None] | None = None) -> RunResult:
+            on_node: Callable[[str, str, int, int], None] | None = None,
+            on_executed: Callable[[str, dict | None], None] | None = None) -> RunResult:
         """Validate, then execute everything the output nodes need. Raises WorkflowInvalid
-        (nothing ran), NodeExecutionError or Interrupted."""
-        report = self.validate(prompt)
-        if not report.ok:
-            raise WorkflowInvalid(report, prompt)
-        needed = {n for o in report.outputs for n in _needed(prompt, o)}
-        order = topological_order(prompt, sorted(needed))
-        keys: dict[str, str] = {}
+        (nothing ran), NodeExecutionError or Interrupted.
+
+        `on_node(id, class, index, total)` is called before a node runs, `on_executed(id, ui)` after
+        it ran or was taken from the cache (a server sends ComfyUI's `executed` message from it)."""
+        order, keys = self._plan(prompt)
         result = RunResult()
         hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": {"workflow": workflow} if workflow else {},
                   "UNIQUE_ID": None}
         for index, node_id in enumerate(order):
             node = prompt[node_id]
             cls = self.classes[node["class_type"]]
-            keys[node_id] = self._key(node, cls, keys)
             if keys[node_id] in self._cache:
                 result.outputs[node_id], ui = self._cache[keys[node_id]]
                 result.cached.append(node_id)
-                continue
-            if on_node:
-                on_node(node_id, node["class_type"], index + 1, len(order))
-            outputs, ui = self._execute(node_id, node, cls, result.outputs, hidden)
-            self._cache[keys[node_id]] = (outputs, ui)
-            result.outputs[node_id] = outputs
-            result.executed.append(node_id)
+            else:
+                if on_node:
+                    on_node(node_id, node["class_type"], index + 1, len(order))
+                outputs, ui = self._execute(node_id, node, cls, result.outputs, hidden)
+                self._cache[keys[node_id]] = (outputs, ui)
+                result.outputs[node_id] = outputs
+                result.executed.append(node_id)
             if ui is not None:
                 result.ui[node_id] = ui
+            if on_executed:
+                on_executed(node_id, ui)
         live = set(keys.values())
         self._cache = {k: v for k, v in self._cache.items() if k in live}
         return result
+
+    def cached_nodes(self, prompt: Any) -> list[str]:
+        """The nodes whose outputs running `prompt` now would take from the cache."""
+        order, keys = self._plan(prompt)
+        return [node_id for node_id in order if keys[node_id] in self._cache]
+
+    def _plan(self, prompt: Any) -> tuple[list[str], dict[str, str]]:
+        """The nodes the outputs need, in execution order, and their cache keys."""
+        report = self.validate(prompt)
+        if not report.ok:
+            raise WorkflowInvalid(report, prompt)
+        needed = {n for o in report.outputs for n in _needed(prompt, o)}
+        order = topological_order(prompt, sorted(needed))
+        keys: dict[str, str] = {}
+        for node_id in order:
+            keys[node_id] = self._key(prompt[node_id], self.classes[prompt[node_id]["class_type"]], keys)
+        return order, keys
 
     def _key(self, node: dict, cls: type, keys: dict[str, str]) -> str:
         parts = [node["class_type"]]
