@@ -136,8 +136,9 @@ def validate_prompt(prompt: Any, classes: dict[str, type]) -> ValidationReport:
     for node_id in needed:
         if node_id in known:
             _validate_node(prompt, node_id, known[node_id], classes, report)
+    needed_by = {o: set(_needed_nodes(prompt, [o])) for o in report.outputs}
     for node_id, entry in report.node_errors.items():
-        entry["dependent_outputs"] = [o for o in report.outputs if node_id in _needed_nodes(prompt, [o])]
+        entry["dependent_outputs"] = [o for o in report.outputs if node_id in needed_by[o]]
     return report
 
 
@@ -152,16 +153,16 @@ def _links(node: dict) -> list[tuple[str, str, int]]:
 
 def _needed_nodes(prompt: dict, outputs: list[str]) -> list[str]:
     """Every node the outputs depend on (outputs included), in discovery order."""
-    seen, stack = [], list(outputs)
+    seen, stack = {}, list(outputs)   # a dict: insertion-ordered, O(1) membership
     while stack:
         node_id = stack.pop()
         if node_id in seen:
             continue
-        seen.append(node_id)
+        seen[node_id] = None
         node = prompt.get(node_id)
         if isinstance(node, dict):
             stack.extend(src for _, src, _ in _links(node) if src in prompt)
-    return seen
+    return list(seen)
 
 
 def _cycles(prompt: dict, nodes: list[str]) -> list[list[str]]:
