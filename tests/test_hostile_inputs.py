@@ -453,6 +453,8 @@ HARNESS = textwrap.dedent('''
 
     spec = json.loads(sys.argv[1])
     root, rng = Path(spec["root"]), random.Random(spec["seed"])
+    import stable_audio_core.bundled
+    stable_audio_core.bundled.DEFAULT_MODEL_DIR = Path(spec["model"])   # a tiny model of the bundled kind
 
     def child(argv, hook):
         import soundfile
@@ -486,9 +488,11 @@ HARNESS = textwrap.dedent('''
     for index, (argv_template, tries) in enumerate(spec["commands"]):
         folder = root / f"cmd{index}"
         argv = [a.replace("{out}", str(folder)) for a in argv_template]
-        code, duration = run([a.replace("{n}", "ref") for a in argv], None, None)
-        assert code == 0, f"uninterrupted run failed: {code}"
+        duration = None
         for attempt in range(tries):
+            if attempt == 2:   # random moments: spread over an uninterrupted run's duration
+                code, duration = run([a.replace("{n}", "ref") for a in argv], None, None)
+                assert code == 0, f"uninterrupted run failed: {code}"
             sig = ("SIGINT", "SIGTERM")[attempt % 2]
             hook = sig if attempt < 2 else None      # the first two land inside the write
             delay = None if hook else rng.uniform(0.0, duration * 1.1)
@@ -503,10 +507,10 @@ HARNESS = textwrap.dedent('''
 ''')
 
 
-def run_harness(tmp_path: Path, commands: list, timeout: float) -> tuple[list, list]:
+def run_harness(tmp_path: Path, model: Path, commands: list, timeout: float) -> tuple[list, list]:
     script = tmp_path / "harness.py"
     script.write_text(HARNESS)
-    spec = {"root": str(tmp_path / "out"), "seed": 1234, "commands": commands}
+    spec = {"root": str(tmp_path / "out"), "seed": 1234, "commands": commands, "model": str(model)}
     done = subprocess.run([sys.executable, str(script), json.dumps(spec)], capture_output=True, text=True,
                           timeout=timeout, env={**ROOT_ENV, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -534,6 +538,9 @@ def check_interrupt_results(attempts: list, files: list) -> None:
     names = [f["file"] for f in files]
     assert not [n for n in names if PARTIAL_PREFIX in n], names
     for entry in files:   # every file that exists is complete: the uninterrupted run's length
+        if entry["file"].endswith(".json"):   # a sidecar only ever beside its audio file
+            assert entry["file"][:-len(".json")] in names, entry
+            continue
         reference = 22050 if entry["file"].startswith("cmd0") else 44100 * 5
         assert entry["frames"] == reference, entry
     during_write = [a for a in attempts if a["during_write"]]
@@ -541,15 +548,18 @@ def check_interrupt_results(attempts: list, files: list) -> None:
     assert all(a["code"] in (130, 143) for a in during_write), during_write
 
 
-def test_interrupts_during_the_write_leave_a_complete_file_or_none(tmp_path):
-    attempts, files = run_harness(tmp_path, interrupt_commands(tmp_path, tries=2), timeout=240)
+def test_interrupts_during_the_write_leave_a_complete_file_or_none(tmp_path, bundled_stand_in_files):
+    attempts, files = run_harness(tmp_path, bundled_stand_in_files, interrupt_commands(tmp_path, tries=2),
+                                  timeout=240)
     check_interrupt_results(attempts, files)
     assert len(attempts) == 4
 
 
 @pytest.mark.heavy
-def test_sigint_and_sigterm_at_random_moments_of_generate_and_run_leave_complete_files_or_none(tmp_path):
-    attempts, files = run_harness(tmp_path, interrupt_commands(tmp_path, tries=20), timeout=900)
+def test_sigint_and_sigterm_at_random_moments_of_generate_and_run_leave_complete_files_or_none(
+        tmp_path, bundled_stand_in_files):
+    attempts, files = run_harness(tmp_path, bundled_stand_in_files, interrupt_commands(tmp_path, tries=20),
+                                  timeout=900)
     check_interrupt_results(attempts, files)
     assert len(attempts) == 40
 
@@ -585,7 +595,7 @@ CONCURRENT = textwrap.dedent('''
 
 
 def test_eight_processes_saving_with_one_prefix_write_eight_distinct_complete_files(tmp_path):
-    script = tmp_path / "concurrent.py"
+    script = tmp_path / "save_race.py"
     script.write_text(CONCURRENT)
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), "8", str(ROOT)],
                           capture_output=True, text=True, timeout=120, env=ROOT_ENV)
