@@ -149,3 +149,13 @@ def claim_output(path: Path, named_by_user: bool, overwrite: bool) -> tuple[Path
     from stable_audio_core.atomic_files import reserve_numbered
     claimed = reserve_numbered(path.parent, lambda n: path.name if n == 0 else f"{path.stem}-{n}{path.suffix}", 0)
     return claimed, {"reserved": True}
+
+
+def out_of_memory_message(exc: BaseException) -> str | None:
+    """What to do when the work ran out of memory (None when `exc` is another error)."""
+    text = str(exc)
+    if not isinstance(exc, MemoryError) and "out of memory" not in text.lower() \
+            and "not enough memory" not in text.lower():
+        return None
+    return ("out of memory; lower --batch or --window, or use --dtype float16/bfloat16 on a GPU "
+            f"({type(exc).__name__}: {text.splitlines()[0][:200] if text else 'no details'})")

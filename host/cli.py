@@ -131,10 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .session import Session
     from .workflow import WorkflowFileError
 
-    from .arguments import check_device, check_threads
+    from .arguments import check_device, check_output_folder, check_threads
 
     check_threads(args.threads)
     check_device(args.device, allow_auto=True)
+    check_output_folder(Path(args.output))
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -248,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143
+    except (MemoryError, RuntimeError) as exc:
+        from .arguments import out_of_memory_message
+        message = out_of_memory_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -625,3 +625,36 @@ def test_eight_concurrent_runs_with_one_prefix_write_eight_files(tmp_path):
     assert [p.wait(timeout=300) for p in processes] == [0] * 8
     files = sorted((tmp_path / "out").glob("same_*.flac"))
     assert len(files) == 8 and all(sf.info(str(f)).frames == 8000 for f in files)
+
+
+# --- later additions: the run command, memory, training checkpoints -----------------------------
+
+def test_run_refuses_an_output_folder_it_cannot_write_before_running(tmp_path, capsys):
+    from stable_audio_host.cli import main
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    workflow = tmp_path / "w.json"
+    workflow.write_text("{}")
+    assert main(["run", str(workflow), "--output", str(blocker / "out"), "--device", "banana"]) == 2
+    assert "--device 'banana'" in capsys.readouterr().err
+    assert main(["run", str(workflow), "--output", str(blocker / "out")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_running_out_of_memory_is_an_error_with_a_remedy(monkeypatch, capsys):
+    from stable_audio_host import cli
+    def exhausted(args):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 99 GB")
+    monkeypatch.setattr(cli, "cmd_generate", exhausted)
+    assert cli.main(["generate", "rain"]) == 2
+    assert "out of memory; lower --batch or --window" in capsys.readouterr().err
+
+
+def test_an_interrupted_training_checkpoint_leaves_no_temp_folder(tmp_path, monkeypatch):
+    from stable_audio_core.training import state
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("safetensors.torch.save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        state.write_checkpoint(tmp_path, 1, {"step": 1}, weights={"w": torch.zeros(2)})
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == []
