@@ -53,7 +53,8 @@ class TrimSilence:
 class SaveAudio:
     DESCRIPTION = ("Saves audio under the output folder (FLAC, WAV, OGG, MP3 where supported). "
                    "FLAC files carry the workflow and prompt as tags, so dropping one on ComfyUI "
-                   "reopens the workflow; other formats get a .json sidecar.")
+                   "reopens the workflow; other formats get a .json sidecar holding the prompt that "
+                   "reproduces the file.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ()
     OUTPUT_NODE = True

@@ -41,7 +41,10 @@ def read_audio(path: str | Path, start: int = 0, stop: int | None = None) -> tup
     if frames == 0:
         raise AudioFileError(f"{path} holds no audio samples")
     audio = torch.from_numpy(np.ascontiguousarray(data.T))
-    check_finite(audio, f"the audio file {path}", is_input=True)
+    try:
+        check_finite(audio, f"the audio file {path}", is_input=True)
+    except NonFiniteError as exc:   # a broken file, like an undecodable one (datasets skip both)
+        raise AudioFileError(str(exc)) from None
     return audio, int(sample_rate)
 
 
