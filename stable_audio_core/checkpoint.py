@@ -68,7 +68,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"{path} could not be read with torch.load(weights_only=True) ({_load_failure(exc)}); only "
+            f"{path} could not be read with torch.load(weights_only=True) ({load_failure_reason(exc)}); only "
             "safetensors and plain tensor checkpoints are loaded, never arbitrary pickles: convert it "
             "to safetensors with the tool that wrote it"
         ) from None
@@ -79,7 +79,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def _load_failure(exc: Exception) -> str:
+def load_failure_reason(exc: Exception) -> str:
     """torch.load's reason without its advice to retry with weights_only=False (which would run
     the file's code): the unpickler's own error line when there is one."""
     text = str(exc)

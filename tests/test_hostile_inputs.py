@@ -260,6 +260,21 @@ def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path):
         load_model_config(path)
 
 
+def test_a_deeply_nested_config_is_a_config_error(tmp_path):
+    path = tmp_path / "model_config.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nests its JSON too deeply"):
+        load_model_config(path)
+
+
+def test_a_pickled_training_state_is_refused_without_suggesting_to_unpickle_it(tmp_path):
+    from stable_audio_core.training.state import STATE_FILE, load_training_state
+    torch.save({"step": Path("a")}, str(tmp_path / STATE_FILE))
+    with pytest.raises(CheckpointError) as caught:
+        load_training_state(tmp_path)
+    assert "weights_only=False" not in str(caught.value) and "not a plain tensor file" in str(caught.value)
+
+
 def test_the_checkpoint_error_never_suggests_loading_a_pickle(tmp_path):
     path = tmp_path / "model.ckpt"
     torch.save({"weights": Path("a")}, str(path))   # a pickled object, not a tensor

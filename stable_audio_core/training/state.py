@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checkpoint import RUN_CONFIG_FILE, RUN_LATEST_FILE, RUN_MODEL_FILE
+from ..checkpoint import RUN_CONFIG_FILE, RUN_LATEST_FILE, RUN_MODEL_FILE, load_failure_reason
 from ..errors import CheckpointError
 
 # The names the loaders read (`latest`, the weights, their config) come from checkpoint.py, so
@@ -202,7 +202,7 @@ def load_training_state(checkpoint: Path, map_location: torch.device | str = "cp
     try:
         return torch.load(str(checkpoint / STATE_FILE), map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises several error types
-        raise CheckpointError(f"{checkpoint / STATE_FILE} could not be read ({exc})") from exc
+        raise CheckpointError(f"{checkpoint / STATE_FILE} could not be read ({load_failure_reason(exc)})") from None
 
 
 def find_resume_state(out_dir: str | Path, map_location: torch.device | str = "cpu") -> tuple[Path, dict] | None:
