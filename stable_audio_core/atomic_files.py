@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import signal
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -30,10 +31,12 @@ class Terminated(KeyboardInterrupt):
 
 
 def install_termination_handler() -> None:
-    """Make SIGTERM raise `Terminated` in the main thread (a clean exit with temp files removed)."""
+    """Make SIGTERM raise `Terminated` in the main thread (a clean exit with temp files removed).
+    Only the main thread may install signal handlers; elsewhere this does nothing."""
     def handler(signum, frame):
         raise Terminated(f"terminated by signal {signum}")
-    signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def describe_failure(path: Path, exc: BaseException) -> str:
