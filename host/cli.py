@@ -238,10 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     from stable_audio_core.errors import StableAudioError
 
     install_termination_handler()   # SIGTERM cleans up like Ctrl-C: no partial file is left
-    request_huge_pages()  # before any large tensor: torch reads the setting once
-
-    args = build_parser().parse_args(argv)
     try:
+        request_huge_pages()  # before any large tensor: torch reads the setting once
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except StableAudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
