@@ -56,17 +56,15 @@ def generation_settings(args: argparse.Namespace, settings) -> dict:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from stable_audio_core.audio.io import read_audio, write_audio
-    from stable_audio_core.audio.tags import write_flac_tags
+    from stable_audio_core.audio.io import read_audio_window, write_audio
     from stable_audio_core.factory import load_model
-    from stable_audio_core.pipeline import generate, resolve_sampling
+    from stable_audio_core.pipeline import generate, resolve_sampling, window_length
 
+    from .arguments import check_generate, claim_output, output_format, window_warning
+
+    check_generate(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.checkpoint and not args.config:
-        print("error: --checkpoint needs its --config model_config.json (without either, the bundled "
-              "default model is used)", file=sys.stderr)
-        return 2
     started = time.time()
     if args.config:
         model = load_model(args.config, args.checkpoint, text_encoder=args.text_encoder,
@@ -75,13 +73,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from stable_audio_core.default_model import load_default_model
         model = load_default_model(device=args.device, dtype=args.dtype)
     print(f"loaded model in {time.time() - started:.1f} s", file=sys.stderr)
-    settings = resolve_sampling(model, steps=args.steps or None, cfg_scale=args.cfg_scale,
+    settings = resolve_sampling(model, steps=args.steps, cfg_scale=args.cfg_scale,
                                 sampler=args.sampler)
-    sample_size = int(args.window * model.sample_rate) if args.window else None
+    sample_size = int(args.window * model.sample_rate) if args.window is not None else None
+    warning = window_warning(args.window, args.seconds_start, args.seconds,
+                             model.config.sample_size / model.sample_rate)
+    if warning:
+        print(warning, file=sys.stderr)
     init_audio = None
-    if args.init_audio:
-        audio, rate = read_audio(args.init_audio)
-        init_audio = (rate, audio)
+    if args.init_audio:   # only the part of the file the window holds is read
+        length = window_length(model, sample_size)
+        init_audio = (model.sample_rate, read_audio_window(args.init_audio, 0, length, model.sample_rate))
     started = time.time()
     result = generate(
         model, args.prompt, negative_prompt=args.negative_prompt,
@@ -93,14 +95,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         callback=_progress_callback(settings.steps),
     )
     print(f"generated in {time.time() - started:.1f} s", file=sys.stderr)
-    fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output and Path(args.output).suffix else "wav")
+    fmt = output_format(args)
     tags = generation_settings(args, settings)
     for path, audio, seed in zip(output_paths(args.output, args.prompt, result.seeds, fmt),
                                  result.audio, result.seeds):
-        write_audio(path, audio, result.sample_rate, fmt)
-        if fmt == "flac":   # the prompt and what reproduces the file travel with it
-            write_flac_tags(path, {"DESCRIPTION": args.prompt,
-                                   "stable_audio_settings": json.dumps({**tags, "seed": seed})})
+        path, claim = claim_output(path, bool(args.output and Path(args.output).suffix), args.overwrite)
+        # FLAC carries the prompt and what reproduces the file, written with the audio
+        flac_tags = {"DESCRIPTION": args.prompt,
+                     "stable_audio_settings": json.dumps({**tags, "seed": seed})} if fmt == "flac" else None
+        write_audio(path, audio, result.sample_rate, fmt, tags=flac_tags, **claim)
         seconds = audio.shape[-1] / result.sample_rate
         print(f"{path}  ({seconds:.2f} s, {audio.shape[0]} ch, {result.sample_rate} Hz, seed {seed})")
     return 0
@@ -128,6 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .session import Session
     from .workflow import WorkflowFileError
 
+    from .arguments import check_device, check_output_folder, check_threads
+
+    check_threads(args.threads)
+    check_device(args.device, allow_auto=True)
+    check_output_folder(Path(args.output))
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -190,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requested duration (seconds_total); default: the whole window")
     g.add_argument("--seconds-start", type=float, default=0.0)
     g.add_argument("--window", type=float, default=None,
-                   help="generation window in seconds (default: the model's sample_size)")
-    g.add_argument("--steps", type=int, default=None, help="default: the model's (SAO 1.0: 100)")
+                   help="generation window in seconds, at most 3600 (default: the model's sample_size)")
+    g.add_argument("--steps", type=int, default=None, help="1..10000; default: the model's (SAO 1.0: 100)")
     g.add_argument("--cfg-scale", type=float, default=None, help="default: the model's (SAO 1.0: 7)")
     g.add_argument("--cfg-rescale", type=float, default=None,
                    help="CFG rescale phi in [0, 1] (default: the model's; paper U-Net 0.4, DiT 0)")
@@ -199,14 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--schedule", choices=SCHEDULE_NAMES, default="polyexponential")
     g.add_argument("--sigma-min", type=float, default=None)
     g.add_argument("--sigma-max", type=float, default=None)
-    g.add_argument("--seed", type=int, default=-1, help="-1: random (printed)")
-    g.add_argument("--batch", type=int, default=1)
+    g.add_argument("--seed", type=int, default=-1, help="0..2**64-2, or -1: random (printed)")
+    g.add_argument("--batch", type=int, default=1, help="1..64")
     g.add_argument("--seed-per-item", action="store_true",
                    help="item i uses seed+i (reproducible alone) instead of one seed for the batch")
     g.add_argument("--init-audio", default=None, help="audio file to start from (audio-to-audio)")
     g.add_argument("--init-noise-level", type=float, default=None)
     g.add_argument("--output", "-o", default=None, help="file or folder (default: ./output/)")
     g.add_argument("--format", choices=["wav", "flac", "ogg", "mp3"], default=None)
+    g.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     g.add_argument("--config", default=None,
                    help="stable-audio-tools model_config.json (default: the bundled default model)")
     g.add_argument("--checkpoint", default=None, help="model .safetensors (or a training run folder)")
@@ -261,15 +270,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from stable_audio_core.acceleration import request_huge_pages
+    from stable_audio_core.atomic_files import Terminated, install_termination_handler
     from stable_audio_core.errors import StableAudioError
 
-    request_huge_pages()  # before any large tensor: torch reads the setting once
-
-    args = build_parser().parse_args(argv)
+    install_termination_handler()   # SIGTERM cleans up like Ctrl-C: no partial file is left
     try:
+        request_huge_pages()  # before any large tensor: torch reads the setting once
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except StableAudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    except (MemoryError, RuntimeError) as exc:
+        from .arguments import out_of_memory_message
+        message = out_of_memory_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -136,8 +136,9 @@ def validate_prompt(prompt: Any, classes: dict[str, type]) -> ValidationReport:
     for node_id in needed:
         if node_id in known:
             _validate_node(prompt, node_id, known[node_id], classes, report)
+    needed_by = {o: set(_needed_nodes(prompt, [o])) for o in report.outputs}
     for node_id, entry in report.node_errors.items():
-        entry["dependent_outputs"] = [o for o in report.outputs if node_id in _needed_nodes(prompt, [o])]
+        entry["dependent_outputs"] = [o for o in report.outputs if node_id in needed_by[o]]
     return report
 
 
@@ -152,39 +153,43 @@ def _links(node: dict) -> list[tuple[str, str, int]]:
 
 def _needed_nodes(prompt: dict, outputs: list[str]) -> list[str]:
     """Every node the outputs depend on (outputs included), in discovery order."""
-    seen, stack = [], list(outputs)
+    seen, stack = {}, list(outputs)   # a dict: insertion-ordered, O(1) membership
     while stack:
         node_id = stack.pop()
         if node_id in seen:
             continue
-        seen.append(node_id)
+        seen[node_id] = None
         node = prompt.get(node_id)
         if isinstance(node, dict):
             stack.extend(src for _, src, _ in _links(node) if src in prompt)
-    return seen
+    return list(seen)
 
 
 def _cycles(prompt: dict, nodes: list[str]) -> list[list[str]]:
-    """The dependency cycles among `nodes` (each once), found by depth-first search."""
-    state, cycles, path = {}, [], []
+    """The dependency cycles among `nodes` (each once), found by an iterative depth-first search
+    (a recursive one overflows Python's stack on a chain of ~1000 nodes)."""
+    state, cycles = {}, []
 
-    def visit(node_id: str) -> None:
-        state[node_id] = "active"
-        path.append(node_id)
+    def sources(node_id: str) -> list[str]:
         node = prompt.get(node_id)
-        for _, src, _ in (_links(node) if isinstance(node, dict) else []):
-            if src not in prompt:
-                continue
-            if state.get(src) == "active":
+        return [src for _, src, _ in (_links(node) if isinstance(node, dict) else []) if src in prompt]
+
+    for root in nodes:
+        if root in state:
+            continue
+        state[root] = "active"
+        path, pending = [root], [iter(sources(root))]
+        while pending:
+            src = next(pending[-1], None)
+            if src is None:
+                state[path.pop()] = "done"
+                pending.pop()
+            elif state.get(src) == "active":
                 cycles.append(path[path.index(src):])
             elif src not in state:
-                visit(src)
-        path.pop()
-        state[node_id] = "done"
-
-    for node_id in nodes:
-        if node_id not in state:
-            visit(node_id)
+                state[src] = "active"
+                path.append(src)
+                pending.append(iter(sources(src)))
     return cycles
 
 

@@ -31,6 +31,8 @@ def parse_workflow(text: str, source: str = "workflow") -> dict:
     except json.JSONDecodeError as exc:
         raise WorkflowFileError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, "
                                 f"column {exc.colno}") from None
+    except RecursionError:
+        raise WorkflowFileError(f"{source} nests its JSON too deeply to be a workflow") from None
     if not isinstance(data, dict):
         raise WorkflowFileError(f"{source} holds a JSON {type(data).__name__}, not a workflow object")
     return data
@@ -42,11 +44,42 @@ def read_workflow(path: str | Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise WorkflowFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise WorkflowFileError(f"{path} is not UTF-8 text (byte {exc.start}): save the workflow "
+                                "from ComfyUI again") from None
     return parse_workflow(text, str(path))
 
 
 def is_ui_format(data: dict) -> bool:
     return isinstance(data.get("nodes"), list) and "links" in data
+
+
+def check_ui_shape(workflow: dict) -> None:
+    """WorkflowFileError naming the entry when a UI workflow's nodes or links are malformed (what
+    the conversion reads: each node's id, type and inputs; each link's six fields)."""
+    links = workflow.get("links")
+    if links is not None and not isinstance(links, list):
+        raise WorkflowFileError(f"the workflow's 'links' must be a list, got {type(links).__name__}")
+    for i, link in enumerate(links or []):
+        if isinstance(link, dict):
+            missing = [k for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot") if k not in link]
+            if missing:
+                raise WorkflowFileError(f"link {i} lacks {missing}")
+        elif not isinstance(link, list) or len(link) < 5 or not all(isinstance(v, int) for v in link[:5]):
+            raise WorkflowFileError(f"link {i} must be [id, origin id, origin slot, target id, target slot, "
+                                    f"type], got {link!r}"[:300])
+    for i, node in enumerate(workflow["nodes"]):
+        if not isinstance(node, dict) or "id" not in node:
+            raise WorkflowFileError(f"node {i} of the workflow is not a node object with an 'id'")
+        if not isinstance(node.get("type"), str):
+            raise WorkflowFileError(f"node {node['id']} has no 'type' (its node class)")
+        inputs = node.get("inputs")
+        if inputs is not None and (not isinstance(inputs, list) or not all(isinstance(e, dict) for e in inputs)):
+            raise WorkflowFileError(f"node {node['id']} ({node['type']}): 'inputs' must be a list of objects")
+        for entry in inputs or []:
+            if not isinstance(entry.get("link"), (int, type(None))) or isinstance(entry.get("link"), bool):
+                raise WorkflowFileError(f"node {node['id']} ({node['type']}): input {entry.get('name')!r} "
+                                        f"has the link {entry.get('link')!r}, not a link id")
 
 
 def input_spec(cls: type, name: str) -> tuple[Any, dict, str] | None:
@@ -161,6 +194,7 @@ def ui_to_api(workflow: dict, classes: dict[str, type]) -> dict[str, dict]:
 def to_api(data: dict, classes: dict[str, type]) -> tuple[dict[str, dict], dict | None]:
     """A workflow in either format -> (API prompt, the UI workflow or None)."""
     if is_ui_format(data):
+        check_ui_shape(data)
         return ui_to_api(data, classes), data
     if "prompt" in data and isinstance(data["prompt"], dict) and "class_type" not in data["prompt"]:
         data = data["prompt"]  # the body of a /prompt request

@@ -45,7 +45,7 @@ class TrimSilence:
         }}
 
     def trim(self, audio, seconds_total, threshold_db):
-        waveform, rate = audio_parts(audio)
+        waveform, rate = audio_parts(audio, "Trim Silence's audio input")
         trimmed = trim_silence(waveform, rate, seconds_total or None, threshold_db)
         return (make_audio(trimmed, rate),)
 
@@ -53,7 +53,8 @@ class TrimSilence:
 class SaveAudio:
     DESCRIPTION = ("Saves audio under the output folder (FLAC, WAV, OGG, MP3 where supported). "
                    "FLAC files carry the workflow and prompt as tags, so dropping one on ComfyUI "
-                   "reopens the workflow; other formats get a .json sidecar.")
+                   "reopens the workflow; other formats get a .json sidecar holding the prompt that "
+                   "reproduces the file.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -67,22 +68,39 @@ class SaveAudio:
                                 "Sub-folder and file name stem inside the output folder."}),
             "format": (available_formats(), {"default": "flac", "tooltip":
                        "FLAC (lossless, workflow embedded), WAV (16-bit), OGG Vorbis, MP3."}),
-        }, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+        }, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}}
 
-    def save(self, audio, filename_prefix, format, prompt=None, extra_pnginfo=None):
-        waveform, rate = audio_parts(audio)
+    def save(self, audio, filename_prefix, format, prompt=None, extra_pnginfo=None, unique_id=None):
+        waveform, rate = audio_parts(audio, "Save Audio's audio input")
         tags = {}
         if prompt is not None:
             tags["prompt"] = json.dumps(prompt)
         for key, value in (extra_pnginfo or {}).items():
             tags[key] = json.dumps(value)
+        # A sidecar keeps what reproduces this file: the part of the prompt this node depends on.
+        sidecar = {"prompt": json.dumps(prompt_for(prompt, unique_id))} if prompt is not None else {}
         results = []
         for item in waveform:
             path, filename, subfolder = files.output_path(filename_prefix, format)
-            write_audio(path, item.to(torch.float32), rate, format)
-            if tags and format == "flac":
-                audio_tags.write_flac_tags(path, tags)
-            elif tags:
-                audio_tags.write_sidecar(path, tags)
+            write_audio(path, item.to(torch.float32), rate, format,
+                        tags=tags if format == "flac" else None, reserved=True)
+            if sidecar and format != "flac":
+                audio_tags.write_sidecar(path, sidecar)
             results.append({"filename": filename, "subfolder": subfolder, "type": "output"})
         return {"ui": {"audio": results}}
+
+
+def prompt_for(prompt: dict, node_id: str | None) -> dict:
+    """The nodes of an API prompt that `node_id` depends on (all of it when the id is unknown)."""
+    if node_id is None or str(node_id) not in prompt:
+        return prompt
+    kept, stack = {}, [str(node_id)]
+    while stack:
+        current = stack.pop()
+        if current in kept or not isinstance(prompt.get(current), dict):
+            continue
+        kept[current] = prompt[current]
+        for value in (prompt[current].get("inputs") or {}).values():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt:
+                stack.append(str(value[0]))
+    return kept

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..stable_audio_core.errors import InputError
+from ..stable_audio_core.audio.postprocess import check_finite
 
 CATEGORY = "audio/stable audio"
 MODEL = "STABLE_AUDIO_MODEL"          # stable_audio_core StableAudioModel (DiT, VAE, conditioners)
@@ -23,15 +24,20 @@ def make_audio(waveform: torch.Tensor, sample_rate: int) -> dict:
     return {"waveform": waveform.detach().float().cpu().contiguous(), "sample_rate": int(sample_rate)}
 
 
-def audio_parts(audio) -> tuple[torch.Tensor, int]:
-    """AUDIO dict -> (Tensor[B, C, T], sample_rate), with a clear error for anything else."""
+def audio_parts(audio, what: str = "the audio input") -> tuple[torch.Tensor, int]:
+    """AUDIO dict -> (Tensor[B, C, T], sample_rate), with a clear error naming `what` for anything
+    else (not AUDIO, a wrong shape, a non-positive rate, NaN/Inf samples)."""
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-        raise InputError("expected AUDIO, a dict with 'waveform' [B, C, T] and 'sample_rate'")
+        raise InputError(f"{what}: expected AUDIO, a dict with 'waveform' [B, C, T] and 'sample_rate'")
     waveform = audio["waveform"]
     if not isinstance(waveform, torch.Tensor) or waveform.dim() != 3:
         shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
-        raise InputError(f"AUDIO waveform must be a Tensor[B, C, T], got {shape}")
-    return waveform, int(audio["sample_rate"])
+        raise InputError(f"{what}: AUDIO waveform must be a Tensor[B, C, T], got {shape}")
+    rate = audio["sample_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0 or int(rate) != rate:
+        raise InputError(f"{what}: sample_rate must be a positive whole number, got {rate!r}")
+    check_finite(waveform, what, is_input=True)
+    return waveform, int(rate)
 
 
 def make_latent(samples: torch.Tensor, noise_mask: torch.Tensor | None = None, like: dict | None = None) -> dict:

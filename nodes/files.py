@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..stable_audio_core.atomic_files import reserve_numbered
 from ..stable_audio_core.errors import InputError
 from . import hooks
 
@@ -57,10 +58,12 @@ def _clean(component: str) -> str:
 
 
 def output_path(prefix: str, extension: str) -> tuple[Path, str, str]:
-    """A new file for `prefix` ('audio/StableAudio') -> (path, filename, subfolder).
+    """Claim a new file for `prefix` ('audio/StableAudio') -> (path, filename, subfolder).
 
     ComfyUI's naming: <subfolder>/<stem>_<counter:05>_.<ext>, the counter one past the highest
-    already there. Components are sanitized; '..' and absolute prefixes cannot leave the folder.
+    already there. The file is created empty (O_EXCL) before it is returned, so concurrent savers
+    never get the same name; write it with ``write_audio(..., reserved=True)``. Components are
+    sanitized; '..' and absolute prefixes cannot leave the folder.
     """
     output_dir = hooks.folder_paths("output")[0].resolve()
     parts = [_clean(p) for p in re.split(r"[\\/]+", prefix or "")]
@@ -72,5 +75,5 @@ def output_path(prefix: str, extension: str) -> tuple[Path, str, str]:
     pattern = re.compile(re.escape(stem) + r"_(\d+)_\.")
     taken = [int(m.group(1)) for p in (folder.iterdir() if folder.is_dir() else [])
              if (m := pattern.match(p.name))]
-    filename = f"{stem}_{max(taken, default=0) + 1:05d}_.{extension}"
-    return folder / filename, filename, "/".join(parts)
+    path = reserve_numbered(folder, lambda n: f"{stem}_{n:05d}_.{extension}", max(taken, default=0) + 1)
+    return path, path.name, "/".join(parts)

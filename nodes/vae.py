@@ -27,7 +27,7 @@ class VAEEncode:
 
     @torch.inference_mode()
     def encode(self, model, audio):
-        waveform, rate = audio_parts(audio)
+        waveform, rate = audio_parts(audio, "VAE Encode's audio input")
         return (make_latent(encode_audio(model, waveform, rate)),)
 
 

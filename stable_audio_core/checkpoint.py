@@ -68,15 +68,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"{path} could not be read with torch.load(weights_only=True) ({exc}); only safetensors "
-            "and plain tensor checkpoints are loaded, never arbitrary pickles: convert it to "
-            "safetensors first"
-        ) from exc
+            f"{path} could not be read with torch.load(weights_only=True) ({load_failure_reason(exc)}); only "
+            "safetensors and plain tensor checkpoints are loaded, never arbitrary pickles: convert it "
+            "to safetensors with the tool that wrote it"
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path} does not hold a flat dict of tensors")
     return data
+
+
+def load_failure_reason(exc: Exception) -> str:
+    """torch.load's reason without its advice to retry with weights_only=False (which would run
+    the file's code): the unpickler's own error line when there is one."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = " ".join(text[text.index(marker) + len(marker):].split("\n\n")[:2]).strip()
+        return "not a plain tensor file: " + (reason.split(". ")[0].strip() or "unreadable")[:200]
+    lines = [line for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return (lines[0].strip() if lines else type(exc).__name__)[:200]
 
 
 # Checkpoint key prefixes that hold an autoencoder: a diffusion model's pretransform, a

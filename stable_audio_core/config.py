@@ -62,6 +62,33 @@ def require(section: dict, key: str, where: str) -> Any:
     return section[key]
 
 
+def integer(value: Any, where: str, minimum: int = 1) -> int:
+    """`value` as an int of at least `minimum`, else ConfigError naming `where` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+        raise ConfigError(f"{where} must be a whole number of at least {minimum}, got {value!r}")
+    return int(value)
+
+
+_SAMPLING_DEFAULT_TYPES = {"steps": "int", "cfg_scale": "number", "sampler": "text",
+                           "sigma_min": "number", "sigma_max": "number"}
+
+
+def check_sampling_defaults(section: Any) -> None:
+    """The optional top-level `sampling_defaults`: known keys with values of the right type."""
+    if section is None:
+        return
+    check_keys(section, set(_SAMPLING_DEFAULT_TYPES), "sampling_defaults")
+    for key, value in section.items():
+        kind, where = _SAMPLING_DEFAULT_TYPES[key], f"sampling_defaults.{key}"
+        if kind == "int":
+            integer(value, where)
+        elif kind == "text" and not isinstance(value, str):
+            raise ConfigError(f"{where} must be a sampler name (text), got {value!r}")
+        elif kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                   or not value > 0):
+            raise ConfigError(f"{where} must be a positive number, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ConditionerSpec:
     id: str
@@ -107,13 +134,14 @@ def parse_model_config(raw: dict) -> ModelConfig:
         raise ConfigError(
             f"model_type '{model_type}' is not supported; supported: {list(SUPPORTED_MODEL_TYPES)}"
         )
-    sample_rate = int(require(raw, "sample_rate", "the model config"))
-    sample_size = int(require(raw, "sample_size", "the model config"))
-    audio_channels = int(raw.get("audio_channels", 2))
+    sample_rate = integer(require(raw, "sample_rate", "the model config"), "sample_rate")
+    sample_size = integer(require(raw, "sample_size", "the model config"), "sample_size")
+    audio_channels = integer(raw.get("audio_channels", 2), "audio_channels")
+    check_sampling_defaults(raw.get("sampling_defaults"))
 
     model = require(raw, "model", "the model config")
     check_keys(model, _MODEL_KEYS, "model")
-    io_channels = int(require(model, "io_channels", "model"))
+    io_channels = integer(require(model, "io_channels", "model"), "model.io_channels")
 
     diffusion = require(model, "diffusion", "model")
     check_keys(diffusion, _DIFFUSION_KEYS, "model.diffusion")
@@ -134,7 +162,10 @@ def parse_model_config(raw: dict) -> ModelConfig:
     if conditioning.get("pre_encoded_keys"):
         raise ConfigError("model.conditioning.pre_encoded_keys is not supported yet")
     specs = []
-    for i, entry in enumerate(require(conditioning, "configs", "model.conditioning")):
+    configs = require(conditioning, "configs", "model.conditioning")
+    if not isinstance(configs, list):
+        raise ConfigError(f"model.conditioning.configs must be a list, got {type(configs).__name__}")
+    for i, entry in enumerate(configs):
         where = f"model.conditioning.configs[{i}]"
         check_keys(entry, _CONDITIONER_KEYS, where)
         specs.append(ConditionerSpec(
@@ -169,7 +200,7 @@ def parse_model_config(raw: dict) -> ModelConfig:
         global_cond_ids=id_list("global_cond_ids"),
         input_concat_ids=id_list("input_concat_ids"),
         prepend_cond_ids=id_list("prepend_cond_ids"),
-        cond_dim=int(conditioning.get("cond_dim", 0)),
+        cond_dim=integer(conditioning.get("cond_dim", 0), "model.conditioning.cond_dim", minimum=0),
         conditioners=tuple(specs),
         default_keys=dict(conditioning.get("default_keys", {})),
         pretransform=model.get("pretransform"),
@@ -182,13 +213,9 @@ def load_model_config(source: str | Path | dict) -> ModelConfig:
     """Read a `model_config.json` (path) or take a dict, and validate it."""
     if isinstance(source, dict):
         return parse_model_config(source)
+    from .models.hf_folder import read_json
     path = Path(source)
-    if not path.is_file():
-        raise ConfigError(f"model config file not found: {path}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    raw = read_json(path, "model config file")
     try:
         config = parse_model_config(raw)
     except ConfigError as exc:

@@ -23,3 +23,7 @@ class AudioFileError(StableAudioError):
 
 class NonFiniteError(StableAudioError, FloatingPointError):
     """NaN or Inf appeared in a tensor at a named stage of the pipeline."""
+
+
+class OutputFileError(StableAudioError):
+    """An output file cannot be written: its name is taken, its folder is not writable, the disk is full."""

@@ -34,6 +34,12 @@ DEFAULTS = {
 
 ProgressCallback = Callable[[dict], None]
 
+# Documented limits of one request (the sampler node's widgets have the same ones): beyond them a
+# typo would run for hours or exhaust memory.
+MAX_STEPS = 10000          # ComfyUI's KSampler maximum
+MAX_BATCH_SIZE = 64
+SEED_MAX = 2**64 - 2       # the sampler's own noise uses seed + 1, which must fit 64 bits
+
 
 @dataclass
 class GenerationResult:
@@ -56,13 +62,58 @@ def defaults_for(model: StableAudioModel) -> dict:
     return settings
 
 
-def resolve_seed(seed: int | None) -> int:
-    """-1 or None picks a random seed (reported back, so any result can be reproduced)."""
-    if seed is None or seed < 0:
+def resolve_seed(seed: int | None, batch_size: int = 1, seed_per_item: bool = False) -> int:
+    """-1 or None picks a random seed (reported back, so any result can be reproduced); otherwise
+    0..SEED_MAX (with seed_per_item, the last item's seed too)."""
+    if seed is None or (_is_integer(seed) and seed == -1):
         return random.randrange(0, 2**32 - 1)
-    if seed >= 2**64:
-        raise InputError(f"seed must be below 2**64, got {seed}")
+    if not _is_integer(seed):
+        raise InputError(f"seed must be a whole number, got {seed!r}")
+    last = int(seed) + (batch_size - 1 if seed_per_item else 0)
+    if seed < 0 or last > SEED_MAX:
+        raise InputError(f"seed must be -1 (random) or in 0..{SEED_MAX}"
+                         + (f" (item seeds run to seed + {batch_size - 1})" if seed_per_item else "")
+                         + f", got {seed}")
     return int(seed)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any, name: str) -> float:
+    """`value` as a finite float; InputError naming `name` for text, None, NaN or Inf."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_request(*, steps: Any = None, cfg_scale: Any = None, cfg_rescale: Any = None,
+                  sigma_min: Any = None, sigma_max: Any = None, batch_size: Any = 1,
+                  seconds_start: Any = 0.0, seconds_total: Any = None,
+                  init_noise_level: Any = None) -> None:
+    """Types and ranges of one request's values that need no model: the same checks for the
+    command line, the nodes and the Python API, before any work. None means "the default"."""
+    if steps is not None and (not _is_integer(steps) or not 1 <= steps <= MAX_STEPS):
+        raise InputError(f"steps must be at least 1 and at most {MAX_STEPS} (a whole number), got {steps!r}")
+    if not _is_integer(batch_size) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InputError(f"batch_size must be a whole number in 1..{MAX_BATCH_SIZE}, got {batch_size!r}")
+    if cfg_scale is not None:
+        _number(cfg_scale, "cfg_scale")
+    if cfg_rescale is not None and not 0.0 <= _number(cfg_rescale, "cfg_rescale") <= 1.0:
+        raise InputError(f"cfg_rescale must be in [0, 1] (0: off), got {cfg_rescale}")
+    low = None if sigma_min is None else _number(sigma_min, "sigma_min")
+    high = None if sigma_max is None else _number(sigma_max, "sigma_max")
+    if (low is not None and low <= 0) or (high is not None and high <= 0):
+        raise InputError(f"sigma_min and sigma_max must be positive, got {sigma_min}, {sigma_max}")
+    if low is not None and high is not None and low >= high:
+        raise InputError(f"sigma_min must be below sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    if _number(seconds_start, "seconds_start") < 0:
+        raise InputError(f"impossible duration: seconds_start must be 0 or more, got {seconds_start}")
+    if seconds_total is not None and _number(seconds_total, "seconds_total") <= 0:
+        raise InputError(f"impossible duration: seconds_total must be positive, got {seconds_total}")
+    if init_noise_level is not None and _number(init_noise_level, "init_noise_level") <= 0:
+        raise InputError(f"init_noise_level must be positive, got {init_noise_level}")
 
 
 def initial_noise(shape: tuple[int, ...], seed: int, seed_per_item: bool,
@@ -124,15 +175,18 @@ def resolve_sampling(model: StableAudioModel, *, steps: int | None = None,
                      sigma_min: float | None = None, sigma_max: float | None = None,
                      rho: float = 1.0) -> SamplingSettings:
     """The sampling settings of one request; None takes the model's default (`defaults_for`)."""
+    check_request(steps=steps, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale, sigma_min=sigma_min,
+                  sigma_max=sigma_max)
     defaults = defaults_for(model)
     steps = defaults["steps"] if steps is None else int(steps)
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
+    sigma_min = defaults["sigma_min"] if sigma_min is None else sigma_min
+    sigma_max = defaults["sigma_max"] if sigma_max is None else sigma_max
+    if sigma_min is not None and sigma_min >= sigma_max:
+        raise InputError(f"sigma_min must be below sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     return SamplingSettings(
         steps=steps, cfg_scale=defaults["cfg_scale"] if cfg_scale is None else float(cfg_scale),
         cfg_rescale=cfg_rescale, sampler=sampler or defaults["sampler"], schedule=schedule,
-        sigma_min=defaults["sigma_min"] if sigma_min is None else sigma_min,
-        sigma_max=defaults["sigma_max"] if sigma_max is None else sigma_max, rho=rho,
+        sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
     )
 
 
@@ -182,15 +236,15 @@ def generate(
     `init_audio` is the audio-to-audio source or, with `inpaint` ((start, end) seconds or a list;
     past the source's end extends it), the inpainting source.
     """
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    seconds_total = seconds_total if duration is None else duration
+    check_request(batch_size=batch_size, seconds_start=seconds_start, seconds_total=seconds_total,
+                  init_noise_level=init_noise_level)
+    seed = resolve_seed(seed, batch_size, seed_per_item)
     settings = resolve_sampling(model, steps=steps, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
                                 sampler=sampler, schedule=schedule, sigma_min=sigma_min,
                                 sigma_max=sigma_max, rho=rho)
-    seconds_total = seconds_total if duration is None else duration
     length, seconds_total, seconds = generation_window(model, sample_size, seconds_start, seconds_total,
                                                        conditioning, batch_size)
-    seed = resolve_seed(seed)
     positive, negative = build_conditioning(
         model, batch_size, prompt=prompt, negative_prompt=negative_prompt, seconds_start=seconds_start,
         seconds_total=seconds_total, conditioning=conditioning, negative_conditioning=negative_conditioning,
@@ -295,6 +349,7 @@ def prepare_source(model: StableAudioModel, length: int,
         if init_latents is not None:
             raise InputError("give init_audio or init_latents, not both")
         rate, audio = init_audio
+        check_finite(audio, "init_audio", is_input=True)
         init_latents = encode_audio(model, audio, rate, length=length)
     return SourceLatents(latents=init_latents, noise_mask=noise_mask, noise_level=init_noise_level)
 
@@ -311,7 +366,7 @@ def sample_latents(model: StableAudioModel, positive: ModelInputs, negative: Mod
     padded to one (the padding regenerated, as unknown audio), cropped back to `frames`.
     Returns (latents Tensor[B, C, frames], the initial noise Tensor[B, C, window]).
     """
-    seed = resolve_seed(seed)
+    seed = resolve_seed(seed, batch_size, seed_per_item)
     window = window_frames(model, frames)
     noise = initial_noise((batch_size, model.io_channels, window), seed, seed_per_item, model.device)
     source = _fit_source(model, source or SourceLatents(), batch_size, frames, window)

@@ -537,7 +537,8 @@ def test_save_audio_other_formats_get_a_sidecar_and_new_names(node, folders):
     names = [s["filename"] for s in first + second]
     assert names == ["car_00001_.wav", "car_00002_.wav", "car_00003_.wav", "car_00004_.wav"]
     sidecar = json.loads((folders["output"] / "side" / "car_00001_.wav.json").read_text())
-    assert sidecar["workflow"] == {"nodes": []}
+    # what reproduces the file (the API prompt), not a copy of the UI layout per item
+    assert sidecar == {"prompt": {"1": {"class_type": "X", "inputs": {}}}}
 
 
 def test_save_audio_prefix_cannot_leave_the_output_folder(node, folders):

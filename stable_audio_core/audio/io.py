@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import AudioFileError, InputError
+from ..atomic_files import atomic_write, describe_failure
+from ..errors import AudioFileError, InputError, NonFiniteError
+from .postprocess import check_finite
 
 WRITE_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
 
@@ -40,7 +40,12 @@ def read_audio(path: str | Path, start: int = 0, stop: int | None = None) -> tup
         ) from exc
     if frames == 0:
         raise AudioFileError(f"{path} holds no audio samples")
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+    audio = torch.from_numpy(np.ascontiguousarray(data.T))
+    try:
+        check_finite(audio, f"the audio file {path}", is_input=True)
+    except NonFiniteError as exc:   # a broken file, like an undecodable one (datasets skip both)
+        raise AudioFileError(str(exc)) from None
+    return audio, int(sample_rate)
 
 
 def audio_info(path: str | Path) -> tuple[int, int]:
@@ -90,31 +95,39 @@ def read_audio_window(path: str | Path, start: int, length: int, target_rate: in
 
 
 def write_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, fmt: str | None = None,
-                subtype: str | None = None) -> Path:
-    """Write Tensor[C, T] atomically (temp file + rename): no partial file is ever left behind."""
+                subtype: str | None = None, *, tags: dict[str, str] | None = None,
+                overwrite: bool = True, reserved: bool = False) -> Path:
+    """Write Tensor[C, T] atomically (see atomic_files): no partial file is ever left behind.
+
+    `tags` (FLAC only) are embedded before the file appears; `overwrite` / `reserved` as in
+    `atomic_files.atomic_write`.
+    """
     import soundfile as sf
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt not in WRITE_FORMATS:
-        raise InputError(f"unknown audio format '{fmt}'; choose one of {sorted(WRITE_FORMATS)}")
-    if audio.dim() != 2:
-        raise InputError(f"write_audio expects Tensor[C, T], got shape {tuple(audio.shape)}")
-    data = audio.detach().float().clamp(-1, 1).cpu().numpy().T
     if subtype is None and fmt in ("wav", "flac"):
         subtype = "PCM_16"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix="." + fmt, dir=str(path.parent))
-    os.close(fd)
+
+    def write(temp: str) -> None:
+        # Checked in here so that a refused write also gives back a reserved name.
+        if fmt not in WRITE_FORMATS:
+            raise InputError(f"unknown audio format '{fmt}'; choose one of {sorted(WRITE_FORMATS)}")
+        if audio.dim() != 2:
+            raise InputError(f"write_audio expects Tensor[C, T], got shape {tuple(audio.shape)}")
+        if tags and fmt != "flac":
+            raise InputError(f"tags are embedded in FLAC files only, not {fmt}; write a sidecar instead")
+        if not torch.isfinite(audio).all():
+            raise NonFiniteError(f"refusing to write {path}: the audio holds NaN/Inf samples")
+        data = audio.detach().float().clamp(-1, 1).cpu().numpy().T
+        sf.write(temp, data, sample_rate, format=WRITE_FORMATS[fmt], subtype=subtype)
+        if tags:
+            from .tags import flac_with_tags
+            Path(temp).write_bytes(flac_with_tags(Path(temp), tags))
+
     try:
-        sf.write(tmp, data, sample_rate, format=WRITE_FORMATS[fmt], subtype=subtype)
-        os.replace(tmp, path)
-    except Exception as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, InputError):
-            raise
-        raise AudioFileError(f"could not write {path} as {fmt}: {exc}") from exc
-    return path
+        return atomic_write(path, write, overwrite=overwrite, reserved=reserved)
+    except RuntimeError as exc:  # soundfile's own errors (LibsndfileError)
+        raise AudioFileError(f"{describe_failure(path, exc)} (as {fmt})") from exc
 
 
 def _kernel_width(up: int, down: int, zeros: int = 24, rolloff: float = 0.945) -> int:
@@ -158,8 +171,16 @@ def resample(audio: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor
     return y[..., :out_len].reshape(*shape[:-1], out_len).to(audio.dtype)
 
 
+# 5.1 (WAV order L, R, C, LFE, Ls, Rs) to stereo: ITU-R BS.775 downmix without the LFE, scaled
+# so that full-scale inputs cannot clip.
+_SURROUND_51_TO_STEREO = torch.tensor([[1.0, 0.0, 0.7071, 0.0, 0.7071, 0.0],
+                                       [0.0, 1.0, 0.7071, 0.0, 0.0, 0.7071]]) / 2.4142
+
+
 def set_channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
-    """Tensor[..., C, T] -> [..., channels, T]: mono is duplicated, surplus channels mixed down."""
+    """Tensor[..., C, T] -> [..., channels, T]: mono is duplicated, surplus channels mixed down
+    (5.1 to stereo by the ITU downmix; otherwise input channel i goes to output i % channels,
+    averaged), so no channel is lost."""
     have = audio.shape[-2]
     if have == channels:
         return audio
@@ -168,7 +189,13 @@ def set_channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
     if channels == 1:
         return audio.mean(dim=-2, keepdim=True)
     if have > channels:
-        return audio[..., :channels, :]
+        if have == 6 and channels == 2:
+            matrix = _SURROUND_51_TO_STEREO
+        else:
+            matrix = torch.zeros(channels, have)
+            matrix[torch.arange(have) % channels, torch.arange(have)] = 1.0
+            matrix = matrix / matrix.sum(dim=1, keepdim=True)
+        return torch.einsum("oc,...ct->...ot", matrix.to(audio), audio)
     raise InputError(f"cannot map {have} audio channels onto {channels}")
 
 

@@ -7,15 +7,19 @@ import torch
 from ..errors import NonFiniteError
 
 
-def check_finite(tensor: torch.Tensor, stage: str) -> torch.Tensor:
-    """Raise NonFiniteError naming the stage and dtype when `tensor` holds NaN or Inf."""
+def check_finite(tensor: torch.Tensor, stage: str, *, is_input: bool = False) -> torch.Tensor:
+    """Raise NonFiniteError naming the stage and dtype when `tensor` holds NaN or Inf.
+    is_input=True says `stage` names an input (a file, a node input), not a computation."""
     if not torch.isfinite(tensor).all():
         bad = (~torch.isfinite(tensor)).sum().item()
+        where = stage if is_input else f"the {stage} output"
         hint = ""
-        if tensor.dtype in (torch.float16, torch.bfloat16):
+        if tensor.dtype in (torch.float16, torch.bfloat16) and not is_input:
             hint = f" The computation ran in {tensor.dtype}: retry in float32 (dtype=float32)."
+        elif is_input:
+            hint = " Audio inputs must hold finite samples; repair or replace the input."
         raise NonFiniteError(
-            f"{bad} NaN/Inf value(s) in the {stage} output ({tensor.dtype}, shape "
+            f"{bad} NaN/Inf value(s) in {where} ({tensor.dtype}, shape "
             f"{tuple(tensor.shape)}).{hint}"
         )
     return tensor

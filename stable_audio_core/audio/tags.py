@@ -8,11 +8,10 @@ tags, and its frontend loads the workflow back from a dropped FLAC; we write the
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
+from ..atomic_files import write_bytes
 from ..errors import AudioFileError
 
 _STREAMINFO, _VORBIS_COMMENT = 0, 4
@@ -41,6 +40,11 @@ def _vorbis_comment(tags: dict[str, str], vendor: bytes = b"stable-audio") -> by
 
 def write_flac_tags(path: Path, tags: dict[str, str]) -> None:
     """Replace the Vorbis comments of a FLAC file with `tags`, atomically (temp file + rename)."""
+    write_bytes(path, flac_with_tags(path, tags))
+
+
+def flac_with_tags(path: Path, tags: dict[str, str]) -> bytes:
+    """The bytes of the FLAC file `path` with its Vorbis comments replaced by `tags`."""
     path = Path(path)
     blocks, frames = _flac_blocks(path.read_bytes(), path)
     comment = _vorbis_comment(tags)
@@ -53,7 +57,7 @@ def write_flac_tags(path: Path, tags: dict[str, str]) -> None:
         out.append(kind | (0x80 if i == len(kept) - 1 else 0))
         out += len(body).to_bytes(3, "big") + body
     out += frames
-    _replace_atomically(path, bytes(out))
+    return bytes(out)
 
 
 def read_flac_tags(path: Path) -> dict[str, str]:
@@ -78,7 +82,7 @@ def write_sidecar(path: Path, tags: dict[str, str]) -> Path:
     """<audio file>.json holding the tags (each JSON text parsed back to an object)."""
     sidecar = Path(path).with_suffix(Path(path).suffix + ".json")
     content = {key: _parse(value) for key, value in tags.items()}
-    _replace_atomically(sidecar, json.dumps(content, indent=1).encode("utf-8"))
+    write_bytes(sidecar, json.dumps(content, indent=1).encode("utf-8"))
     return sidecar
 
 
@@ -88,14 +92,3 @@ def _parse(value: str):
     except (TypeError, ValueError):
         return value
 
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -103,6 +103,8 @@ def read_json(path: str | Path, what: str, hint: str = "") -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{what} {path} nests its JSON too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
     return data

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from ..atomic_files import atomic_write
 from ..checkpoint import RUN_CONFIG_FILE, RUN_MODEL_FILE
 from ..models.clap import ClapModel, _checkpoint_key
 from ..models.clap_audio import FrozenBatchNorm
@@ -35,31 +34,14 @@ from ..models.stable_audio import StableAudioModel
 from .lora import has_lora, merge_lora
 
 
-# --- writing files ----------------------------------------------------------------------------
-
-def _atomic_write(path: Path, write) -> Path:
-    """Run ``write(temp_path)`` in ``path``'s folder, then rename the result onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=path.suffix, dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def save_safetensors(state_dict: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    return _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def save_json(data: Any, path: str | Path) -> Path:
     text = json.dumps(data, indent=2) + "\n"
-    return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # --- diffusion --------------------------------------------------------------------------------
@@ -159,7 +141,7 @@ def save_clap_folder(model: ClapModel, tokenizer_json: str, folder: str | Path,
     folder = Path(folder)
     save_json(clap_config_dict(model.config), folder / "config.json")
     save_safetensors(clap_state_dict(model), folder / WEIGHTS_FILE, metadata={"format": "pt"})
-    _atomic_write(folder / "tokenizer.json",
+    atomic_write(folder / "tokenizer.json",
                   lambda tmp: Path(tmp).write_text(tokenizer_json, encoding="utf-8"))
     save_json(clap_tokenizer_config(pad_token), folder / "tokenizer_config.json")
     if preprocessor is not None:

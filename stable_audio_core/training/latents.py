@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..atomic_files import atomic_write
 from ..autoencoding import encode_audio
 from ..errors import AudioFileError, InputError
 from ..models.autoencoder import AudioAutoencoder
@@ -51,16 +50,7 @@ def crop_seed(seed: int, file_index: int, crop: int) -> int:
 
 
 def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, write, durable=True)
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
+
+from ..atomic_files import atomic_write, write_bytes
 
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
@@ -32,9 +33,7 @@ class MetricsLog:
         if not self.enabled or not self.path.is_file():
             return
         kept = [line for line in read_log(self.path) if line.get("step", 0) <= step]
-        temp = self.path.with_name(self.path.name + ".tmp")
-        temp.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        os.replace(temp, self.path)
+        write_bytes(self.path, "".join(json.dumps(record) + "\n" for record in kept).encode())
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -103,7 +102,5 @@ def plot_log(log_path: str | Path, png_path: str | Path) -> Path:
     rate.grid(alpha=0.3)
     figure.tight_layout()
     png_path = Path(png_path)
-    temp = png_path.with_name(png_path.stem + ".tmp.png")
-    figure.savefig(str(temp))
-    os.replace(temp, png_path)
+    atomic_write(png_path, lambda temp: figure.savefig(temp, format="png"))
     return png_path

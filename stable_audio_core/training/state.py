@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checkpoint import RUN_CONFIG_FILE, RUN_LATEST_FILE, RUN_MODEL_FILE
+from ..checkpoint import RUN_CONFIG_FILE, RUN_LATEST_FILE, RUN_MODEL_FILE, load_failure_reason
 from ..errors import CheckpointError
 
 # The names the loaders read (`latest`, the weights, their config) come from checkpoint.py, so
@@ -113,25 +113,29 @@ def write_checkpoint(out_dir: str | Path, step: int, training_state: dict[str, A
     temp = root / f".tmp-{step_dir_name(step)}-{os.getpid()}"
     if temp.exists():
         shutil.rmtree(temp)
-    temp.mkdir()
-    with open(temp / STATE_FILE, "wb") as handle:
-        torch.save(training_state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _pause_for_test(step)
-    if weights is not None:
-        save_file(_shareless(weights), str(temp / RUN_MODEL_FILE))
-        _fsync_path(temp / RUN_MODEL_FILE)
-    if model_config is not None:
-        _write_bytes(temp / RUN_CONFIG_FILE, (json.dumps(model_config, indent=2) + "\n").encode())
-    for name, data in extra_files.items():
-        _write_bytes(temp / name, data)
-    files = {path.name: path.stat().st_size for path in sorted(temp.iterdir())}
-    _write_bytes(temp / MANIFEST_FILE, (json.dumps({"step": step, "files": files}) + "\n").encode())
-    _fsync_path(temp)
-    if final.exists():   # the same step written again (a rerun); retire the old one first
-        _remove_dir(final)
-    os.replace(temp, final)
+    try:   # an error or an interrupt (Ctrl-C, SIGTERM) removes the unfinished folder
+        temp.mkdir()
+        with open(temp / STATE_FILE, "wb") as handle:
+            torch.save(training_state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _pause_for_test(step)
+        if weights is not None:
+            save_file(_shareless(weights), str(temp / RUN_MODEL_FILE))
+            _fsync_path(temp / RUN_MODEL_FILE)
+        if model_config is not None:
+            _write_bytes(temp / RUN_CONFIG_FILE, (json.dumps(model_config, indent=2) + "\n").encode())
+        for name, data in extra_files.items():
+            _write_bytes(temp / name, data)
+        files = {path.name: path.stat().st_size for path in sorted(temp.iterdir())}
+        _write_bytes(temp / MANIFEST_FILE, (json.dumps({"step": step, "files": files}) + "\n").encode())
+        _fsync_path(temp)
+        if final.exists():   # the same step written again (a rerun); retire the old one first
+            _remove_dir(final)
+        os.replace(temp, final)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
     _fsync_path(root)
     set_latest(out_dir, final)
     return final
@@ -198,7 +202,7 @@ def load_training_state(checkpoint: Path, map_location: torch.device | str = "cp
     try:
         return torch.load(str(checkpoint / STATE_FILE), map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises several error types
-        raise CheckpointError(f"{checkpoint / STATE_FILE} could not be read ({exc})") from exc
+        raise CheckpointError(f"{checkpoint / STATE_FILE} could not be read ({load_failure_reason(exc)})") from None
 
 
 def find_resume_state(out_dir: str | Path, map_location: torch.device | str = "cpu") -> tuple[Path, dict] | None:
