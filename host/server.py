@@ -275,25 +275,31 @@ class PromptServer:
             self._progress_state()
 
         self._emit("execution_start", {"prompt_id": job.prompt_id}, record=True)
-        success = False
+        success, outcome = False, None
         try:
             workflow = (extra.get("extra_pnginfo") or {}).get("workflow")
             self._emit("execution_cached", {"nodes": self.executor.cached_nodes(job.prompt),
                                             "prompt_id": job.prompt_id}, record=True)
             self.executor.run(job.prompt, workflow, on_node=on_node, on_executed=on_executed)
             success = True
-            self._emit("execution_success", {"prompt_id": job.prompt_id}, record=True)
+            outcome = ("execution_success", {"prompt_id": job.prompt_id}, False)
         except Interrupted:
             node = state["node"] or ""
-            self._emit("execution_interrupted", {
+            outcome = ("execution_interrupted", {
                 "prompt_id": job.prompt_id, "node_id": node,
-                "node_type": (job.prompt.get(node) or {}).get("class_type", ""), "executed": executed},
-                record=True, broadcast=True)
+                "node_type": (job.prompt.get(node) or {}).get("class_type", ""), "executed": executed}, True)
         except Exception as exc:  # a failing node must never stop the server
-            self._emit("execution_error", self._error_message(job, state["node"], exc, executed), record=True)
+            outcome = ("execution_error", self._error_message(job, state["node"], exc, executed), False)
         finally:
+            # The history holds the job before its last message goes out, so a client that reads
+            # /history on that message finds it.
+            event, data, broadcast = outcome or ("execution_error", {"prompt_id": job.prompt_id}, False)
+            timestamped = {**data, "timestamp": int(time.time() * 1000)}
+            state["messages"].append([event, timestamped])
             self.queue.finish(job, outputs, meta, {"status_str": "success" if success else "error",
                                                    "completed": success, "messages": state["messages"]})
+            if state["client_id"] is not None or broadcast:
+                self._send_threadsafe(event, timestamped, state["client_id"])
             if state["client_id"] is not None:
                 self._emit("executing", {"node": None, "prompt_id": job.prompt_id})
             self._job = None
