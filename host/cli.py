@@ -67,6 +67,8 @@ def parse_lora(text: str) -> tuple[str, float]:
 
 def parse_range(text: str, duration: float | None) -> tuple[float, float]:
     """'START:END' seconds, or 'START:' up to `duration` (extending a clip to --seconds)."""
+    from stable_audio_core.errors import InputError
+
     start, sep, end = text.partition(":")
     try:
         low = float(start)
@@ -74,7 +76,7 @@ def parse_range(text: str, duration: float | None) -> tuple[float, float]:
     except ValueError:
         low = high = None
     if not sep or high is None or low is None or not 0 <= low < high:
-        raise SystemExit(f"error: --inpaint takes START:END seconds with 0 <= START < END (or START: up to "
+        raise InputError(f"--inpaint takes START:END seconds with 0 <= START < END (or START: up to "
                          f"--seconds), got {text!r}")
     return low, high
 
@@ -83,22 +85,23 @@ def sa3_request(args: argparse.Namespace) -> dict:
     """Stable Audio 3 arguments checked before any work: generate's duration / inpaint / apg_scale,
     and the (file, strength) LoRAs."""
     from stable_audio_core.config import load_model_config
+    from stable_audio_core.errors import InputError
 
     is_sa3 = bool(args.config) and load_model_config(args.config).family == "sa3"
     asked = [flag for flag, value in (("--lora", args.lora), ("--inpaint", args.inpaint),
                                       ("--apg-scale", args.apg_scale)) if value]
     if asked and not is_sa3:
-        raise SystemExit(f"error: {', '.join(asked)} serve Stable Audio 3 models (a --config of the sa3 family)")
+        raise InputError(f"{', '.join(asked)} serve Stable Audio 3 models (a --config of the sa3 family)")
     if not is_sa3:
         return {}
     loras = [parse_lora(item) for item in args.lora or []]
     missing = [path for path, _ in loras if not Path(path).is_file()]
     if missing:
-        raise SystemExit(f"error: LoRA file(s) not found: {missing}")
+        raise InputError(f"LoRA file(s) not found: {missing}")
     if args.inpaint and not args.init_audio:
-        raise SystemExit("error: --inpaint regenerates part of --init-audio; give the source with --init-audio")
+        raise InputError("--inpaint regenerates part of --init-audio; give the source with --init-audio")
     if args.seconds is None and not args.init_audio:
-        raise SystemExit("error: Stable Audio 3 models need --seconds (the duration to generate)")
+        raise InputError("Stable Audio 3 models need --seconds (the duration to generate)")
     regions = [parse_range(item, args.seconds) for item in args.inpaint or []] or None
     return {"loras": loras, "inpaint": regions, "apg_scale": 1.0 if args.apg_scale is None else args.apg_scale}
 
