@@ -171,7 +171,8 @@ def cmd_merge_lora(args: argparse.Namespace) -> int:
     from stable_audio_core.config import load_model_config
     from stable_audio_core.checkpoint import read_state_dict
     from stable_audio_core.factory import build_model, load_weights
-    from stable_audio_core.lora import load_loras, save_merged_checkpoint
+    from stable_audio_core.lora import load_loras
+    from stable_audio_core.training.export import save_merged_checkpoint
 
     if load_model_config(args.config).family != "sa3":
         print("error: merge-lora folds stable-audio-3 LoRAs into Stable Audio 3 models; --config is not one",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..stable_audio_core.errors import InputError
 from ..stable_audio_core.pipeline import (SourceLatents, check_duration, resolve_sampling, sa3_window,
                                           sample_latents, sample_sa3_window, seconds_to_frames)
 from ..stable_audio_core.sampling.loop import SCHEDULE_NAMES, sampler_names
@@ -107,6 +108,9 @@ class DPMSolverSampler:
         batch_size, _, frames = samples.shape
         progress = hooks.Progress(steps)
         if model.is_sa3:  # the window follows seconds_total; an inpaint condition rides on the conditioning
+            if mask is not None:
+                raise InputError("Stable Audio 3 inpaints through its conditioning: use Inpaint / Extend "
+                                 "Condition (SA3) instead of a latent noise mask")
             latents = sample_sa3_window(
                 model, conditioning["positive"], conditioning["negative"], settings, seed=seed,
                 seconds_total=conditioning["seconds_total"], batch_size=batch_size, latents=samples,

@@ -670,12 +670,3 @@ def model_with_loras(model, loras: Sequence):
     adapted.lora_base, adapted.lora_specs = base, specs
     return adapted
 
-
-def save_merged_checkpoint(model, path: str | Path) -> Path:
-    """Fold the LoRAs applied to an SA3 model (`load_loras`) into its weights and write the whole
-    model as a plain checkpoint in the reference's layout (``model.model.*``,
-    ``conditioner.conditioners.*``, ``pretransform.model.*``); the model keeps the merged weights."""
-    from .training.export import diffusion_state_dict, save_safetensors
-
-    merge_loras(model.backbone)
-    return save_safetensors(diffusion_state_dict(model), path)
