@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -50,7 +51,71 @@ def generation_settings(args: argparse.Namespace, settings) -> dict:
             "cfg_scale": settings.cfg_scale, "cfg_rescale": args.cfg_rescale, "sampler": settings.sampler,
             "schedule": args.schedule, "sigma_min": args.sigma_min, "sigma_max": args.sigma_max,
             "seed_per_item": args.seed_per_item, "batch_size": args.batch, "window_seconds": args.window,
-            "init_audio": args.init_audio, "init_noise_level": args.init_noise_level}
+            "init_audio": args.init_audio, "init_noise_level": args.init_noise_level,
+            "loras": args.lora, "inpaint": args.inpaint, "apg_scale": args.apg_scale}
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """'FILE' or 'FILE:STRENGTH' -> (file, strength); a ':' inside the path is kept (Windows drives)."""
+    path, _, strength = text.rpartition(":")
+    if path and not Path(text).exists():
+        try:
+            return path, float(strength)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
+def parse_range(text: str, duration: float | None) -> tuple[float, float]:
+    """'START:END' seconds, or 'START:' up to `duration` (extending a clip to --seconds)."""
+    from stable_audio_core.errors import InputError
+
+    start, sep, end = text.partition(":")
+    try:
+        low = float(start)
+        high = float(end) if end.strip() else duration
+    except ValueError:
+        low = high = None
+    if not sep or high is None or low is None or not 0 <= low < high:
+        raise InputError(f"--inpaint takes START:END seconds with 0 <= START < END (or START: up to "
+                         f"--seconds), got {text!r}")
+    return low, high
+
+
+def sa3_request(args: argparse.Namespace) -> dict:
+    """Stable Audio 3 arguments checked before any work: generate's duration / inpaint / apg_scale,
+    and the (file, strength) LoRAs."""
+    from stable_audio_core.config import load_model_config
+    from stable_audio_core.errors import InputError
+
+    is_sa3 = bool(args.config) and load_model_config(args.config).family == "sa3"
+    asked = [flag for flag, value in (("--lora", args.lora), ("--inpaint", args.inpaint),
+                                      ("--apg-scale", args.apg_scale)) if value]
+    if asked and not is_sa3:
+        raise InputError(f"{', '.join(asked)} serve Stable Audio 3 models (a --config of the sa3 family)")
+    if not is_sa3:
+        return {}
+    loras = [parse_lora(item) for item in args.lora or []]
+    missing = [path for path, _ in loras if not Path(path).is_file()]
+    if missing:
+        raise InputError(f"LoRA file(s) not found: {missing}")
+    if args.inpaint and not args.init_audio:
+        raise InputError("--inpaint regenerates part of --init-audio; give the source with --init-audio")
+    if args.seconds is None and not args.init_audio:
+        raise InputError("Stable Audio 3 models need --seconds (the duration to generate)")
+    regions = [parse_range(item, args.seconds) for item in args.inpaint or []] or None
+    return {"loras": loras, "inpaint": regions, "apg_scale": 1.0 if args.apg_scale is None else args.apg_scale}
+
+
+def _read_sa3_source(path: str, model) -> tuple[int, "torch.Tensor"]:
+    """(rate, Tensor[C, T]) of an SA3 init/inpaint source, read no further than the model's longest
+    generation (the pipeline resamples it the reference's way)."""
+    from stable_audio_core.audio.io import audio_info, read_audio
+
+    _, rate = audio_info(path)
+    longest = math.ceil(model.config.sample_size / model.sample_rate * rate)
+    audio, rate = read_audio(path, 0, longest)
+    return rate, audio
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -65,6 +130,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_generate(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    sa3_args = sa3_request(args)
     started = time.time()
     if args.config:
         model = load_model(args.config, args.checkpoint, text_encoder=args.text_encoder,
@@ -72,6 +138,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:   # no model named: the one that ships with the package
         from stable_audio_core.default_model import load_default_model
         model = load_default_model(device=args.device, dtype=args.dtype)
+    if sa3_args.get("loras"):
+        from stable_audio_core.lora import load_loras
+        load_loras(model, sa3_args.pop("loras"))
+    sa3_args.pop("loras", None)
     print(f"loaded model in {time.time() - started:.1f} s", file=sys.stderr)
     settings = resolve_sampling(model, steps=args.steps, cfg_scale=args.cfg_scale,
                                 sampler=args.sampler)
@@ -81,7 +151,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr)
     init_audio = None
-    if args.init_audio:   # only the part of the file the window holds is read
+    if args.init_audio and sa3_args:   # SA3: the source at its own rate, as far as the model can reach
+        init_audio = _read_sa3_source(args.init_audio, model)
+        if args.seconds is None:   # its length unless --seconds says more
+            args.seconds = init_audio[1].shape[-1] / init_audio[0]
+    elif args.init_audio:   # only the part of the file the window holds is read
         length = window_length(model, sample_size)
         init_audio = (model.sample_rate, read_audio_window(args.init_audio, 0, length, model.sample_rate))
     started = time.time()
@@ -92,7 +166,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         schedule=args.schedule, sigma_min=args.sigma_min, sigma_max=args.sigma_max,
         seed=args.seed, seed_per_item=args.seed_per_item, batch_size=args.batch,
         sample_size=sample_size, init_audio=init_audio, init_noise_level=args.init_noise_level,
-        callback=_progress_callback(settings.steps),
+        callback=_progress_callback(settings.steps), **sa3_args,
     )
     print(f"generated in {time.time() - started:.1f} s", file=sys.stderr)
     fmt = output_format(args)
@@ -106,6 +180,34 @@ def cmd_generate(args: argparse.Namespace) -> int:
         write_audio(path, audio, result.sample_rate, fmt, tags=flac_tags, **claim)
         seconds = audio.shape[-1] / result.sample_rate
         print(f"{path}  ({seconds:.2f} s, {audio.shape[0]} ch, {result.sample_rate} Hz, seed {seed})")
+    return 0
+
+
+def cmd_merge_lora(args: argparse.Namespace) -> int:
+    """Load the SA3 checkpoint, apply the LoRAs, fold them in and write the whole model."""
+    from stable_audio_core.config import load_model_config
+    from stable_audio_core.checkpoint import read_state_dict
+    from stable_audio_core.factory import build_model, load_weights
+    from stable_audio_core.lora import load_loras
+    from stable_audio_core.training.export import save_merged_checkpoint
+
+    if load_model_config(args.config).family != "sa3":
+        print("error: merge-lora folds stable-audio-3 LoRAs into Stable Audio 3 models; --config is not one",
+              file=sys.stderr)
+        return 2
+    loras = [parse_lora(item) for item in args.lora]
+    missing = [path for path, _ in loras if not Path(path).is_file()]
+    if missing:
+        print(f"error: LoRA file(s) not found: {missing}", file=sys.stderr)
+        return 2
+    if Path(args.output).suffix != ".safetensors":
+        print("error: --output must be a .safetensors file", file=sys.stderr)
+        return 2
+    # Built and loaded without the text encoder: it is not part of the checkpoint.
+    model = build_model(args.config)
+    load_weights(model, read_state_dict(args.checkpoint), str(args.checkpoint))
+    load_loras(model, loras)
+    print(save_merged_checkpoint(model, args.output))
     return 0
 
 
@@ -199,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds-start", type=float, default=0.0)
     g.add_argument("--window", type=float, default=None,
                    help="generation window in seconds, at most 3600 (default: the model's sample_size)")
-    g.add_argument("--steps", type=int, default=None, help="1..10000; default: the model's (SAO 1.0: 100)")
-    g.add_argument("--cfg-scale", type=float, default=None, help="default: the model's (SAO 1.0: 7)")
+    g.add_argument("--steps", type=int, default=None, help="1..10000; default: the model's (SAO 1.0: 100; SA3: 8)")
+    g.add_argument("--cfg-scale", type=float, default=None, help="default: the model's (SAO 1.0: 7; SA3: 1)")
     g.add_argument("--cfg-rescale", type=float, default=None,
                    help="CFG rescale phi in [0, 1] (default: the model's; paper U-Net 0.4, DiT 0)")
     g.add_argument("--sampler", choices=sampler_names(), default=None, help="default: the model's")
@@ -213,13 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="item i uses seed+i (reproducible alone) instead of one seed for the batch")
     g.add_argument("--init-audio", default=None, help="audio file to start from (audio-to-audio)")
     g.add_argument("--init-noise-level", type=float, default=None)
+    g.add_argument("--inpaint", action="append", default=None, metavar="START:END",
+                   help="Stable Audio 3: regenerate START..END seconds of --init-audio, keep the rest "
+                        "(repeatable); a range past the source's end, or START: up to --seconds, extends it")
+    g.add_argument("--lora", action="append", default=None, metavar="FILE[:STRENGTH]",
+                   help="Stable Audio 3: a stable-audio-3 LoRA file at a strength (default 1); repeat to stack")
+    g.add_argument("--apg-scale", type=float, default=None,
+                   help="Stable Audio 3 with --cfg-scale above 1: 1 = APG (default), 0 = plain CFG")
     g.add_argument("--output", "-o", default=None, help="file or folder (default: ./output/)")
     g.add_argument("--format", choices=["wav", "flac", "ogg", "mp3"], default=None)
     g.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     g.add_argument("--config", default=None,
                    help="stable-audio-tools model_config.json (default: the bundled default model)")
     g.add_argument("--checkpoint", default=None, help="model .safetensors (or a training run folder)")
-    g.add_argument("--text-encoder", default=None, help="local Hugging Face T5 folder")
+    g.add_argument("--text-encoder", default=None,
+                   help="local Hugging Face T5 folder, or T5Gemma (t5gemma-b-b-ul2) for Stable Audio 3")
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     g.add_argument("--text-encoder-dtype", default=None, choices=["float32", "float16", "bfloat16"],
@@ -254,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="what 'auto' devices mean: cpu, cuda, ...")
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(func=cmd_serve)
+
+    m = sub.add_parser("merge-lora", help="fold Stable Audio 3 LoRAs into a plain checkpoint")
+    m.add_argument("--config", required=True, help="the SA3 model_config.json")
+    m.add_argument("--checkpoint", required=True, help="the SA3 model .safetensors")
+    m.add_argument("--lora", action="append", required=True, metavar="FILE[:STRENGTH]",
+                   help="a stable-audio-3 LoRA file at a strength (default 1); repeat to stack")
+    m.add_argument("--output", "-o", required=True, help="the merged .safetensors to write")
+    m.set_defaults(func=cmd_merge_lora)
 
     p = sub.add_parser("parity", help="recompute reference fixtures and report max abs errors")
     p.add_argument("fixtures", nargs="+", help="PATH/NAME of fixtures (NAME.json, NAME.*.safetensors)")

@@ -4,9 +4,9 @@ display names. Each node wraps one core call; see stable_audio_core for the work
 from __future__ import annotations
 
 from .audio_io import SaveAudio, TrimSilence
-from .conditioning import CLAPEncode, T5Encode, TimingCondition
+from .conditioning import CLAPEncode, SA3InpaintCondition, T5Encode, T5GemmaEncode, TimingCondition
 from .latent_tools import LatentConcat, LatentCrop, LatentNoiseMask, LatentPad
-from .loaders import LoadAudio, LoadCheckpoint
+from .loaders import LoadAudio, LoadCheckpoint, LoadLoRA
 from .sampling import DPMSolverSampler, EmptyLatentAudio
 from .training import TRAINING_NODES
 from .vae import VAEDecode, VAEEncode
@@ -17,6 +17,7 @@ _NODES = [
     (LoadCheckpoint, "Load Checkpoint"),
     (T5Encode, "T5 Text Encode"),
     (CLAPEncode, "CLAP Text Encode"),
+    (T5GemmaEncode, "T5Gemma Text Encode"),
     (TimingCondition, "Timing Condition"),
     (EmptyLatentAudio, "Empty Latent Audio"),
     (DPMSolverSampler, "DPM-Solver++ Sampler"),
@@ -29,6 +30,8 @@ _NODES = [
     (LatentCrop, "Latent Crop"),
     (LatentConcat, "Latent Concat"),
     (LatentPad, "Latent Pad"),
+    (SA3InpaintCondition, "Inpaint / Extend Condition (SA3)"),
+    (LoadLoRA, "Load LoRA (SA3)"),
     *TRAINING_NODES,
 ]
 

@@ -15,6 +15,7 @@ from ..stable_audio_core.errors import InputError
 from . import hooks
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+LORA_SUFFIXES = (".safetensors", ".ckpt")
 CONFIG_SUFFIXES = (".json",)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 

@@ -60,7 +60,7 @@ def throw_if_interrupted() -> None:
 
 
 def folder_paths(kind: str) -> list[Path]:
-    """Folders for `kind`: 'checkpoints', 'text_encoders', 'input' or 'output' (first one is written)."""
+    """Folders for `kind`: 'checkpoints', 'text_encoders', 'loras', 'input' or 'output' (first one is written)."""
     if _host is not None:
         return [Path(p) for p in _host.folder_paths(kind)]
     comfy_paths = _comfy("folder_paths")
@@ -73,7 +73,8 @@ def folder_paths(kind: str) -> list[Path]:
             return [Path(p) for p in comfy_paths.get_folder_paths(kind)]
         except KeyError:
             return []
-    defaults = {"checkpoints": "models/checkpoints", "text_encoders": "models/text_encoders"}
+    defaults = {"checkpoints": "models/checkpoints", "text_encoders": "models/text_encoders",
+                "loras": "models/loras"}
     return [Path(defaults.get(kind, kind))]
 
 

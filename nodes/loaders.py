@@ -10,6 +10,7 @@ from ..stable_audio_core.audio.io import prepare_audio, read_audio
 from ..stable_audio_core.default_model import DEFAULT_MODEL_NAME, default_model_files
 from ..stable_audio_core.errors import InputError
 from ..stable_audio_core.factory import load_model
+from ..stable_audio_core.lora import model_with_loras
 from . import files, hooks
 from .datatypes import AUDIO, CATEGORY, MODEL, make_audio
 
@@ -60,9 +61,10 @@ class LoadCheckpoint:
                        "The model_config.json. 'auto' uses <checkpoint name>.json or "
                        "model_config.json beside the checkpoint; 'bundled/' configs ship with the pack."}),
             "text_encoder": (["none"] + files.list_model_folders("text_encoders"), {
-                "default": "none", "tooltip": "Folder of a Hugging Face T5 encoder (config.json, "
-                "model.safetensors, tokenizer.json) under models/text_encoders; t5-base for "
-                "Stable Audio Open. 'none' for models without a T5 conditioner."}),
+                "default": "none", "tooltip": "Folder of a Hugging Face T5 or T5Gemma encoder "
+                "(config.json, model.safetensors, tokenizer.json) under models/text_encoders; t5-base "
+                "for Stable Audio Open, t5gemma-b-b-ul2 for Stable Audio 3. 'none' for models "
+                "without one (or a Stable Audio 3 config whose model_path finds it)."}),
             "device": (["auto", "cpu", "cuda", "mps"], {
                 "default": "auto", "tooltip": "Where the model runs; 'auto' is the host's device."}),
             "dtype": (["auto", "float32", "float16", "bfloat16"], {
@@ -127,3 +129,28 @@ class LoadAudio:
             return (make_audio(prepare_audio(waveform, rate, rate, max(2, waveform.shape[0])), rate),)
         waveform = prepare_audio(waveform, rate, model.sample_rate, model.audio_channels)
         return (make_audio(waveform, model.sample_rate),)
+
+
+class LoadLoRA:
+    DESCRIPTION = ("Adds a Stable Audio 3 LoRA (a stable-audio-3 .safetensors LoRA file from the loras "
+                   "folder) to the model at a strength. Chain several to stack them; the input model "
+                   "stays unchanged for the rest of the graph.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with this LoRA stacked after the ones it already carries.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "A loaded Stable Audio 3 model (from Load Checkpoint or another Load LoRA)."}),
+            "lora_name": (files.list_files("loras", files.LORA_SUFFIXES), {
+                "tooltip": "A LoRA file (with its lora_config metadata, as stable-audio-3 saves them) "
+                           "from models/loras."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05, "tooltip":
+                         "How strongly the LoRA acts: 1 as trained, 0 off, negative pushes away from it."}),
+        }}
+
+    def load(self, model, lora_name, strength):
+        return (model_with_loras(model, [(files.resolve("loras", lora_name), float(strength))]),)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..stable_audio_core.pipeline import (SourceLatents, check_duration, resolve_sampling, sample_latents,
-                                          seconds_to_frames)
+from ..stable_audio_core.errors import InputError
+from ..stable_audio_core.pipeline import (SourceLatents, check_duration, resolve_sampling, sa3_window,
+                                          sample_latents, sample_sa3_window, seconds_to_frames)
 from ..stable_audio_core.sampling.loop import SCHEDULE_NAMES, sampler_names
 from . import hooks
 from .datatypes import CATEGORY, CONDITIONING, LATENT, MODEL, latent_parts, make_latent
@@ -30,20 +31,26 @@ class EmptyLatentAudio:
             "model": (MODEL, {"tooltip": "The model whose latent rate sets the length."}),
             "seconds": ("FLOAT", {"default": 47.0, "min": 0.1, "max": 3600.0, "step": 0.1,
                         "tooltip": "Window length in seconds (Stable Audio Open 1.0 was trained "
-                                   "on 47 s, Small on 11 s); at least the requested seconds_total."}),
+                                   "on 47 s, Small on 11 s); at least the requested seconds_total. "
+                                   "Stable Audio 3 sizes its window from seconds_total itself."}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64,
                            "tooltip": "How many clips to generate at once."}),
         }}
 
     def empty(self, model, seconds, batch_size):
-        frames = max(1, seconds_to_frames(model, seconds, "ceil"))
+        if model.is_sa3:  # the window Stable Audio 3 samples for this duration (duration + 6 s)
+            frames = sa3_window(model, [seconds]) // model.downsampling_ratio
+        else:
+            frames = max(1, seconds_to_frames(model, seconds, "ceil"))
         return (make_latent(torch.zeros(batch_size, model.io_channels, frames)),)
 
 
 class DPMSolverSampler:
     DESCRIPTION = ("Generates latents with DPM-Solver++ (2M, 2M SDE, 3M SDE) or Euler under "
-                   "classifier-free guidance. A latent with audio in it and denoise below 1 gives "
-                   "audio-to-audio; a latent noise mask regenerates only where it is 1.")
+                   "classifier-free guidance; Stable Audio 3 models with pingpong (their default), "
+                   "euler or dpmpp and CFG or APG. A latent with audio in it and denoise below 1 gives "
+                   "audio-to-audio; a latent noise mask (or, for Stable Audio 3, an inpaint "
+                   "condition) regenerates only part of it.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
@@ -84,18 +91,33 @@ class DPMSolverSampler:
                                        "std (0 = off); tames high cfg. -1 (any negative value) = "
                                        "the model's default, as stable-audio-tools applies it: "
                                        "0.4 for the paper's U-Net, 0 for the DiTs."}),
+        }, "optional": {
+            "apg_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                          "Stable Audio 3 only, with cfg above 1: how much of the guidance's part "
+                          "parallel to the conditional estimate is dropped (APG); 1 = APG as the "
+                          "reference, 0 = plain CFG."}),
         }}
 
     def sample(self, model, conditioning, latent, seed, steps, cfg, sampler, schedule, sigma_min,
-               sigma_max, denoise, cfg_rescale):
+               sigma_max, denoise, cfg_rescale, apg_scale=1.0):
         samples, mask = latent_parts(latent, model)
         settings = resolve_sampling(
             model, steps=steps, cfg_scale=cfg, cfg_rescale=None if cfg_rescale < 0 else cfg_rescale,
             sampler=None if sampler == "default" else sampler, schedule=schedule,
             sigma_min=sigma_min, sigma_max=sigma_max)
         batch_size, _, frames = samples.shape
-        check_duration(model, frames, conditioning["seconds_start"], conditioning["seconds_total"])
         progress = hooks.Progress(steps)
+        if model.is_sa3:  # the window follows seconds_total; an inpaint condition rides on the conditioning
+            if mask is not None:
+                raise InputError("Stable Audio 3 inpaints through its conditioning: use Inpaint / Extend "
+                                 "Condition (SA3) instead of a latent noise mask")
+            latents = sample_sa3_window(
+                model, conditioning["positive"], conditioning["negative"], settings, seed=seed,
+                seconds_total=conditioning["seconds_total"], batch_size=batch_size, latents=samples,
+                denoise=denoise, inpaint=conditioning.get("inpaint"), apg_scale=apg_scale,
+                callback=lambda info: progress.update(info["i"] + 1, info["steps"]))
+            return (make_latent(latents, like=latent),)
+        check_duration(model, frames, conditioning["seconds_start"], conditioning["seconds_total"])
         # Zeros as the source add nothing to the start: text-to-audio is the same call.
         latents, _ = sample_latents(
             model, conditioning["positive"], conditioning["negative"], settings, seed=seed,

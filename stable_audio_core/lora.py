@@ -639,3 +639,34 @@ def remove_loras(dit: nn.Module) -> nn.Module:
     if applied is not None:
         applied.remove()
     return dit
+
+
+# --- whole Stable Audio 3 models ----------------------------------------------------------------------
+
+def load_loras(model, loras: Sequence) -> AppliedLoRAs:
+    """Apply LoRA files to a loaded Stable Audio 3 model in place: its DiT and the conditioner
+    layers the files adapt (e.g. seconds_total). `loras` as in `apply_loras`; calling again stacks
+    more after the first ones."""
+    if not getattr(model, "is_sa3", False):
+        raise InputError("stable-audio-3 LoRA files apply to Stable Audio 3 models only (model_config.json "
+                         "with a 'dit' diffusion of the sa3 family); this model is not one")
+    return apply_loras(model.backbone, loras, conditioners=dict(model.conditioner.conditioners))
+
+
+def model_with_loras(model, loras: Sequence):
+    """A new model: `model` with `loras` stacked after the LoRAs it already carries (from an
+    earlier `model_with_loras`); `model` itself is unchanged. The DiT and conditioners are copied,
+    the autoencoder and the text encoders shared."""
+    import copy
+
+    base = getattr(model, "lora_base", None) or model
+    if applied_loras(base.backbone) is not None:
+        raise InputError("this model carries LoRAs applied in place (load_loras); start from the plain model")
+    specs = [*getattr(model, "lora_specs", ()), *loras]
+    shared = [base.autoencoder] + [getattr(c, "text_encoder", None) for c in base.conditioner.conditioners.values()]
+    memo = {id(item): item for item in shared if item is not None}
+    adapted = copy.deepcopy(base, memo)
+    load_loras(adapted, specs)
+    adapted.lora_base, adapted.lora_specs = base, specs
+    return adapted
+

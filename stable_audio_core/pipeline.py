@@ -534,11 +534,13 @@ def _denoise_level(objective: str, settings: SamplingSettings, denoise: float) -
 class SA3Source:
     """What an SA3 generation starts from: `init_latents` [1, C, L] for audio-to-audio (started
     at `sigma_max`), and the DiT's `local_add_cond` [1 or B, 1 + C, L] = [keep mask, masked
-    source latents] (zeros for text-to-audio)."""
+    source latents] (zeros for text-to-audio). `paste_kept` puts the source's latents back on the
+    kept frames after sampling (see sa3.paste_kept)."""
 
     local_add_cond: torch.Tensor | None = None
     init_latents: torch.Tensor | None = None
     sigma_max: float = 1.0
+    paste_kept: bool = False
 
 
 def sa3_seconds(seconds_total: float | None, conditioning: dict | list[dict] | None,
@@ -656,8 +658,35 @@ def sample_sa3(model: StableAudioModel, positive: ModelInputs, negative: ModelIn
     latents = sa3.sample(model_fn, noise, times, sampler=settings.sampler, sigma_max=source.sigma_max,
                          init_latents=init, generator=generator, callback=callback)
     latents = check_finite(latents, "sampler")
+    if source.paste_kept and source.local_add_cond is not None:
+        latents = sa3.paste_kept(latents, local)
     audio = decode_sa3_latents(model, latents, padding_mask, seconds, generator) if decode else None
     return latents, noise, audio
+
+
+def sample_sa3_window(model: StableAudioModel, positive: ModelInputs, negative: ModelInputs | None,
+                      settings: SamplingSettings, *, seed: int, seconds_total: float, batch_size: int = 1,
+                      latents: torch.Tensor | None = None, denoise: float = 1.0,
+                      inpaint: dict | None = None, apg_scale: float = 1.0,
+                      callback: ProgressCallback | None = None) -> torch.Tensor:
+    """The sampler node's SA3 path: latents [B, C, L] for the window of `seconds_total`.
+
+    `latents` with `denoise` < 1 is the audio-to-audio source (cropped, or zero-padded past its
+    end, to the window); `inpaint` is an `sa3_inpaint_condition` result as {"local_add_cond",
+    "paste_kept"} made for this seconds_total."""
+    seconds = sa3_seconds(seconds_total, None, batch_size)
+    frames = sa3_window(model, seconds) // model.downsampling_ratio
+    local = None if inpaint is None else inpaint["local_add_cond"]
+    if local is not None and local.shape[-1] != frames:
+        raise InputError(f"the inpaint condition covers {local.shape[-1]} latent frames but seconds_total="
+                         f"{seconds_total} needs {frames}; make it from the same Timing Condition")
+    source = SA3Source(local_add_cond=local, paste_kept=bool(inpaint and inpaint.get("paste_kept")))
+    if latents is not None and denoise < 1:
+        init = F.pad(latents[..., :frames], (0, max(0, frames - latents.shape[-1])))
+        source = replace(source, init_latents=init, sigma_max=_denoise_level(model.objective, settings, denoise))
+    latents, _, _ = sample_sa3(model, positive, negative, settings, seed=seed, seconds=seconds, source=source,
+                               apg_scale=apg_scale, callback=callback, decode=False)
+    return latents
 
 
 def decode_sa3_latents(model: StableAudioModel, latents: torch.Tensor, padding_mask: torch.Tensor,

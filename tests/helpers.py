@@ -10,6 +10,10 @@ The models-folder model is SAO-1.0-shaped (T5 prompt + number timing, Oobleck VA
 The bundled stand-in has the bundled model's kind at toy width (CLAP prompt + int timing, 1/1024
 Oobleck VAE, adp_cfg_1d U-Net, the same window and sampling_defaults), so the shipped workflows
 run on it as they are; the real bundled weights play no part in the tests.
+
+- For Stable Audio 3: `add_sa3_model` copies a complete tiny SA3 checkpoint (config, weights and
+  T5Gemma folder, from tests/fixtures/sa3_parity) into a models folder; `write_sa3_lora` writes a
+  stable-audio-3 LoRA file for it.
 """
 
 from __future__ import annotations
@@ -226,3 +230,41 @@ def point_bundled_model_at(folder: Path, monkeypatch) -> None:
 def copy_workflow(name: str, dest: Path) -> Path:
     shutil.copy(ROOT / "workflows" / name, dest / name)
     return dest / name
+
+
+# --- Stable Audio 3 -------------------------------------------------------------------------------
+
+SA3_FIXTURE = "small_pingpong_apg"  # SAME-S style, 16 latent channels, 4096x downsampling
+SA3_SAMPLE_RATE, SA3_RATIO = 44100, 4096
+
+
+def add_sa3_model(models: Path, name: str = "sa3_tiny") -> dict[str, Path]:
+    """models/checkpoints/<name>.{json,safetensors} and models/text_encoders/<name>-t5gemma."""
+    source = FIXTURES / "sa3_parity"
+    config = json.loads((source / f"{SA3_FIXTURE}.json").read_text())["model_config"]
+    checkpoints = models / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / f"{name}.json").write_text(json.dumps(config))
+    shutil.copy(source / f"{SA3_FIXTURE}.weights.safetensors", checkpoints / f"{name}.safetensors")
+    shutil.copytree(source / f"{SA3_FIXTURE}.t5gemma", models / "text_encoders" / f"{name}-t5gemma")
+    return {"config": checkpoints / f"{name}.json", "checkpoint": checkpoints / f"{name}.safetensors",
+            "text_encoder": models / "text_encoders" / f"{name}-t5gemma"}
+
+
+def write_sa3_lora(path: Path, model, seed: int = 0, rank: int = 2, scale: float = 0.1) -> Path:
+    """A stable-audio-3 LoRA file (plain LoRA, `lora_config` metadata) adapting every linear layer
+    of the model's transformer blocks and its seconds_total conditioner's projection."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = {f"model.{name}": module for name, module in model.backbone.named_modules()
+              if name.startswith("transformer.layers.") and isinstance(module, torch.nn.Linear)}
+    layers["conditioners.seconds_total.embedder.embedding.1"] = \
+        model.conditioner.conditioners["seconds_total"].embedder.embedding[1]
+    tensors = {}
+    for key, module in layers.items():
+        out_features, in_features = module.weight.shape
+        tensors[f"{key}.parametrizations.weight.0.lora_A"] = torch.randn(rank, in_features, generator=generator) * scale
+        tensors[f"{key}.parametrizations.weight.0.lora_B"] = torch.randn(out_features, rank, generator=generator) * scale
+    config = {"rank": rank, "alpha": rank, "adapter_type": "lora", "include": ["transformer.layers"], "exclude": None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"lora_config": json.dumps(config)})
+    return path

@@ -18,8 +18,9 @@ from helpers import (BUNDLED_RATIO, BUNDLED_SAMPLE_RATE, BUNDLED_WINDOW, RATIO, 
                                 TINY_MODEL, bundled_kind_config, make_folders, session)
 
 BUNDLED_WORKFLOWS = ["text_to_audio", "audio_to_audio", "inpaint", "continuation"]
+SA3_WORKFLOWS = ["sa3_text_to_audio", "sa3_audio_to_audio", "sa3_inpaint", "sa3_extend", "sa3_lora"]  # run in test_sa3_workflows.py
 SAO_WORKFLOWS = ["sao_" + name for name in BUNDLED_WORKFLOWS]
-WORKFLOWS = BUNDLED_WORKFLOWS + SAO_WORKFLOWS
+WORKFLOWS = BUNDLED_WORKFLOWS + SAO_WORKFLOWS + SA3_WORKFLOWS
 FRAME_SECONDS = RATIO / SAMPLE_RATE  # one latent frame of the tiny T5 model
 # Per workflow: overrides that keep it fast and fit the 3 s test clip, and the duration asked
 # for (seconds_total). The bundled text_to_audio runs as shipped (8 s of a 10 s window).

@@ -41,18 +41,31 @@ SAO = {
 }
 
 
+# Stable Audio 3 Small (music): the released files in models/ (see README "Stable Audio 3");
+# 8 pingpong steps and cfg 1 are its defaults ("default" sampler = pingpong).
+SA3 = {
+    "model": {1: ("LoadCheckpoint", 0, 0, ["stable-audio-3-small-music.safetensors",
+                                            "bundled/stable-audio-3-small-music.json", "t5gemma-b-b-ul2",
+                                            "auto", "auto"], {})},
+    "text": {2: ("T5GemmaEncode", 1, 0, ["lo-fi hip hop beat, warm Rhodes chords, vinyl crackle, 85 BPM", ""],
+                 {"model": (1, 0)})},
+    "steps": 8, "cfg": 1.0,
+}
+
+
 def timing(seconds_total: float) -> dict:
     return {3: ("TimingCondition", 2, 0, [0.0, seconds_total], {"model": (1, 0), "text": (2, 0)})}
 
 
-def sampler(kind: dict, latent_from: int, denoise: float, column: int = 3) -> dict:
+def sampler(kind: dict, latent_from: int, denoise: float, column: int = 3, conditioning_from: int = 3,
+            model_from: int = 1) -> dict:
     return {5: ("DPMSolverSampler", column, 0, [42, "randomize", kind["steps"], kind["cfg"], "default",
-                                               "polyexponential", 0.3, 500.0, denoise, -1.0],
-                {"model": (1, 0), "conditioning": (3, 0), "latent": (latent_from, 0)})}
+                                               "polyexponential", 0.3, 500.0, denoise, -1.0, 1.0],
+                {"model": (model_from, 0), "conditioning": (conditioning_from, 0), "latent": (latent_from, 0)})}
 
 
-def output(column: int) -> dict:
-    return {6: ("VAEDecode", column, 0, [128, 32], {"model": (1, 0), "latent": (5, 0)}),
+def output(column: int, model_from: int = 1) -> dict:
+    return {6: ("VAEDecode", column, 0, [128, 32], {"model": (model_from, 0), "latent": (5, 0)}),
             7: ("TrimSilence", column + 1, 0, [0.0, -60.0], {"audio": (6, 0), "seconds_total": (3, 1)}),
             8: ("SaveAudio", column + 1, 1, ["audio/stable_audio", "flac"], {"audio": (7, 0)})}
 
@@ -78,6 +91,34 @@ def graphs(kind: dict, window: float, generated: float, clip: float, added: floa
         "continuation": {**head, **timing(extended), **load_clip(),
                          13: ("LatentPad", 3, 1, [added, "end"], {"model": (1, 0), "latent": (11, 0)}),
                          **sampler(kind, 13, 1.0, column=4), **output(5)},
+    }
+
+
+def sa3_graphs() -> dict:
+    """The Stable Audio 3 graphs: text to audio (30 s), audio to audio and inpaint on a 10 s clip,
+    extend (a 10 s clip outpainted to 20 s), and text to audio through a LoRA."""
+    head = {**SA3["model"], **SA3["text"]}
+    empty = lambda seconds: {4: ("EmptyLatentAudio", 2, 1, [seconds, 1], {"model": (1, 0)})}  # noqa: E731
+    clip = {10: ("LoadAudio", 1, 1, ["clip.wav"], {"model": (1, 0)})}
+
+    def condition(mode: str, start: float, end: float) -> dict:
+        return {12: ("SA3InpaintCondition", 3, 1, [start, end, mode, True],
+                     {"model": (1, 0), "conditioning": (3, 0), "audio": (10, 0)})}
+
+    lora_head = {**SA3["model"], 14: ("LoadLoRA", 0, 1, ["example_lora.safetensors", 1.0], {"model": (1, 0)}),
+                 2: ("T5GemmaEncode", 1, 0, SA3["text"][2][3], {"model": (14, 0)}),
+                 3: ("TimingCondition", 2, 0, [0.0, 30.0], {"model": (14, 0), "text": (2, 0)})}
+    return {
+        "sa3_text_to_audio": {**head, **timing(30.0), **empty(30.0), **sampler(SA3, 4, 1.0), **output(4)},
+        "sa3_audio_to_audio": {**head, **timing(10.0), **clip,
+                               11: ("VAEEncode", 2, 1, [], {"model": (1, 0), "audio": (10, 0)}),
+                               **sampler(SA3, 11, 0.6), **output(4)},
+        "sa3_inpaint": {**head, **timing(10.0), **clip, **empty(10.0), **condition("regenerate range", 4.0, 6.0),
+                        **sampler(SA3, 4, 1.0, column=4, conditioning_from=12), **output(5)},
+        "sa3_extend": {**head, **timing(20.0), **clip, **empty(20.0), **condition("extend source", 0.0, 20.0),
+                       **sampler(SA3, 4, 1.0, column=4, conditioning_from=12), **output(5)},
+        "sa3_lora": {**lora_head, 4: ("EmptyLatentAudio", 2, 1, [30.0, 1], {"model": (14, 0)}),
+                     **sampler(SA3, 4, 1.0, model_from=14), **output(4, model_from=14)},
     }
 
 
@@ -116,6 +157,24 @@ WORKFLOWS = {
                          "Continuation: extends the clip by 'seconds' and keeps the original. "
                          "seconds_total = clip length + added seconds. " + _SAO_FILES),
 }
+_SA3 = sa3_graphs()
+_SA3_FILES = ("Stable Audio 3 Small: its model.safetensors in models/checkpoints as "
+              "stable-audio-3-small-music.safetensors, the t5gemma-b-b-ul2 folder in models/text_encoders. "
+              "Defaults: 8 pingpong steps, cfg 1; seconds_total sets the length.")
+WORKFLOWS.update({
+    "sa3_text_to_audio": (_SA3["sa3_text_to_audio"], "Stable Audio 3 text to audio: describe the sound, set "
+                          "seconds_total, queue. " + _SA3_FILES),
+    "sa3_audio_to_audio": (_SA3["sa3_audio_to_audio"], "Stable Audio 3 audio to audio: put a clip in input/ and "
+                           "choose it in Load Audio; denoise sets how much changes. seconds_total = the clip's "
+                           "length. " + _SA3_FILES),
+    "sa3_inpaint": (_SA3["sa3_inpaint"], "Stable Audio 3 inpaint: regenerates start..end seconds of the clip, "
+                    "keeps the rest (keep_source puts the kept latents back exactly). seconds_total = the "
+                    "clip's length. " + _SA3_FILES),
+    "sa3_extend": (_SA3["sa3_extend"], "Stable Audio 3 extend (outpainting): keeps the clip and continues it up "
+                   "to seconds_total (20 s here for a 10 s clip). " + _SA3_FILES),
+    "sa3_lora": (_SA3["sa3_lora"], "Stable Audio 3 with a LoRA: put the LoRA file in models/loras, choose it "
+                 "and its strength; chain more Load LoRA nodes to stack them. " + _SA3_FILES),
+})
 COLUMN_WIDTH, ROW_HEIGHT, WIDTH = 400, 330, 340
 
 

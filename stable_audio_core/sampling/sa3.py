@@ -135,6 +135,15 @@ def local_add_cond(batch: int, channels: int, latent_length: int, *, mask: Tenso
     return torch.cat([mask, masked], dim=1)
 
 
+def paste_kept(latents: Tensor, local_add_cond: Tensor) -> Tensor:
+    """Latents Tensor[B, C, L] with the kept frames (mask 1 in `local_add_cond` [B or 1, 1 + C, L])
+    replaced by the source's: an opt-in that makes inpainting leave the kept ranges exactly as
+    encoded (the reference conditions on them but does not paste them back)."""
+    keep = local_add_cond[:, :1].to(latents.device, latents.dtype)
+    source = local_add_cond[:, 1:].to(latents.device, latents.dtype)
+    return source + latents * (1 - keep)  # source is already latents * keep
+
+
 # --- the time schedule ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)

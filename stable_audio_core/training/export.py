@@ -31,6 +31,7 @@ from ..models.clap_audio import FrozenBatchNorm
 from ..models.clap_config import ClapConfig
 from ..models.hf_folder import WEIGHTS_FILE
 from ..models.stable_audio import StableAudioModel
+from ..lora import merge_loras
 from .lora import has_lora, merge_lora
 
 
@@ -78,6 +79,15 @@ def save_diffusion_checkpoint(model: StableAudioModel, folder: str | Path,
     checkpoint = save_safetensors(diffusion_state_dict(model, backbone), folder / RUN_MODEL_FILE)
     config = save_json(diffusion_model_config(model), folder / RUN_CONFIG_FILE)
     return checkpoint, config
+
+
+def save_merged_checkpoint(model: StableAudioModel, path: str | Path) -> Path:
+    """Fold the runtime LoRAs applied to a Stable Audio 3 model (`lora.load_loras`) into its
+    weights and write the whole model as one plain checkpoint in the reference's layout
+    (``model.model.*``, ``conditioner.conditioners.*``, ``pretransform.model.*``); the model
+    keeps the merged weights."""
+    merge_loras(model.backbone)
+    return save_safetensors(diffusion_state_dict(model), path)
 
 
 # --- CLAP -------------------------------------------------------------------------------------
