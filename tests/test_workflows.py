@@ -59,16 +59,25 @@ def test_workflow_files_are_what_the_generator_writes():
     finally:
         sys.path.remove(str(ROOT / "workflows"))
     rendered = make_workflows.render()
-    assert sorted(rendered) == sorted(f"{n}{ext}" for n in WORKFLOWS for ext in (".json", ".api.json"))
+    assert sorted(rendered) == sorted(f"{folder}{n}.json" for n in WORKFLOWS for folder in ("", "api/"))
     stale = [name for name, text in rendered.items() if (ROOT / "workflows" / name).read_text() != text]
     assert stale == [], "run python workflows/make_workflows.py"
+
+
+def test_templates_folder_holds_only_ui_workflows():
+    # ComfyUI's Templates browser lists every .json directly in workflows/ and opens it as a graph.
+    listed = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    assert listed == sorted(WORKFLOWS)
+    for name in listed:
+        ui = load(f"{name}.json")
+        assert {"nodes", "links", "version"} <= set(ui), name
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_ui_format_converts_to_the_api_file(host, name):
     prompt, workflow = host.prepare(load(f"{name}.json"))
     assert workflow is not None
-    assert prompt == load(f"{name}.api.json")
+    assert prompt == load(f"api/{name}.json")
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -90,7 +99,7 @@ def test_bundled_workflows_use_the_bundled_model_within_its_window_and_defaults(
     window_seconds = BUNDLED_WINDOW / BUNDLED_SAMPLE_RATE
     max_seconds = config["model"]["conditioning"]["configs"][2]["config"]["max_val"]
     for name in BUNDLED_WORKFLOWS:
-        nodes = {n["class_type"]: n["inputs"] for n in load(f"{name}.api.json").values()}
+        nodes = {n["class_type"]: n["inputs"] for n in load(f"api/{name}.json").values()}
         assert nodes["StableAudio_LoadCheckpoint"]["ckpt_name"] == "bundled/default-small"
         assert nodes["StableAudio_LoadCheckpoint"]["text_encoder"] == "none"  # its CLAP ships with it
         assert "StableAudio_CLAPEncode" in nodes and "StableAudio_T5Encode" not in nodes
@@ -105,7 +114,7 @@ def test_bundled_workflows_use_the_bundled_model_within_its_window_and_defaults(
 
 @pytest.mark.parametrize("name", SAO_WORKFLOWS)
 def test_sao_workflows_use_stable_audio_open_with_t5(name):
-    nodes = {n["class_type"]: n["inputs"] for n in load(f"{name}.api.json").values()}
+    nodes = {n["class_type"]: n["inputs"] for n in load(f"api/{name}.json").values()}
     assert nodes["StableAudio_LoadCheckpoint"]["config"] == "bundled/stable_audio_open_1.0.json"
     assert "StableAudio_T5Encode" in nodes and nodes["StableAudio_DPMSolverSampler"]["steps"] == 100
 
@@ -140,8 +149,8 @@ def test_api_format_runs_too_and_reuses_cached_nodes(host):
     sets, seconds = SETTINGS["sao_text_to_audio"]
     host.run(load("sao_text_to_audio.json"), TINY_MODEL + sets)
 
-    again = host.run(load("sao_text_to_audio.api.json"), TINY_MODEL + sets)
-    reseeded = host.run(load("sao_text_to_audio.api.json"), TINY_MODEL + sets + ["5.seed=43"])
+    again = host.run(load("api/sao_text_to_audio.json"), TINY_MODEL + sets)
+    reseeded = host.run(load("api/sao_text_to_audio.json"), TINY_MODEL + sets + ["5.seed=43"])
 
     assert again.executed == []  # the same graph: everything cached, nothing written again
     assert sorted(reseeded.executed, key=int) == ["5", "6", "7", "8"]  # sampler and what follows

@@ -1,6 +1,8 @@
 """Write the shipped workflows from the short descriptions below, in both ComfyUI formats:
-<name>.json (UI format: opens in the frontend, laid out in columns) and <name>.api.json (API
+<name>.json (UI format: opens in the frontend, laid out in columns) and api/<name>.json (API
 format, converted from the UI file by the host exactly as it converts any saved workflow).
+ComfyUI's Templates browser lists every .json directly in workflows/, so only UI files live
+there, each with its thumbnail <name>.jpg (tools/make_thumbnails.py).
 
     python workflows/make_workflows.py        # after changing a node's inputs or these graphs
 
@@ -117,6 +119,7 @@ WORKFLOWS = {
                          "seconds_total = clip length + added seconds. " + _SAO_FILES),
 }
 COLUMN_WIDTH, ROW_HEIGHT, WIDTH = 400, 330, 340
+API_FOLDER = "api"  # a sub-folder: the Templates browser would list API files as broken templates
 
 
 def _height(cls) -> int:
@@ -192,7 +195,7 @@ def _order(nodes: dict) -> list[int]:
 
 
 def render() -> dict[str, str]:
-    """File name -> text, for every workflow in both formats."""
+    """Path relative to workflows/ -> text, for every workflow in both formats."""
     from stable_audio_host.pack import load_pack
     from stable_audio_host.workflow import ui_to_api
 
@@ -201,11 +204,12 @@ def render() -> dict[str, str]:
     for name, (nodes, note) in WORKFLOWS.items():
         ui = build_ui(nodes, note, classes)
         files[f"{name}.json"] = json.dumps(ui, indent=1) + "\n"
-        files[f"{name}.api.json"] = json.dumps(ui_to_api(ui, classes), indent=1) + "\n"
+        files[f"{API_FOLDER}/{name}.json"] = json.dumps(ui_to_api(ui, classes), indent=1) + "\n"
     return files
 
 
 if __name__ == "__main__":
     for filename, text in render().items():
+        (HERE / filename).parent.mkdir(exist_ok=True)
         (HERE / filename).write_text(text)
         print(HERE / filename)
