@@ -136,7 +136,7 @@ def _invalid_cases() -> dict:
     wrong_type["7"]["inputs"]["audio"] = ["5", 0]  # LATENT into AUDIO
     cases["wrong link type"] = (wrong_type, {"7": "return_type_mismatch"})
     out_of_range = copy.deepcopy(base)
-    out_of_range["5"]["inputs"]["steps"] = 0
+    out_of_range["5"]["inputs"]["steps"] = -1
     out_of_range["5"]["inputs"]["cfg"] = 1000.0
     cases["out of range"] = (out_of_range, {"5": "value_smaller_than_min"})
     missing = copy.deepcopy(base)
@@ -167,7 +167,7 @@ def test_out_of_range_values_name_the_bounds(host):
     prompt, _ = _invalid_cases()["out of range"]
     report = host.executor.validate(prompt)
     messages = [e["message"] + " " + e["details"] for e in report.node_errors["5"]["errors"]]
-    assert messages == ["Value 0 smaller than min of 1 steps", "Value 1000.0 bigger than max of 100.0 cfg"]
+    assert messages == ["Value -1 smaller than min of 0 steps", "Value 1000.0 bigger than max of 100.0 cfg"]
 
 
 def test_malformed_json_is_reported_with_its_position(tmp_path, folders, capsys):

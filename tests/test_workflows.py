@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 
 import pytest
@@ -28,12 +29,12 @@ SETTINGS = {
     "audio_to_audio": (["StableAudio_TimingCondition.seconds_total=3.0"], 3.0),
     "inpaint": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LatentNoiseMask.start_seconds=1.0",
                  "StableAudio_LatentNoiseMask.end_seconds=2.0"], 3.0),
-    "continuation": (["StableAudio_TimingCondition.seconds_total=7.0"], 7.0),  # 3 s clip + the shipped 4 s
+    "continuation": ([], 7.0),  # 3 s clip + the shipped 4 s: Latent Pad gives Timing the total
     "sao_text_to_audio": (["StableAudio_EmptyLatentAudio.seconds=2.0", "StableAudio_TimingCondition.seconds_total=1.5"], 1.5),
     "sao_audio_to_audio": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LoadAudio.audio=clip.wav"], 3.0),
     "sao_inpaint": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LatentNoiseMask.start_seconds=1.0",
                      "StableAudio_LatentNoiseMask.end_seconds=2.0"], 3.0),
-    "sao_continuation": (["StableAudio_TimingCondition.seconds_total=4.0", "StableAudio_LatentPad.seconds=1.0"], 4.0),
+    "sao_continuation": (["StableAudio_LoadAudio.audio=short.wav", "StableAudio_LatentPad.seconds=0.5"], 1.5),
 }
 FAST_BUNDLED = ["StableAudio_DPMSolverSampler.steps=2"]  # the bundled graphs' model: the stand-in
 
@@ -104,6 +105,10 @@ def test_bundled_workflows_use_the_bundled_model_within_its_window_and_defaults(
         assert nodes["StableAudio_LoadCheckpoint"]["text_encoder"] == "none"  # its CLAP ships with it
         assert "StableAudio_CLAPEncode" in nodes and "StableAudio_T5Encode" not in nodes
         seconds_total = nodes["StableAudio_TimingCondition"]["seconds_total"]
+        if name == "continuation":  # clip + added seconds, clamped by Latent Pad to the window
+            pad = next(i for i, n in load(f"api/{name}.json").items() if n["class_type"] == "StableAudio_LatentPad")
+            assert seconds_total == [pad, 1]
+            continue
         assert seconds_total <= min(window_seconds, max_seconds), name
         assert seconds_total <= nodes.get("StableAudio_EmptyLatentAudio", {}).get("seconds", seconds_total)
         sampler = nodes["StableAudio_DPMSolverSampler"]
@@ -197,6 +202,9 @@ def test_continuation_keeps_the_clip_and_adds_the_requested_seconds(host):
 
     source = result.outputs["11"][0]["samples"]
     extended = result.outputs["5"][0]["samples"]
-    assert extended.shape[-1] == source.shape[-1] + round(1.0 / FRAME_SECONDS)
+    assert extended.shape[-1] == source.shape[-1] + math.ceil(0.5 / FRAME_SECONDS)
     assert torch.equal(extended[..., :source.shape[-1]], source)
+    # Timing, decode and trim all follow Latent Pad's total: the 1 s clip + 0.5 s, to the sample.
+    assert result.outputs["13"][1] == seconds
+    assert result.outputs["6"][0]["waveform"].shape[-1] == seconds * SAMPLE_RATE
     assert result.outputs["7"][0]["waveform"].shape[-1] == seconds * SAMPLE_RATE

@@ -43,8 +43,8 @@ SAO = {
 }
 
 
-def timing(seconds_total: float) -> dict:
-    return {3: ("TimingCondition", 2, 0, [0.0, seconds_total], {"model": (1, 0), "text": (2, 0)})}
+def timing(seconds_total: float, linked: dict | None = None) -> dict:
+    return {3: ("TimingCondition", 2, 0, [0.0, seconds_total], {"model": (1, 0), "text": (2, 0), **(linked or {})})}
 
 
 def sampler(kind: dict, latent_from: int, denoise: float, column: int = 3) -> dict:
@@ -64,10 +64,10 @@ def load_clip(row: int = 1) -> dict:
             11: ("VAEEncode", 2, row, [], {"model": (1, 0), "audio": (10, 0)})}
 
 
-def graphs(kind: dict, window: float, generated: float, clip: float, added: float, extended: float) -> dict:
+def graphs(kind: dict, window: float, generated: float, clip: float, added: float) -> dict:
     """The four graphs for one model kind. Text to audio: a `window`-second empty latent of which
     `generated` seconds are kept; audio to audio and inpaint: a `clip`-second clip; continuation:
-    `added` seconds appended to a clip, `extended` seconds in all."""
+    `added` seconds appended to the clip, the total (Latent Pad's) conditions the timing."""
     head = {**kind["model"], **kind["text"]}
     return {
         "text_to_audio": {**head, **timing(generated),
@@ -77,15 +77,15 @@ def graphs(kind: dict, window: float, generated: float, clip: float, added: floa
         "inpaint": {**head, **timing(clip), **load_clip(),
                     12: ("LatentNoiseMask", 3, 1, [4.0, 6.0, "regenerate range"], {"model": (1, 0), "latent": (11, 0)}),
                     **sampler(kind, 12, 1.0, column=4), **output(5)},
-        "continuation": {**head, **timing(extended), **load_clip(),
+        "continuation": {**head, **timing(0.0, {"seconds_total": (13, 1)}), **load_clip(),
                          13: ("LatentPad", 3, 1, [added, "end"], {"model": (1, 0), "latent": (11, 0)}),
                          **sampler(kind, 13, 1.0, column=4), **output(5)},
     }
 
 
 # The bundled model's window is 432 latent frames (about 10.03 s): every graph stays within 10 s.
-_BUNDLED = graphs(BUNDLED, window=10.0, generated=8.0, clip=10.0, added=4.0, extended=10.0)
-_SAO = graphs(SAO, window=47.0, generated=30.0, clip=10.0, added=10.0, extended=20.0)
+_BUNDLED = graphs(BUNDLED, window=10.0, generated=8.0, clip=10.0, added=4.0)
+_SAO = graphs(SAO, window=47.0, generated=30.0, clip=10.0, added=10.0)
 _SAO_FILES = ("Stable Audio Open 1.0: put its model.safetensors in models/checkpoints as "
               "stable-audio-open-1.0.safetensors and the t5-base folder in models/text_encoders.")
 WORKFLOWS = {
@@ -102,9 +102,10 @@ WORKFLOWS = {
                 "clip and keeps the rest (the VAE smooths the seams). Chain more noise masks for "
                 "more ranges."),
     "continuation": (_BUNDLED["continuation"],
-                     "Continuation (bundled model): extends a clip by 'seconds' and keeps the "
-                     "original. seconds_total = clip length + added seconds, at most 10 s (the "
-                     "model's window): a 6 s clip + 4 s here."),
+                     "Continuation (bundled model): Latent Pad extends the clip by 'seconds' and "
+                     "keeps the original; its seconds_total (clip + added) feeds Timing Condition. "
+                     "Clip + added is clamped to the model's 10 s window (a warning says so): "
+                     "a 6 s clip gets the full 4 s."),
     "sao_text_to_audio": (_SAO["text_to_audio"],
                           "Text to audio: describe the sound, set seconds_total (at most the empty "
                           "latent's seconds), queue. " + _SAO_FILES),
@@ -115,8 +116,9 @@ WORKFLOWS = {
                     "Inpaint: regenerates start..end seconds of the clip and keeps the rest (the VAE "
                     "smooths the seams). Chain more noise masks for more ranges. " + _SAO_FILES),
     "sao_continuation": (_SAO["continuation"],
-                         "Continuation: extends the clip by 'seconds' and keeps the original. "
-                         "seconds_total = clip length + added seconds. " + _SAO_FILES),
+                         "Continuation: Latent Pad extends the clip by 'seconds' and keeps the "
+                         "original; its seconds_total (clip + added, clamped to the model's 47 s "
+                         "window) feeds Timing Condition. " + _SAO_FILES),
 }
 COLUMN_WIDTH, ROW_HEIGHT, WIDTH = 400, 330, 340
 API_FOLDER = "api"  # a sub-folder: the Templates browser would list API files as broken templates
