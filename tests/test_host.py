@@ -116,7 +116,8 @@ def test_newer_frontend_forms_are_read_link_objects_and_widget_dicts(host):
     prompt, _ = host.prepare(ui)
     assert prompt == {**load(f"api/{SAO}.json"),
                       "4": {"class_type": "StableAudio_EmptyLatentAudio",
-                            "inputs": {"seconds": 3.5, "batch_size": 2, "model": ["1", 0]}}}
+                            "inputs": {"seconds": 3.5, "batch_size": 2, "model": ["1", 0]},
+                            "_meta": {"title": "Empty Latent Audio"}}}
 
 
 # --- validation: per-node errors, nothing runs ----------------------------------------------
@@ -247,5 +248,5 @@ def test_run_command_reports_invalid_workflows_per_node(tmp_path, folders, capsy
     code = cli_main(["run", str(path), "--models", str(folders["models"]), "--output", str(folders["output"])])
     err = capsys.readouterr().err
     assert code == 2
-    assert "node 7 (StableAudio_TrimSilence): Return type mismatch between linked nodes: audio, " \
+    assert "node 7 (StableAudio_TrimSilence \"Trim Silence\"): Return type mismatch between linked nodes: audio, " \
            "received_type(LATENT) mismatch input_type(AUDIO)" in err

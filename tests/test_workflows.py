@@ -92,7 +92,26 @@ def test_ui_layout_is_sensible(name):
     used = {i["link"] for n in ui["nodes"] for i in n["inputs"] if i["link"] is not None}
     assert used == link_ids and ui["last_link_id"] == max(link_ids)
     assert ui["last_node_id"] == max(n["id"] for n in ui["nodes"])
-    assert all(0 <= n["pos"][0] < 3000 and 0 <= n["pos"][1] < 1200 for n in ui["nodes"])
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_saved_view_shows_the_whole_graph_in_a_1366x768_window_with_titles_that_fit(name):
+    ui = load(f"{name}.json")
+    scale, (dx, dy) = ui["extra"]["ds"]["scale"], ui["extra"]["ds"]["offset"]
+    title_bar = 30  # drawn above a node's pos
+    boxes = [(n["pos"][0], n["pos"][1] - title_bar, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui["nodes"]]
+    boxes += [(x, y, x + w, y + h) for x, y, w, h in (g["bounding"] for g in ui["groups"])]
+    # The canvas area a 1366x768 browser window leaves free of the frontend's side bar (70 px),
+    # menu and breadcrumb (110 px), with a margin at the right and bottom.
+    left, top, right, bottom = 70, 110, 1346, 740
+    for x0, y0, x1, y1 in boxes:
+        assert left <= (x0 + dx) * scale and (x1 + dx) * scale <= right
+        assert top <= (y0 + dy) * scale and (y1 + dy) * scale <= bottom
+    assert scale >= 0.75  # widget text stays readable
+    # About 8 px per character of the title font plus the collapse dot: no "..." cut.
+    assert all(len(n["title"]) * 8 + 40 <= n["size"][0] for n in ui["nodes"])
+    assert all("Stable Audio" not in n["title"] for n in ui["nodes"])
 
 
 def test_bundled_workflows_use_the_bundled_model_within_its_window_and_defaults():

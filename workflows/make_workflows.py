@@ -12,6 +12,7 @@ tests/test_workflows.py checks that the committed files equal what this script w
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from stable_audio_core.default_model import DEFAULT_MODEL_NAME  # noqa: E402
 
 P = "StableAudio_"
 
-# Each node: id -> (class key without prefix, column, row, widget values, links {input: (id, slot)}).
+# Each node: id -> (class key without prefix, column, place in the column, widget values, links
+# {input: (id, slot)}). Columns: model and prompt | timing and the latent source | sampler | output.
 # Widget values follow INPUT_TYPES order; "seed" is followed by its control_after_generate value.
 # Two model kinds, the same graphs: the small model bundled with the pack (CLAP prompt, int timing,
 # a 10 s window; its config, CLAP folder and sampling defaults ship with it) and Stable Audio
@@ -31,37 +33,37 @@ P = "StableAudio_"
 BUNDLED = {
     "model": {1: ("LoadCheckpoint", 0, 0, [DEFAULT_MODEL_NAME, "auto", "none", "auto", "auto"], {})},
     # Empty negative: the unconditional side, what the model learned from its condition dropout.
-    "text": {2: ("CLAPEncode", 1, 0, ["warm piano chords, 90 BPM", ""], {"model": (1, 0)})},
+    "text": {2: ("CLAPEncode", 0, 1, ["warm piano chords, 90 BPM", ""], {"model": (1, 0)})},
     "steps": 50, "cfg": 5.0,   # the bundled config's sampling_defaults
 }
 SAO = {
     "model": {1: ("LoadCheckpoint", 0, 0, ["stable-audio-open-1.0.safetensors", "bundled/stable_audio_open_1.0.json",
                                             "t5-base", "auto", "auto"], {})},
-    "text": {2: ("T5Encode", 1, 0, ["128 BPM tech house drum loop, punchy kick, crisp hats", "low quality, distorted"],
+    "text": {2: ("T5Encode", 0, 1, ["128 BPM tech house drum loop, punchy kick, crisp hats", "low quality, distorted"],
                  {"model": (1, 0)})},
     "steps": 100, "cfg": 7.0,
 }
 
 
 def timing(seconds_total: float, linked: dict | None = None) -> dict:
-    return {3: ("TimingCondition", 2, 0, [0.0, seconds_total], {"model": (1, 0), "text": (2, 0), **(linked or {})})}
+    return {3: ("TimingCondition", 1, 0, [0.0, seconds_total], {"model": (1, 0), "text": (2, 0), **(linked or {})})}
 
 
-def sampler(kind: dict, latent_from: int, denoise: float, column: int = 3) -> dict:
-    return {5: ("DPMSolverSampler", column, 0, [42, "randomize", kind["steps"], kind["cfg"], "default",
+def sampler(kind: dict, latent_from: int, denoise: float) -> dict:
+    return {5: ("DPMSolverSampler", 2, 0, [42, "randomize", kind["steps"], kind["cfg"], "default",
                                                "polyexponential", 0.3, 500.0, denoise, -1.0],
                 {"model": (1, 0), "conditioning": (3, 0), "latent": (latent_from, 0)})}
 
 
-def output(column: int) -> dict:
-    return {6: ("VAEDecode", column, 0, [128, 32], {"model": (1, 0), "latent": (5, 0)}),
-            7: ("TrimSilence", column + 1, 0, [0.0, -60.0], {"audio": (6, 0), "seconds_total": (3, 1)}),
-            8: ("SaveAudio", column + 1, 1, ["audio/stable_audio", "flac"], {"audio": (7, 0)})}
+def output() -> dict:
+    return {6: ("VAEDecode", 3, 0, [128, 32], {"model": (1, 0), "latent": (5, 0)}),
+            7: ("TrimSilence", 3, 1, [0.0, -60.0], {"audio": (6, 0), "seconds_total": (3, 1)}),
+            8: ("SaveAudio", 3, 2, ["audio/stable_audio", "flac"], {"audio": (7, 0)})}
 
 
-def load_clip(row: int = 1) -> dict:
-    return {10: ("LoadAudio", 1, row, ["clip.wav"], {"model": (1, 0)}),
-            11: ("VAEEncode", 2, row, [], {"model": (1, 0), "audio": (10, 0)})}
+def load_clip() -> dict:
+    return {10: ("LoadAudio", 1, 1, ["clip.wav"], {"model": (1, 0)}),
+            11: ("VAEEncode", 1, 2, [], {"model": (1, 0), "audio": (10, 0)})}
 
 
 def graphs(kind: dict, window: float, generated: float, clip: float, added: float) -> dict:
@@ -71,15 +73,15 @@ def graphs(kind: dict, window: float, generated: float, clip: float, added: floa
     head = {**kind["model"], **kind["text"]}
     return {
         "text_to_audio": {**head, **timing(generated),
-                          4: ("EmptyLatentAudio", 2, 1, [window, 1], {"model": (1, 0)}),
-                          **sampler(kind, 4, 1.0), **output(4)},
-        "audio_to_audio": {**head, **timing(clip), **load_clip(), **sampler(kind, 11, 0.6), **output(4)},
+                          4: ("EmptyLatentAudio", 1, 1, [window, 1], {"model": (1, 0)}),
+                          **sampler(kind, 4, 1.0), **output()},
+        "audio_to_audio": {**head, **timing(clip), **load_clip(), **sampler(kind, 11, 0.6), **output()},
         "inpaint": {**head, **timing(clip), **load_clip(),
-                    12: ("LatentNoiseMask", 3, 1, [4.0, 6.0, "regenerate range"], {"model": (1, 0), "latent": (11, 0)}),
-                    **sampler(kind, 12, 1.0, column=4), **output(5)},
+                    12: ("LatentNoiseMask", 1, 3, [4.0, 6.0, "regenerate range"], {"model": (1, 0), "latent": (11, 0)}),
+                    **sampler(kind, 12, 1.0), **output()},
         "continuation": {**head, **timing(0.0, {"seconds_total": (13, 1)}), **load_clip(),
-                         13: ("LatentPad", 3, 1, [added, "end"], {"model": (1, 0), "latent": (11, 0)}),
-                         **sampler(kind, 13, 1.0, column=4), **output(5)},
+                         13: ("LatentPad", 1, 3, [added, "end"], {"model": (1, 0), "latent": (11, 0)}),
+                         **sampler(kind, 13, 1.0), **output()},
     }
 
 
@@ -120,7 +122,11 @@ WORKFLOWS = {
                          "original; its seconds_total (clip + added, clamped to the model's 47 s "
                          "window) feeds Timing Condition. " + _SAO_FILES),
 }
-COLUMN_WIDTH, ROW_HEIGHT, WIDTH = 400, 330, 340
+COLUMN_WIDTH, WIDTH, GAP, LEFT, TOP, NOTE_HEIGHT = 370, 330, 50, 30, 80, 190
+TITLE_HEIGHT = 30  # the frontend draws a node's title bar above its pos
+# The saved view must show the whole graph in a 1366x768 window: the screen area left free by
+# the frontend's side bar (left), menu and breadcrumb (top), as (left, top, right, bottom).
+SCREEN = (70, 110, 1346, 740)
 API_FOLDER = "api"  # a sub-folder: the Templates browser would list API files as broken templates
 
 
@@ -135,14 +141,34 @@ def _height(cls) -> int:
     return 40 + 26 * max(rows, len(cls.RETURN_TYPES)) + extra
 
 
-def build_ui(nodes: dict, note: str, classes: dict) -> dict:
+def _positions(nodes: dict, classes: dict) -> dict[int, list[int]]:
+    """Node id -> [x, y]: columns side by side, each column's nodes stacked in their order."""
+    positions, bottoms = {}, {}
+    for node_id, (kind, column, place, _, _) in sorted(nodes.items(), key=lambda item: item[1][1:3]):
+        y = bottoms.get(column, TOP)
+        positions[node_id] = [LEFT + column * COLUMN_WIDTH, y]
+        bottoms[column] = y + _height(classes[P + kind]) + GAP + TITLE_HEIGHT
+    return positions
+
+
+def _view(boxes: list[tuple[int, int, int, int]]) -> dict:
+    """The saved zoom and offset that show every box (title bars included) inside SCREEN."""
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    scale = int(100 * min((SCREEN[2] - SCREEN[0]) / (x1 - x0), (SCREEN[3] - SCREEN[1]) / (y1 - y0))) / 100
+    # screen = (graph + offset) * scale
+    return {"scale": scale, "offset": [math.ceil(SCREEN[0] / scale - x0), math.ceil(SCREEN[1] / scale - y0)]}
+
+
+def build_ui(nodes: dict, note: str, classes: dict, titles: dict[str, str]) -> dict:
     from stable_audio_host.workflow import is_widget, widget_slots
 
     links, ui_nodes, link_id = [], {}, 0
+    positions = _positions(nodes, classes)
     for node_id, (kind, column, row, values, _) in nodes.items():
         cls = classes[P + kind]
         ui_nodes[node_id] = {
-            "id": node_id, "type": P + kind, "pos": [50 + column * COLUMN_WIDTH, 80 + row * ROW_HEIGHT],
+            "id": node_id, "type": P + kind, "title": titles[P + kind], "pos": positions[node_id],
             "size": [WIDTH, _height(cls)], "flags": {}, "order": 0, "mode": 0, "inputs": [],
             "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                         for i, (n, t) in enumerate(zip(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), cls.RETURN_TYPES))],
@@ -171,20 +197,29 @@ def build_ui(nodes: dict, note: str, classes: dict) -> dict:
     for index, node_id in enumerate(order):
         ui_nodes[node_id]["order"] = index
     note_id = max(nodes) + 1
-    ui_nodes[note_id] = {"id": note_id, "type": "Note", "pos": [50, 80 + 2 * ROW_HEIGHT], "size": [WIDTH + COLUMN_WIDTH, 120],
-                         "flags": {}, "order": len(order), "mode": 0, "inputs": [], "outputs": [],
-                         "properties": {}, "widgets_values": [note], "color": "#432", "bgcolor": "#653"}
-    right = max(n["pos"][0] for n in ui_nodes.values()) + WIDTH + 30
-    groups = [
-        {"id": 1, "title": "Model and prompt", "bounding": [20, 10, 2 * COLUMN_WIDTH + WIDTH - 340, 2 * ROW_HEIGHT - 20],
-         "color": "#3f789e", "font_size": 24, "flags": {}},
-        {"id": 2, "title": "Generate and save", "bounding": [20 + 2 * COLUMN_WIDTH, 10, right - 20 - 2 * COLUMN_WIDTH,
-                                                             2 * ROW_HEIGHT - 20],
-         "color": "#8A8", "font_size": 24, "flags": {}},
-    ]
+    sampler_node = ui_nodes[5]
+    note_pos = [sampler_node["pos"][0], sampler_node["pos"][1] + sampler_node["size"][1] + GAP + TITLE_HEIGHT]
+    ui_nodes[note_id] = {"id": note_id, "type": "Note", "title": "How to use", "pos": note_pos,
+                         "size": [WIDTH, NOTE_HEIGHT], "flags": {}, "order": len(order), "mode": 0,
+                         "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
+                         "color": "#432", "bgcolor": "#653"}
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui_nodes.values()]
+    groups = [_group(1, "Model and prompt", "#3f789e", [b for b in boxes if b[0] < LEFT + COLUMN_WIDTH]),
+              _group(2, "Generate and save", "#8A8", [b for b in boxes if b[0] >= LEFT + COLUMN_WIDTH])]
+    boxes += [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+               g["bounding"][1] + g["bounding"][3]) for g in groups]
     return {"last_node_id": note_id, "last_link_id": link_id,
             "nodes": [ui_nodes[i] for i in sorted(ui_nodes)], "links": links, "groups": groups,
-            "config": {}, "extra": {"ds": {"scale": 0.65, "offset": [90, 60]}}, "version": 0.4}
+            "config": {}, "extra": {"ds": _view(boxes)}, "version": 0.4}
+
+
+def _group(group_id: int, title: str, color: str, boxes: list) -> dict:
+    """A group around `boxes`, its own title bar above them."""
+    x0, y0 = min(b[0] for b in boxes) - 15, min(b[1] for b in boxes) - 45
+    x1, y1 = max(b[2] for b in boxes) + 15, max(b[3] for b in boxes) + 15
+    return {"id": group_id, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": color,
+            "font_size": 24, "flags": {}}
 
 
 def _order(nodes: dict) -> list[int]:
@@ -201,12 +236,14 @@ def render() -> dict[str, str]:
     from stable_audio_host.pack import load_pack
     from stable_audio_host.workflow import ui_to_api
 
-    classes = load_pack(ROOT).classes
+    pack = load_pack(ROOT)
+    # Short titles: the display name without the pack's "Stable Audio · " (a node badge says whose).
+    titles = {key: name.split(" · ", 1)[-1] for key, name in pack.display_names.items()}
     files = {}
     for name, (nodes, note) in WORKFLOWS.items():
-        ui = build_ui(nodes, note, classes)
+        ui = build_ui(nodes, note, pack.classes, titles)
         files[f"{name}.json"] = json.dumps(ui, indent=1) + "\n"
-        files[f"{API_FOLDER}/{name}.json"] = json.dumps(ui_to_api(ui, classes), indent=1) + "\n"
+        files[f"{API_FOLDER}/{name}.json"] = json.dumps(ui_to_api(ui, pack.classes), indent=1) + "\n"
     return files
 
 
