@@ -666,3 +666,12 @@ def test_latent_pad_clamps_at_the_models_window_and_says_so(node, model, caplog)
     assert any("clamped to the model's 2.05 s window" in r.getMessage() for r in caplog.records)
     with pytest.raises(ValueError, match="already fills this model's 2.05 s window"):
         node("LatentPad")(model, _latent(TINY_WINDOW_FRAMES), 1.0, "end")
+
+
+def test_load_audio_offers_comfyuis_upload_button_and_player(pack):
+    options = pack.classes["StableAudio_LoadAudio"].INPUT_TYPES()["required"]["audio"][1]
+    assert options.get("audio_upload") is True  # the frontend then adds its upload button
+    # The button needs the player widget, which only our extension adds to our nodes, ahead of it.
+    script = (ROOT / pack.module.WEB_DIRECTORY / "audio_player.js").read_text()
+    assert '"StableAudio_LoadAudio"' in script and '"StableAudio_SaveAudio"' in script
+    assert 'name === "upload"' in script
