@@ -4,7 +4,7 @@ workflow makes, beside each UI workflow.
     python tools/make_thumbnails.py            # needs matplotlib (the dev extra)
 
 The bundled-model workflows run as shipped on the bundled model (text_to_audio's output is the
-clip the others load). The sao_* workflows need Stable Audio Open's weights, which are not in
+clip the others load; audio_to_audio and inpaint get its length as seconds_total). The sao_* workflows need Stable Audio Open's weights, which are not in
 the repository: their thumbnail is the same graph's output with the bundled model.
 """
 
@@ -72,15 +72,20 @@ def main(argv: list[str] | None = None) -> None:
         session = Session(Folders(**folders), device="cpu", pack_folder=ROOT)
         sets = [] if args.steps is None else [f"StableAudio_DPMSolverSampler.steps={args.steps}"]
         spectra = {}   # bundled workflow -> (audio [C, T], rate)
+        clip_seconds = None
         for name in order:
             bundled = name.removeprefix("sao_")
             if bundled not in spectra:
-                result = session.run_file(WORKFLOWS / f"{bundled}.json", sets)
+                # As the notes say: audio to audio and inpaint keep the clip's length.
+                keep = [f"StableAudio_TimingCondition.seconds_total={clip_seconds}"] \
+                    if bundled in ("audio_to_audio", "inpaint") else []
+                result = session.run_file(WORKFLOWS / f"{bundled}.json", sets + keep)
                 saved = session.saved_files(result)[0]
                 audio, rate = sf.read(str(saved), always_2d=True)
                 spectra[bundled] = (audio.T, rate)
                 if bundled == "text_to_audio":
                     sf.write(str(folders["input"] / "clip.wav"), audio, rate)
+                    clip_seconds = len(audio) / rate
             title = bundled.replace("_", " ").replace("to audio", "→ audio").capitalize()
             write_thumbnail(*spectra[bundled], title, WORKFLOWS / f"{name}.jpg")
             print(WORKFLOWS / f"{name}.jpg", (WORKFLOWS / f"{name}.jpg").stat().st_size, "bytes")
