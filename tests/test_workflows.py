@@ -99,16 +99,18 @@ def test_saved_view_shows_the_whole_graph_in_a_1366x768_window_with_titles_that_
     ui = load(f"{name}.json")
     scale, (dx, dy) = ui["extra"]["ds"]["scale"], ui["extra"]["ds"]["offset"]
     title_bar = 30  # drawn above a node's pos
-    boxes = [(n["pos"][0], n["pos"][1] - title_bar, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+    nodes = [(n["pos"][0], n["pos"][1] - title_bar, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
              for n in ui["nodes"]]
-    boxes += [(x, y, x + w, y + h) for x, y, w, h in (g["bounding"] for g in ui["groups"])]
+    groups = [(x, y, x + w, y + h) for x, y, w, h in (g["bounding"] for g in ui["groups"])]
+    screen = [((x0 + dx) * scale, (y0 + dy) * scale, (x1 + dx) * scale, (y1 + dy) * scale)
+              for x0, y0, x1, y1 in nodes + groups]
     # The canvas area a 1366x768 browser window leaves free of the frontend's side bar (70 px),
-    # menu and breadcrumb (110 px), with a margin at the right and bottom.
-    left, top, right, bottom = 70, 110, 1346, 740
-    for x0, y0, x1, y1 in boxes:
-        assert left <= (x0 + dx) * scale and (x1 + dx) * scale <= right
-        assert top <= (y0 + dy) * scale and (y1 + dy) * scale <= bottom
-    assert scale >= 0.75  # widget text stays readable
+    # menu and breadcrumb (100 px), with a margin at the right and bottom.
+    left, top, right, bottom = 70, 100, 1346, 745
+    assert all(left <= x0 and x1 <= right and top <= y0 and y1 <= bottom for x0, y0, x1, y1 in screen)
+    # The minimap covers the bottom-right corner from (1100, 500): no node under it.
+    assert not any(x1 > 1100 and y1 > 500 for x0, y0, x1, y1 in screen[:len(nodes)])
+    assert scale >= 0.7  # widget text stays readable
     # About 8 px per character of the title font plus the collapse dot: no "..." cut.
     assert all(len(n["title"]) * 8 + 40 <= n["size"][0] for n in ui["nodes"])
     assert all("Stable Audio" not in n["title"] for n in ui["nodes"])

@@ -57,8 +57,8 @@ def sampler(kind: dict, latent_from: int, denoise: float) -> dict:
 
 def output() -> dict:
     return {6: ("VAEDecode", 3, 0, [128, 32], {"model": (1, 0), "latent": (5, 0)}),
-            7: ("TrimSilence", 3, 1, [0.0, -60.0], {"audio": (6, 0), "seconds_total": (3, 1)}),
-            8: ("SaveAudio", 3, 2, ["audio/stable_audio", "flac"], {"audio": (7, 0)})}
+            7: ("TrimSilence", 2, 1, [0.0, -60.0], {"audio": (6, 0), "seconds_total": (3, 1)}),
+            8: ("SaveAudio", 3, 1, ["audio/stable_audio", "flac"], {"audio": (7, 0)})}
 
 
 def load_clip() -> dict:
@@ -122,23 +122,28 @@ WORKFLOWS = {
                          "original; its seconds_total (clip + added, clamped to the model's 47 s "
                          "window) feeds Timing Condition. " + _SAO_FILES),
 }
-COLUMN_WIDTH, WIDTH, GAP, LEFT, TOP, NOTE_HEIGHT = 370, 330, 50, 30, 80, 190
+COLUMN_WIDTH, WIDTH, GAP, LEFT, TOP, NOTE_HEIGHT = 370, 330, 30, 30, 80, 140
 TITLE_HEIGHT = 30  # the frontend draws a node's title bar above its pos
 # The saved view must show the whole graph in a 1366x768 window: the screen area left free by
 # the frontend's side bar (left), menu and breadcrumb (top), as (left, top, right, bottom).
-SCREEN = (70, 110, 1346, 740)
+SCREEN = (70, 100, 1346, 745)
+# The frontend's minimap covers this corner of the window (left, top): the graph stays out of it.
+MINIMAP = (1100, 500)
+# Widgets the frontend adds: the audio player on both, and Load Audio's upload button.
+FRONTEND_WIDGETS_HEIGHT = {"LoadAudio": 100, "SaveAudio": 70}
 API_FOLDER = "api"  # a sub-folder: the Templates browser would list API files as broken templates
 
 
 def _height(cls) -> int:
     spec = cls.INPUT_TYPES()
+    extra_widgets = FRONTEND_WIDGETS_HEIGHT.get(cls.__name__, 0)
     rows, extra = 0, 0
     for category in ("required", "optional"):
         for entry in (spec.get(category) or {}).values():
             rows += 1
             options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
             extra += 70 if options.get("multiline") else 0
-    return 40 + 26 * max(rows, len(cls.RETURN_TYPES)) + extra
+    return 40 + 26 * max(rows, len(cls.RETURN_TYPES)) + extra + extra_widgets
 
 
 def _positions(nodes: dict, classes: dict) -> dict[int, list[int]]:
@@ -151,13 +156,17 @@ def _positions(nodes: dict, classes: dict) -> dict[int, list[int]]:
     return positions
 
 
-def _view(boxes: list[tuple[int, int, int, int]]) -> dict:
-    """The saved zoom and offset that show every box (title bars included) inside SCREEN."""
+def _view(boxes: list[tuple[int, int, int, int]], node_boxes: list[tuple[int, int, int, int]]) -> dict:
+    """The saved zoom and offset that show every box (title bars included) inside SCREEN, and no
+    node under the minimap (a group's empty corner may be)."""
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     scale = int(100 * min((SCREEN[2] - SCREEN[0]) / (x1 - x0), (SCREEN[3] - SCREEN[1]) / (y1 - y0))) / 100
     # screen = (graph + offset) * scale
-    return {"scale": scale, "offset": [math.ceil(SCREEN[0] / scale - x0), math.ceil(SCREEN[1] / scale - y0)]}
+    offset = [math.ceil(SCREEN[0] / scale - x0), math.ceil(SCREEN[1] / scale - y0)]
+    under_minimap = [b for b in node_boxes if (b[2] + offset[0]) * scale > MINIMAP[0] and (b[3] + offset[1]) * scale > MINIMAP[1]]
+    assert not under_minimap, f"lay the graph out so that nothing reaches the minimap's corner: {under_minimap}"
+    return {"scale": scale, "offset": offset}
 
 
 def build_ui(nodes: dict, note: str, classes: dict, titles: dict[str, str]) -> dict:
@@ -197,8 +206,8 @@ def build_ui(nodes: dict, note: str, classes: dict, titles: dict[str, str]) -> d
     for index, node_id in enumerate(order):
         ui_nodes[node_id]["order"] = index
     note_id = max(nodes) + 1
-    sampler_node = ui_nodes[5]
-    note_pos = [sampler_node["pos"][0], sampler_node["pos"][1] + sampler_node["size"][1] + GAP + TITLE_HEIGHT]
+    text_node = ui_nodes[2]
+    note_pos = [text_node["pos"][0], text_node["pos"][1] + text_node["size"][1] + GAP + TITLE_HEIGHT]
     ui_nodes[note_id] = {"id": note_id, "type": "Note", "title": "How to use", "pos": note_pos,
                          "size": [WIDTH, NOTE_HEIGHT], "flags": {}, "order": len(order), "mode": 0,
                          "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
@@ -207,11 +216,11 @@ def build_ui(nodes: dict, note: str, classes: dict, titles: dict[str, str]) -> d
              for n in ui_nodes.values()]
     groups = [_group(1, "Model and prompt", "#3f789e", [b for b in boxes if b[0] < LEFT + COLUMN_WIDTH]),
               _group(2, "Generate and save", "#8A8", [b for b in boxes if b[0] >= LEFT + COLUMN_WIDTH])]
-    boxes += [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
-               g["bounding"][1] + g["bounding"][3]) for g in groups]
+    group_boxes = [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+                    g["bounding"][1] + g["bounding"][3]) for g in groups]
     return {"last_node_id": note_id, "last_link_id": link_id,
             "nodes": [ui_nodes[i] for i in sorted(ui_nodes)], "links": links, "groups": groups,
-            "config": {}, "extra": {"ds": _view(boxes)}, "version": 0.4}
+            "config": {}, "extra": {"ds": _view(boxes + group_boxes, boxes)}, "version": 0.4}
 
 
 def _group(group_id: int, title: str, color: str, boxes: list) -> dict:
