@@ -4,8 +4,9 @@ workflow makes, beside each UI workflow.
     python tools/make_thumbnails.py            # needs matplotlib (the dev extra)
 
 The bundled-model workflows run as shipped on the bundled model (text_to_audio's output is the
-clip the others load; audio_to_audio and inpaint get its length as seconds_total). The sao_* workflows need Stable Audio Open's weights, which are not in
-the repository: their thumbnail is the same graph's output with the bundled model.
+clip the others load; audio_to_audio and inpaint get its length as seconds_total). The sao_* and
+sa3_* workflows need Stable Audio Open's or Stable Audio 3's weights, which are not in the
+repository: their thumbnail is the output of the bundled graph that does the same job.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
 SIZE_INCHES, DPI = (4.0, 3.0), 80   # 320 x 240 pixels
 MAX_BYTES = 60_000                  # the Templates browser loads every thumbnail at once
+SAME_JOB = {"extend": "continuation", "lora": "text_to_audio"}  # sa3_* graphs named apart
+
+
+def bundled_counterpart(name: str) -> str:
+    """The bundled-model workflow that does the job of `name` (itself for a bundled one)."""
+    for prefix in ("sao_", "sa3_"):
+        name = name.removeprefix(prefix)
+    return SAME_JOB.get(name, name)
 
 
 def spectrogram_db(audio: np.ndarray, rate: int, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         spectra = {}   # bundled workflow -> (audio [C, T], rate)
         clip_seconds = None
         for name in order:
-            bundled = name.removeprefix("sao_")
+            bundled = bundled_counterpart(name)
             if bundled not in spectra:
                 # As the notes say: audio to audio and inpaint keep the clip's length.
                 keep = [f"StableAudio_TimingCondition.seconds_total={clip_seconds}"] \
