@@ -6,6 +6,7 @@ from ..stable_audio_core.errors import InputError
 from ..stable_audio_core.pipeline import (assemble_conditioning, conditioner_ids, encode_conditioners,
                                           sa3_inpaint_condition, sa3_window, text_conditioner_ids)
 from .datatypes import AUDIO, CATEGORY, CONDITIONING, MODEL, TEXT, audio_parts
+from .sampling import model_seconds
 
 INPAINT_MODES = ("regenerate range", "keep range", "extend source")
 
@@ -67,7 +68,8 @@ class T5GemmaEncode(_TextEncode):
 class TimingCondition:
     DESCRIPTION = ("Adds the timing conditioning (seconds_start, seconds_total) to the encoded "
                    "text, giving the sampler's conditioning for both sides of guidance. "
-                   "seconds_total is the length you want; it is also output for Trim Silence.")
+                   "seconds_total is the length you want (0: the model's window; longer than the "
+                   "window logs a warning); it is also output for Trim Silence.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (CONDITIONING, "FLOAT")
     RETURN_NAMES = ("conditioning", "seconds_total")
@@ -81,15 +83,18 @@ class TimingCondition:
             "model": (MODEL, {"tooltip": "The loaded Stable Audio model."}),
             "seconds_start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10000.0, "step": 0.1,
                               "tooltip": "Where the clip starts within a longer piece (seconds)."}),
-            "seconds_total": ("FLOAT", {"default": 30.0, "min": 0.1, "max": 10000.0, "step": 0.1,
-                              "tooltip": "Duration to generate (seconds); at most the latent's "
-                                         "length. The rest of the window becomes silence. Stable "
-                                         "Audio 3: it sets the latent length (up to the model's maximum)."}),
+            "seconds_total": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10000.0, "step": 0.1,
+                              "tooltip": "Duration to generate (seconds); 0 = the loaded model's "
+                                         "window. At most the latent's length; the rest of the "
+                                         "window becomes silence. Continuation: connect Latent "
+                                         "Pad's seconds_total. Stable Audio 3: it sets the latent "
+                                         "length (up to the model's maximum)."}),
         }, "optional": {
             "text": (TEXT, {"tooltip": "Encoded text from T5 Encode, T5Gemma Encode or CLAP Encode."}),
         }}
 
     def condition(self, model, seconds_start, seconds_total, text=None):
+        seconds_total = model_seconds(model, seconds_total, "Timing Condition's seconds_total")
         text_ids = text_conditioner_ids(model)
         ids = [i for i in conditioner_ids(model) if i not in text_ids]
         timing = {"seconds_start": seconds_start, "seconds_total": seconds_total}

@@ -2,7 +2,8 @@
 
 AUDIO is ComfyUI's {"waveform": Tensor[B, C, T] float32, "sample_rate": int}; LATENT is
 {"samples": Tensor[B, C, L], "type": "audio", "noise_mask"?: Tensor[B or 1, 1, L]} (1 =
-regenerate). Our own types carry a prefix so they never meet ComfyUI's MODEL or CONDITIONING.
+regenerate), plus our optional "audio_samples": the audio length the latent stands for (whole
+latent frames hold up to one frame more), so VAE Decode returns exactly that length. Our own types carry a prefix so they never meet ComfyUI's MODEL or CONDITIONING.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ TEXT = "STABLE_AUDIO_TEXT"            # encoded text: {"positive", "negative", "
 CONDITIONING = "STABLE_AUDIO_CONDITIONING"  # {"positive", "negative" ModelInputs, seconds_*}
 AUDIO = "AUDIO"
 LATENT = "LATENT"
+AUDIO_SAMPLES = "audio_samples"       # LATENT key: audio length at the model's rate (see above)
 
 
 def make_audio(waveform: torch.Tensor, sample_rate: int) -> dict:
@@ -40,13 +42,25 @@ def audio_parts(audio, what: str = "the audio input") -> tuple[torch.Tensor, int
     return waveform, int(rate)
 
 
-def make_latent(samples: torch.Tensor, noise_mask: torch.Tensor | None = None, like: dict | None = None) -> dict:
-    """A LATENT dict; `like` keeps the other keys of an input latent (as ComfyUI's samplers do)."""
+def make_latent(samples: torch.Tensor, noise_mask: torch.Tensor | None = None, like: dict | None = None,
+                audio_samples: int | None = None) -> dict:
+    """A LATENT dict; `like` keeps the other keys of an input latent (as ComfyUI's samplers do),
+    its audio length only when the frames are the same."""
     latent = {k: v for k, v in (like or {}).items() if k not in ("samples", "noise_mask")}
+    if AUDIO_SAMPLES in latent and like["samples"].shape[-1] != samples.shape[-1]:
+        del latent[AUDIO_SAMPLES]
     latent.update({"samples": samples.detach().float().cpu().contiguous(), "type": "audio"})
     if noise_mask is not None:
         latent["noise_mask"] = noise_mask.detach().float().cpu().contiguous()
+    if audio_samples is not None:
+        latent[AUDIO_SAMPLES] = int(audio_samples)
     return latent
+
+
+def audio_length(latent: dict, model) -> int:
+    """Audio samples the latent stands for: its "audio_samples", else its whole frames."""
+    frames = latent["samples"].shape[-1] * model.downsampling_ratio
+    return min(int(latent.get(AUDIO_SAMPLES) or frames), frames)
 
 
 def latent_parts(latent, model=None) -> tuple[torch.Tensor, torch.Tensor | None]:

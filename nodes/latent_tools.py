@@ -3,11 +3,15 @@ and crop / concatenate / pad along time. Masks follow ComfyUI: 1 = regenerate, 0
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..stable_audio_core.errors import InputError
-from ..stable_audio_core.pipeline import seconds_to_frames
-from .datatypes import CATEGORY, LATENT, MODEL, latent_parts, make_latent
+from ..stable_audio_core.pipeline import seconds_to_frames, window_seconds
+from .datatypes import CATEGORY, LATENT, MODEL, audio_length, latent_parts, make_latent
+
+log = logging.getLogger(__name__)
 
 LATENT_CATEGORY = CATEGORY + "/latent"
 
@@ -87,7 +91,9 @@ class LatentCrop:
         samples, mask = latent_parts(latent, model)
         first, last = _frame_range(model, samples.shape[-1], start_seconds, end_seconds)
         cropped_mask = None if mask is None else mask[..., first:last]
-        return (make_latent(samples[..., first:last], cropped_mask, like=latent),)
+        ratio = model.downsampling_ratio
+        kept = min(audio_length(latent, model), last * ratio) - first * ratio
+        return (make_latent(samples[..., first:last], cropped_mask, like=latent, audio_samples=kept),)
 
 
 class LatentConcat:
@@ -120,11 +126,14 @@ class LatentConcat:
 
 class LatentPad:
     DESCRIPTION = ("Adds seconds of empty latent at the end (continuation) or the start, and sets "
-                   "the noise mask so the sampler generates only the padding and keeps the clip.")
+                   "the noise mask so the sampler generates only the padding and keeps the clip. "
+                   "Clip + added seconds are clamped to the model's window (a warning says so); "
+                   "connect seconds_total to Timing Condition's seconds_total.")
     CATEGORY = LATENT_CATEGORY
-    RETURN_TYPES = (LATENT,)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("The padded latent with its noise mask.",)
+    RETURN_TYPES = (LATENT, "FLOAT")
+    RETURN_NAMES = ("latent", "seconds_total")
+    OUTPUT_TOOLTIPS = ("The padded latent with its noise mask.",
+                       "Clip length + the seconds added: Timing Condition's seconds_total.")
     FUNCTION = "pad"
 
     @classmethod
@@ -133,16 +142,33 @@ class LatentPad:
             "model": (MODEL, {"tooltip": "The model whose latent rate maps seconds to frames."}),
             "latent": (LATENT, {"tooltip": "Usually VAE Encode of the clip to extend."}),
             "seconds": ("FLOAT", {"default": 10.0, "min": 0.01, "max": 3600.0, "step": 0.1,
-                        "tooltip": "How much to add."}),
+                        "tooltip": "How much to add; clip + this is clamped to the model's window."}),
             "side": (["end", "start"], {"default": "end", "tooltip": "Extend after or before the clip."}),
         }}
 
     def pad(self, model, latent, seconds, side):
         samples, mask = latent_parts(latent, model)
+        ratio, rate = model.downsampling_ratio, model.sample_rate
+        clip = audio_length(latent, model)
+        room = seconds_to_frames(model, window_seconds(model), "floor") - samples.shape[-1]
         frames = max(1, seconds_to_frames(model, seconds, "ceil"))
+        added = round(seconds * rate)
+        if room < 1:
+            raise InputError(f"the clip ({clip / rate:.2f} s) already fills this model's "
+                             f"{window_seconds(model):.2f} s window; crop it (Latent Crop) to leave "
+                             "room for the continuation")
+        if frames > room:
+            frames, added = room, room * ratio
+            log.warning("Stable Audio: Latent Pad adds %.2f s instead of %.2f s: clip + continuation "
+                        "is clamped to the model's %.2f s window", added / rate, seconds,
+                        window_seconds(model))
         padding = torch.zeros(samples.shape[0], samples.shape[1], frames)
         kept = _full_mask(samples, mask, 0.0)  # the clip keeps its mask, else is kept whole
         new = torch.ones(samples.shape[0], 1, frames)
-        parts = [(samples, kept), (padding, new)] if side == "end" else [(padding, new), (samples, kept)]
-        return (make_latent(torch.cat([p[0] for p in parts], -1), torch.cat([p[1] for p in parts], -1),
-                            like=latent),)
+        if side == "end":   # the clip's last frame may end in silence: the continuation covers it
+            parts, total = [(samples, kept), (padding, new)], clip + added
+        else:
+            parts, total = [(padding, new), (samples, kept)], frames * ratio + clip
+        padded = make_latent(torch.cat([p[0] for p in parts], -1), torch.cat([p[1] for p in parts], -1),
+                             like=latent, audio_samples=total)
+        return (padded, total / rate)

@@ -90,8 +90,10 @@ class LoadCheckpoint:
 
 
 class LoadAudio:
-    DESCRIPTION = ("Loads an audio file from the input folder (WAV, FLAC, OGG, MP3). With a model "
-                   "connected the audio is resampled to the model's rate and mono becomes stereo.")
+    DESCRIPTION = ("Loads an audio file from the input folder (WAV, FLAC, OGG, MP3), with ComfyUI's "
+                   "upload button and player. With a model connected the audio is resampled to "
+                   "the model's rate and mono becomes stereo. ComfyUI's own Load Audio connects "
+                   "to every Stable Audio node too.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (AUDIO,)
     RETURN_NAMES = ("audio",)
@@ -101,9 +103,11 @@ class LoadAudio:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            # No audio_upload: frontend 1.35's upload widget works only on ComfyUI's own LoadAudio.
+            # audio_upload: the frontend adds ComfyUI's upload button; it needs the player widget,
+            # which web/audio_player.js adds to this node ahead of the button.
             "audio": (files.list_files("input", files.AUDIO_SUFFIXES), {
-                "tooltip": "An audio file in the input folder (upload with ComfyUI's Load Audio)."}),
+                "audio_upload": True,
+                "tooltip": "An audio file in the input folder; the upload button adds one."}),
         }, "optional": {
             "model": (MODEL, {"tooltip": "Resample to this model's sample rate and channel count."}),
         }}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..stable_audio_core.autoencoding import decode_latents, encode_audio
-from .datatypes import AUDIO, CATEGORY, LATENT, MODEL, audio_parts, latent_parts, make_audio, make_latent
+from .datatypes import (AUDIO, CATEGORY, LATENT, MODEL, audio_length, audio_parts, latent_parts, make_audio,
+                        make_latent)
 
 
 class VAEEncode:
@@ -28,12 +29,14 @@ class VAEEncode:
     @torch.inference_mode()
     def encode(self, model, audio):
         waveform, rate = audio_parts(audio, "VAE Encode's audio input")
-        return (make_latent(encode_audio(model, waveform, rate)),)
+        length = round(waveform.shape[-1] * model.sample_rate / rate)  # at the model's rate
+        return (make_latent(encode_audio(model, waveform, rate), audio_samples=length),)
 
 
 class VAEDecode:
     DESCRIPTION = ("Decodes latents to audio with the model's VAE, window by window: memory "
-                   "depends on chunk_size, not on the length.")
+                   "depends on chunk_size, not on the length. Returns exactly the length the "
+                   "latent was made for (Empty Latent's seconds, the encoded clip's length).")
     CATEGORY = CATEGORY
     RETURN_TYPES = (AUDIO,)
     RETURN_NAMES = ("audio",)
@@ -58,4 +61,5 @@ class VAEDecode:
         chunked = chunk_size > 0
         audio = decode_latents(model, samples, chunked=chunked, chunk_size=max(chunk_size, 1),
                                overlap=overlap if chunked else 0)
-        return (make_audio(audio, model.sample_rate),)
+        # Latents come in whole frames; the audio asked for may end inside the last one.
+        return (make_audio(audio[..., :audio_length(latent, model)], model.sample_rate),)

@@ -495,6 +495,12 @@ def batch_inputs(inputs: ModelInputs, batch_size: int) -> ModelInputs:
 
 # --- time <-> latent frames, and the denoise strength of audio-to-audio --------------------------
 
+def window_seconds(model: StableAudioModel) -> float:
+    """The length the model was trained to generate (its config's sample_size), in seconds: the
+    longest duration it conditions on well."""
+    return model.config.sample_size / model.sample_rate
+
+
 def seconds_to_frames(model: StableAudioModel, seconds: float, rounding: str = "round") -> int:
     """Latent frames covering `seconds` of audio at the model's rate ('round', 'ceil' or 'floor')."""
     exact = seconds * model.sample_rate / model.downsampling_ratio

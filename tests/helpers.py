@@ -128,7 +128,7 @@ def write_clip(path: Path, seconds: float, rate: int = 8000, channels: int = 1) 
 
 
 def make_folders(root: Path) -> dict[str, Path]:
-    """root/models/{checkpoints,text_encoders}, root/input (clip.wav, 3 s), root/output."""
+    """root/models/{checkpoints,text_encoders}, root/input (clip.wav, 3 s; short.wav, 1 s), root/output."""
     models = root / "models"
     checkpoints = models / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -137,6 +137,7 @@ def make_folders(root: Path) -> dict[str, Path]:
     save_checkpoint(perturbed_model(config), checkpoints / "tiny.safetensors")
     make_t5_folder(models / "text_encoders" / "tiny-t5")
     write_clip(root / "input" / "clip.wav", 3.0)
+    write_clip(root / "input" / "short.wav", 1.0)  # fits the tiny model's 2.048 s window with room to extend
     (root / "output").mkdir()
     return {"models": models, "input": root / "input", "output": root / "output"}
 

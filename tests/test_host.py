@@ -114,15 +114,16 @@ def test_newer_frontend_forms_are_read_link_objects_and_widget_dicts(host):
         entry.pop("slot_index", None)
     ui_node(ui, SAMPLER)["inputs"].append({"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": None})
     prompt, _ = host.prepare(ui)
-    assert prompt == {**load(f"{SAO}.api.json"),
+    assert prompt == {**load(f"api/{SAO}.json"),
                       "4": {"class_type": "StableAudio_EmptyLatentAudio",
-                            "inputs": {"seconds": 3.5, "batch_size": 2, "model": ["1", 0]}}}
+                            "inputs": {"seconds": 3.5, "batch_size": 2, "model": ["1", 0]},
+                            "_meta": {"title": "Empty Latent Audio"}}}
 
 
 # --- validation: per-node errors, nothing runs ----------------------------------------------
 
 def _invalid_cases() -> dict:
-    base = load(f"{SAO}.api.json")
+    base = load(f"api/{SAO}.json")
     cases = {}
     cycle = copy.deepcopy(base)
     cycle["12"] = {"class_type": "StableAudio_LatentCrop",
@@ -136,7 +137,7 @@ def _invalid_cases() -> dict:
     wrong_type["7"]["inputs"]["audio"] = ["5", 0]  # LATENT into AUDIO
     cases["wrong link type"] = (wrong_type, {"7": "return_type_mismatch"})
     out_of_range = copy.deepcopy(base)
-    out_of_range["5"]["inputs"]["steps"] = 0
+    out_of_range["5"]["inputs"]["steps"] = -1
     out_of_range["5"]["inputs"]["cfg"] = 1000.0
     cases["out of range"] = (out_of_range, {"5": "value_smaller_than_min"})
     missing = copy.deepcopy(base)
@@ -167,12 +168,12 @@ def test_out_of_range_values_name_the_bounds(host):
     prompt, _ = _invalid_cases()["out of range"]
     report = host.executor.validate(prompt)
     messages = [e["message"] + " " + e["details"] for e in report.node_errors["5"]["errors"]]
-    assert messages == ["Value 0 smaller than min of 1 steps", "Value 1000.0 bigger than max of 100.0 cfg"]
+    assert messages == ["Value -1 smaller than min of 0 steps", "Value 1000.0 bigger than max of 100.0 cfg"]
 
 
 def test_malformed_json_is_reported_with_its_position(tmp_path, folders, capsys):
     bad = tmp_path / "bad.json"
-    bad.write_text(load_text := (ROOT / "workflows" / "text_to_audio.api.json").read_text()[:200])
+    bad.write_text(load_text := (ROOT / "workflows" / "api" / "text_to_audio.json").read_text()[:200])
     with pytest.raises(WorkflowFileError, match=r"not valid JSON: .* line \d+, column \d+"):
         parse_workflow(load_text, str(bad))
     code = cli_main(["run", str(bad), "--models", str(folders["models"]), "--output", str(folders["output"])])
@@ -180,13 +181,13 @@ def test_malformed_json_is_reported_with_its_position(tmp_path, folders, capsys)
 
 
 def test_a_workflow_without_an_output_node_is_refused(host):
-    prompt = {k: v for k, v in load(f"{SAO}.api.json").items() if k != "8"}
+    prompt = {k: v for k, v in load(f"api/{SAO}.json").items() if k != "8"}
     with pytest.raises(WorkflowInvalid, match="Prompt has no outputs"):
         host.run(prompt)
 
 
 def test_a_comfyui_builtin_is_named_with_our_equivalent(host):
-    prompt = load(f"{SAO}.api.json")
+    prompt = load(f"api/{SAO}.json")
     prompt["8"]["class_type"] = "SaveAudio"
     report = host.executor.validate(prompt)
     assert "use StableAudio_SaveAudio" in report.node_errors["8"]["errors"][0]["details"]
@@ -247,5 +248,5 @@ def test_run_command_reports_invalid_workflows_per_node(tmp_path, folders, capsy
     code = cli_main(["run", str(path), "--models", str(folders["models"]), "--output", str(folders["output"])])
     err = capsys.readouterr().err
     assert code == 2
-    assert "node 7 (StableAudio_TrimSilence): Return type mismatch between linked nodes: audio, " \
+    assert "node 7 (StableAudio_TrimSilence \"Trim Silence\"): Return type mismatch between linked nodes: audio, " \
            "received_type(LATENT) mismatch input_type(AUDIO)" in err

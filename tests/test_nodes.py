@@ -592,3 +592,87 @@ def test_latent_crop_and_concat_are_inverse(node, model):
 def test_empty_time_range_is_refused(node, model):
     with pytest.raises(ValueError, match="covers no frame"):
         node("LatentCrop")(model, _latent(100), 2.0, 3.0)
+
+
+# --- lengths follow the model (window, defaults) and come back exact ---------------------------
+
+TINY_WINDOW_FRAMES = 256  # tiny model: sample_size RATIO * 256, 2.048 s
+
+
+def test_duration_widgets_default_to_the_models_window(pack, node, model):
+    latent_seconds = pack.classes["StableAudio_EmptyLatentAudio"].INPUT_TYPES()["required"]["seconds"][1]
+    timing_seconds = pack.classes["StableAudio_TimingCondition"].INPUT_TYPES()["required"]["seconds_total"][1]
+    assert latent_seconds["default"] == timing_seconds["default"] == 0.0
+
+    latent = node("EmptyLatentAudio")(model, 0.0, 1)[0]
+    _, seconds_total = _condition(node, model, seconds_total=0.0)
+
+    assert latent["samples"].shape[-1] == TINY_WINDOW_FRAMES
+    assert seconds_total == TINY_WINDOW_FRAMES * RATIO / SAMPLE_RATE
+
+
+def test_durations_beyond_the_window_log_a_warning(node, model, caplog):
+    node("EmptyLatentAudio")(model, 3.0, 1)
+    _condition(node, model, seconds_total=3.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all("window of 2.05 s" in w for w in warnings)
+
+
+def test_sampler_steps_and_cfg_default_to_the_models_own(pack, node, model, monkeypatch):
+    cls = pack.classes["StableAudio_DPMSolverSampler"]
+    required = cls.INPUT_TYPES()["required"]
+    assert (required["steps"][1]["default"], required["cfg"][1]["default"], required["sampler"][1]["default"]) \
+        == (0, -1.0, "default")
+    module = sys.modules[cls.__module__]
+    passed, real_resolve = [], module.resolve_sampling
+
+    def spy(*args, **kwargs):
+        passed.append((kwargs["steps"], kwargs["cfg_scale"]))
+        return real_resolve(*args, **kwargs)
+
+    monkeypatch.setattr(module, "resolve_sampling", spy)
+    monkeypatch.setattr(module, "sample_latents", lambda *a, **k: (torch.zeros(1, model.io_channels, 10), None))
+    conditioning, _ = _condition(node, model)
+    latent = node("EmptyLatentAudio")(model, 1.0, 1)[0]
+    node("DPMSolverSampler")(model, conditioning, latent, 1, **{**SAMPLER_ARGS, "steps": 0, "cfg": -1.0})
+    node("DPMSolverSampler")(model, conditioning, latent, 1, **{**SAMPLER_ARGS, "steps": 3, "cfg": 2.0})
+    assert passed == [(None, None), (3, 2.0)]  # None: the core takes the model's default
+
+
+def test_vae_decode_returns_exactly_the_latents_audio_length(node, model):
+    latent = node("EmptyLatentAudio")(model, 0.5, 1)[0]   # 62.5 frames -> 63 whole frames
+    assert latent["samples"].shape[-1] == 63
+    assert node("VAEDecode")(model, latent, 0, 0)[0]["waveform"].shape[-1] == 0.5 * SAMPLE_RATE
+
+    clip = {"waveform": torch.randn(1, 2, 4410) * 0.1, "sample_rate": 44100}  # 0.1 s: 200 samples here
+    encoded = node("VAEEncode")(model, clip)[0]
+    assert node("VAEDecode")(model, encoded, 0, 0)[0]["waveform"].shape[-1] == 200
+
+
+def test_latent_pad_outputs_clip_plus_extension_for_timing(node, model):
+    clip = node("EmptyLatentAudio")(model, 0.5, 1)[0]   # 1000 samples in 63 frames
+
+    padded, seconds_total = node("LatentPad")(model, clip, 0.4, "end")
+
+    assert seconds_total == 0.9
+    assert padded["samples"].shape[-1] == 63 + 50
+    assert node("VAEDecode")(model, padded, 0, 0)[0]["waveform"].shape[-1] == 0.9 * SAMPLE_RATE
+
+
+def test_latent_pad_clamps_at_the_models_window_and_says_so(node, model, caplog):
+    padded, seconds_total = node("LatentPad")(model, _latent(100), 5.0, "end")
+
+    assert padded["samples"].shape[-1] == TINY_WINDOW_FRAMES
+    assert seconds_total == TINY_WINDOW_FRAMES * RATIO / SAMPLE_RATE
+    assert any("clamped to the model's 2.05 s window" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="already fills this model's 2.05 s window"):
+        node("LatentPad")(model, _latent(TINY_WINDOW_FRAMES), 1.0, "end")
+
+
+def test_load_audio_offers_comfyuis_upload_button_and_player(pack):
+    options = pack.classes["StableAudio_LoadAudio"].INPUT_TYPES()["required"]["audio"][1]
+    assert options.get("audio_upload") is True  # the frontend then adds its upload button
+    # The button needs the player widget, which only our extension adds to our nodes, ahead of it.
+    script = (ROOT / pack.module.WEB_DIRECTORY / "audio_player.js").read_text()
+    assert '"StableAudio_LoadAudio"' in script and '"StableAudio_SaveAudio"' in script
+    assert 'name === "upload"' in script

@@ -47,7 +47,7 @@ def host(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_sa3_workflow_references_an_sa3_checkpoint_with_its_defaults(name):
-    nodes = {n["class_type"]: n["inputs"] for n in load(f"{name}.api.json").values()}
+    nodes = {n["class_type"]: n["inputs"] for n in load(f"api/{name}.json").values()}
     assert nodes["StableAudio_LoadCheckpoint"]["config"] == "bundled/stable-audio-3-small-music.json"
     assert "StableAudio_T5GemmaEncode" in nodes
     sampler = nodes["StableAudio_DPMSolverSampler"]

@@ -38,7 +38,7 @@ def make_server(root: Path, **options) -> PromptServer:
 
 
 def api_prompt(sets: list[str] = (), server: PromptServer | None = None, name: str = "sao_text_to_audio") -> dict:
-    prompt = json.loads((ROOT / "workflows" / f"{name}.api.json").read_text())
+    prompt = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
     classes = server.pack.classes if server else None
     if classes is None:
         from stable_audio_host.pack import default_pack_folder, load_pack

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 
 import pytest
@@ -29,12 +30,12 @@ SETTINGS = {
     "audio_to_audio": (["StableAudio_TimingCondition.seconds_total=3.0"], 3.0),
     "inpaint": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LatentNoiseMask.start_seconds=1.0",
                  "StableAudio_LatentNoiseMask.end_seconds=2.0"], 3.0),
-    "continuation": (["StableAudio_TimingCondition.seconds_total=7.0"], 7.0),  # 3 s clip + the shipped 4 s
+    "continuation": ([], 7.0),  # 3 s clip + the shipped 4 s: Latent Pad gives Timing the total
     "sao_text_to_audio": (["StableAudio_EmptyLatentAudio.seconds=2.0", "StableAudio_TimingCondition.seconds_total=1.5"], 1.5),
     "sao_audio_to_audio": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LoadAudio.audio=clip.wav"], 3.0),
     "sao_inpaint": (["StableAudio_TimingCondition.seconds_total=3.0", "StableAudio_LatentNoiseMask.start_seconds=1.0",
                      "StableAudio_LatentNoiseMask.end_seconds=2.0"], 3.0),
-    "sao_continuation": (["StableAudio_TimingCondition.seconds_total=4.0", "StableAudio_LatentPad.seconds=1.0"], 4.0),
+    "sao_continuation": (["StableAudio_LoadAudio.audio=short.wav", "StableAudio_LatentPad.seconds=0.5"], 1.5),
 }
 FAST_BUNDLED = ["StableAudio_DPMSolverSampler.steps=2"]  # the bundled graphs' model: the stand-in
 
@@ -60,16 +61,25 @@ def test_workflow_files_are_what_the_generator_writes():
     finally:
         sys.path.remove(str(ROOT / "workflows"))
     rendered = make_workflows.render()
-    assert sorted(rendered) == sorted(f"{n}{ext}" for n in WORKFLOWS for ext in (".json", ".api.json"))
+    assert sorted(rendered) == sorted(f"{folder}{n}.json" for n in WORKFLOWS for folder in ("", "api/"))
     stale = [name for name, text in rendered.items() if (ROOT / "workflows" / name).read_text() != text]
     assert stale == [], "run python workflows/make_workflows.py"
+
+
+def test_templates_folder_holds_only_ui_workflows():
+    # ComfyUI's Templates browser lists every .json directly in workflows/ and opens it as a graph.
+    listed = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    assert listed == sorted(WORKFLOWS)
+    for name in listed:
+        ui = load(f"{name}.json")
+        assert {"nodes", "links", "version"} <= set(ui), name
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_ui_format_converts_to_the_api_file(host, name):
     prompt, workflow = host.prepare(load(f"{name}.json"))
     assert workflow is not None
-    assert prompt == load(f"{name}.api.json")
+    assert prompt == load(f"api/{name}.json")
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -83,7 +93,28 @@ def test_ui_layout_is_sensible(name):
     used = {i["link"] for n in ui["nodes"] for i in n["inputs"] if i["link"] is not None}
     assert used == link_ids and ui["last_link_id"] == max(link_ids)
     assert ui["last_node_id"] == max(n["id"] for n in ui["nodes"])
-    assert all(0 <= n["pos"][0] < 3000 and 0 <= n["pos"][1] < 1200 for n in ui["nodes"])
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_saved_view_shows_the_whole_graph_in_a_1366x768_window_with_titles_that_fit(name):
+    ui = load(f"{name}.json")
+    scale, (dx, dy) = ui["extra"]["ds"]["scale"], ui["extra"]["ds"]["offset"]
+    title_bar = 30  # drawn above a node's pos
+    nodes = [(n["pos"][0], n["pos"][1] - title_bar, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui["nodes"]]
+    groups = [(x, y, x + w, y + h) for x, y, w, h in (g["bounding"] for g in ui["groups"])]
+    screen = [((x0 + dx) * scale, (y0 + dy) * scale, (x1 + dx) * scale, (y1 + dy) * scale)
+              for x0, y0, x1, y1 in nodes + groups]
+    # The canvas area a 1366x768 browser window leaves free of the frontend's side bar (70 px),
+    # menu and breadcrumb (100 px), with a margin at the right and bottom.
+    left, top, right, bottom = 70, 100, 1346, 745
+    assert all(left <= x0 and x1 <= right and top <= y0 and y1 <= bottom for x0, y0, x1, y1 in screen)
+    # The minimap covers the bottom-right corner from (1100, 500): no node under it.
+    assert not any(x1 > 1100 and y1 > 500 for x0, y0, x1, y1 in screen[:len(nodes)])
+    assert scale >= 0.7  # widget text stays readable
+    # About 8 px per character of the title font plus the collapse dot: no "..." cut.
+    assert all(len(n["title"]) * 8 + 40 <= n["size"][0] for n in ui["nodes"])
+    assert all("Stable Audio" not in n["title"] for n in ui["nodes"])
 
 
 def test_bundled_workflows_use_the_bundled_model_within_its_window_and_defaults():
@@ -91,11 +122,15 @@ def test_bundled_workflows_use_the_bundled_model_within_its_window_and_defaults(
     window_seconds = BUNDLED_WINDOW / BUNDLED_SAMPLE_RATE
     max_seconds = config["model"]["conditioning"]["configs"][2]["config"]["max_val"]
     for name in BUNDLED_WORKFLOWS:
-        nodes = {n["class_type"]: n["inputs"] for n in load(f"{name}.api.json").values()}
+        nodes = {n["class_type"]: n["inputs"] for n in load(f"api/{name}.json").values()}
         assert nodes["StableAudio_LoadCheckpoint"]["ckpt_name"] == "bundled/default-small"
         assert nodes["StableAudio_LoadCheckpoint"]["text_encoder"] == "none"  # its CLAP ships with it
         assert "StableAudio_CLAPEncode" in nodes and "StableAudio_T5Encode" not in nodes
         seconds_total = nodes["StableAudio_TimingCondition"]["seconds_total"]
+        if name == "continuation":  # clip + added seconds, clamped by Latent Pad to the window
+            pad = next(i for i, n in load(f"api/{name}.json").items() if n["class_type"] == "StableAudio_LatentPad")
+            assert seconds_total == [pad, 1]
+            continue
         assert seconds_total <= min(window_seconds, max_seconds), name
         assert seconds_total <= nodes.get("StableAudio_EmptyLatentAudio", {}).get("seconds", seconds_total)
         sampler = nodes["StableAudio_DPMSolverSampler"]
@@ -106,7 +141,7 @@ def test_bundled_workflows_use_the_bundled_model_within_its_window_and_defaults(
 
 @pytest.mark.parametrize("name", SAO_WORKFLOWS)
 def test_sao_workflows_use_stable_audio_open_with_t5(name):
-    nodes = {n["class_type"]: n["inputs"] for n in load(f"{name}.api.json").values()}
+    nodes = {n["class_type"]: n["inputs"] for n in load(f"api/{name}.json").values()}
     assert nodes["StableAudio_LoadCheckpoint"]["config"] == "bundled/stable_audio_open_1.0.json"
     assert "StableAudio_T5Encode" in nodes and nodes["StableAudio_DPMSolverSampler"]["steps"] == 100
 
@@ -141,8 +176,8 @@ def test_api_format_runs_too_and_reuses_cached_nodes(host):
     sets, seconds = SETTINGS["sao_text_to_audio"]
     host.run(load("sao_text_to_audio.json"), TINY_MODEL + sets)
 
-    again = host.run(load("sao_text_to_audio.api.json"), TINY_MODEL + sets)
-    reseeded = host.run(load("sao_text_to_audio.api.json"), TINY_MODEL + sets + ["5.seed=43"])
+    again = host.run(load("api/sao_text_to_audio.json"), TINY_MODEL + sets)
+    reseeded = host.run(load("api/sao_text_to_audio.json"), TINY_MODEL + sets + ["5.seed=43"])
 
     assert again.executed == []  # the same graph: everything cached, nothing written again
     assert sorted(reseeded.executed, key=int) == ["5", "6", "7", "8"]  # sampler and what follows
@@ -189,6 +224,9 @@ def test_continuation_keeps_the_clip_and_adds_the_requested_seconds(host):
 
     source = result.outputs["11"][0]["samples"]
     extended = result.outputs["5"][0]["samples"]
-    assert extended.shape[-1] == source.shape[-1] + round(1.0 / FRAME_SECONDS)
+    assert extended.shape[-1] == source.shape[-1] + math.ceil(0.5 / FRAME_SECONDS)
     assert torch.equal(extended[..., :source.shape[-1]], source)
+    # Timing, decode and trim all follow Latent Pad's total: the 1 s clip + 0.5 s, to the sample.
+    assert result.outputs["13"][1] == seconds
+    assert result.outputs["6"][0]["waveform"].shape[-1] == seconds * SAMPLE_RATE
     assert result.outputs["7"][0]["waveform"].shape[-1] == seconds * SAMPLE_RATE

@@ -1,6 +1,8 @@
 """Write the shipped workflows from the short descriptions below, in both ComfyUI formats:
-<name>.json (UI format: opens in the frontend, laid out in columns) and <name>.api.json (API
+<name>.json (UI format: opens in the frontend, laid out in columns) and api/<name>.json (API
 format, converted from the UI file by the host exactly as it converts any saved workflow).
+ComfyUI's Templates browser lists every .json directly in workflows/, so only UI files live
+there, each with its thumbnail <name>.jpg (tools/make_thumbnails.py).
 
     python workflows/make_workflows.py        # after changing a node's inputs or these graphs
 
@@ -10,6 +12,7 @@ tests/test_workflows.py checks that the committed files equal what this script w
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -21,7 +24,8 @@ from stable_audio_core.default_model import DEFAULT_MODEL_NAME  # noqa: E402
 
 P = "StableAudio_"
 
-# Each node: id -> (class key without prefix, column, row, widget values, links {input: (id, slot)}).
+# Each node: id -> (class key without prefix, column, place in the column, widget values, links
+# {input: (id, slot)}). Columns: model and prompt | timing and the latent source | sampler | output.
 # Widget values follow INPUT_TYPES order; "seed" is followed by its control_after_generate value.
 # Two model kinds, the same graphs: the small model bundled with the pack (CLAP prompt, int timing,
 # a 10 s window; its config, CLAP folder and sampling defaults ship with it) and Stable Audio
@@ -29,13 +33,13 @@ P = "StableAudio_"
 BUNDLED = {
     "model": {1: ("LoadCheckpoint", 0, 0, [DEFAULT_MODEL_NAME, "auto", "none", "auto", "auto"], {})},
     # Empty negative: the unconditional side, what the model learned from its condition dropout.
-    "text": {2: ("CLAPEncode", 1, 0, ["warm piano chords, 90 BPM", ""], {"model": (1, 0)})},
+    "text": {2: ("CLAPEncode", 0, 1, ["warm piano chords, 90 BPM", ""], {"model": (1, 0)})},
     "steps": 50, "cfg": 5.0,   # the bundled config's sampling_defaults
 }
 SAO = {
     "model": {1: ("LoadCheckpoint", 0, 0, ["stable-audio-open-1.0.safetensors", "bundled/stable_audio_open_1.0.json",
                                             "t5-base", "auto", "auto"], {})},
-    "text": {2: ("T5Encode", 1, 0, ["128 BPM tech house drum loop, punchy kick, crisp hats", "low quality, distorted"],
+    "text": {2: ("T5Encode", 0, 1, ["128 BPM tech house drum loop, punchy kick, crisp hats", "low quality, distorted"],
                  {"model": (1, 0)})},
     "steps": 100, "cfg": 7.0,
 }
@@ -47,50 +51,50 @@ SA3 = {
     "model": {1: ("LoadCheckpoint", 0, 0, ["stable-audio-3-small-music.safetensors",
                                             "bundled/stable-audio-3-small-music.json", "t5gemma-b-b-ul2",
                                             "auto", "auto"], {})},
-    "text": {2: ("T5GemmaEncode", 1, 0, ["lo-fi hip hop beat, warm Rhodes chords, vinyl crackle, 85 BPM", ""],
+    "text": {2: ("T5GemmaEncode", 0, 1, ["lo-fi hip hop beat, warm Rhodes chords, vinyl crackle, 85 BPM", ""],
                  {"model": (1, 0)})},
     "steps": 8, "cfg": 1.0,
 }
 
 
-def timing(seconds_total: float) -> dict:
-    return {3: ("TimingCondition", 2, 0, [0.0, seconds_total], {"model": (1, 0), "text": (2, 0)})}
+def timing(seconds_total: float, linked: dict | None = None, model_from: int = 1) -> dict:
+    return {3: ("TimingCondition", 1, 0, [0.0, seconds_total],
+                {"model": (model_from, 0), "text": (2, 0), **(linked or {})})}
 
 
-def sampler(kind: dict, latent_from: int, denoise: float, column: int = 3, conditioning_from: int = 3,
-            model_from: int = 1) -> dict:
-    return {5: ("DPMSolverSampler", column, 0, [42, "randomize", kind["steps"], kind["cfg"], "default",
+def sampler(kind: dict, latent_from: int, denoise: float, conditioning_from: int = 3, model_from: int = 1) -> dict:
+    return {5: ("DPMSolverSampler", 2, 0, [42, "randomize", kind["steps"], kind["cfg"], "default",
                                                "polyexponential", 0.3, 500.0, denoise, -1.0, 1.0],
                 {"model": (model_from, 0), "conditioning": (conditioning_from, 0), "latent": (latent_from, 0)})}
 
 
-def output(column: int, model_from: int = 1) -> dict:
-    return {6: ("VAEDecode", column, 0, [128, 32], {"model": (model_from, 0), "latent": (5, 0)}),
-            7: ("TrimSilence", column + 1, 0, [0.0, -60.0], {"audio": (6, 0), "seconds_total": (3, 1)}),
-            8: ("SaveAudio", column + 1, 1, ["audio/stable_audio", "flac"], {"audio": (7, 0)})}
+def output(model_from: int = 1) -> dict:
+    return {6: ("VAEDecode", 3, 0, [128, 32], {"model": (model_from, 0), "latent": (5, 0)}),
+            7: ("TrimSilence", 2, 1, [0.0, -60.0], {"audio": (6, 0), "seconds_total": (3, 1)}),
+            8: ("SaveAudio", 3, 1, ["audio/stable_audio", "flac"], {"audio": (7, 0)})}
 
 
-def load_clip(row: int = 1) -> dict:
-    return {10: ("LoadAudio", 1, row, ["clip.wav"], {"model": (1, 0)}),
-            11: ("VAEEncode", 2, row, [], {"model": (1, 0), "audio": (10, 0)})}
+def load_clip() -> dict:
+    return {10: ("LoadAudio", 1, 1, ["clip.wav"], {"model": (1, 0)}),
+            11: ("VAEEncode", 1, 2, [], {"model": (1, 0), "audio": (10, 0)})}
 
 
-def graphs(kind: dict, window: float, generated: float, clip: float, added: float, extended: float) -> dict:
+def graphs(kind: dict, window: float, generated: float, clip: float, added: float) -> dict:
     """The four graphs for one model kind. Text to audio: a `window`-second empty latent of which
     `generated` seconds are kept; audio to audio and inpaint: a `clip`-second clip; continuation:
-    `added` seconds appended to a clip, `extended` seconds in all."""
+    `added` seconds appended to the clip, the total (Latent Pad's) conditions the timing."""
     head = {**kind["model"], **kind["text"]}
     return {
         "text_to_audio": {**head, **timing(generated),
-                          4: ("EmptyLatentAudio", 2, 1, [window, 1], {"model": (1, 0)}),
-                          **sampler(kind, 4, 1.0), **output(4)},
-        "audio_to_audio": {**head, **timing(clip), **load_clip(), **sampler(kind, 11, 0.6), **output(4)},
+                          4: ("EmptyLatentAudio", 1, 1, [window, 1], {"model": (1, 0)}),
+                          **sampler(kind, 4, 1.0), **output()},
+        "audio_to_audio": {**head, **timing(clip), **load_clip(), **sampler(kind, 11, 0.6), **output()},
         "inpaint": {**head, **timing(clip), **load_clip(),
-                    12: ("LatentNoiseMask", 3, 1, [4.0, 6.0, "regenerate range"], {"model": (1, 0), "latent": (11, 0)}),
-                    **sampler(kind, 12, 1.0, column=4), **output(5)},
-        "continuation": {**head, **timing(extended), **load_clip(),
-                         13: ("LatentPad", 3, 1, [added, "end"], {"model": (1, 0), "latent": (11, 0)}),
-                         **sampler(kind, 13, 1.0, column=4), **output(5)},
+                    12: ("LatentNoiseMask", 1, 3, [4.0, 6.0, "regenerate range"], {"model": (1, 0), "latent": (11, 0)}),
+                    **sampler(kind, 12, 1.0), **output()},
+        "continuation": {**head, **timing(0.0, {"seconds_total": (13, 1)}), **load_clip(),
+                         13: ("LatentPad", 1, 3, [added, "end"], {"model": (1, 0), "latent": (11, 0)}),
+                         **sampler(kind, 13, 1.0), **output()},
     }
 
 
@@ -98,33 +102,35 @@ def sa3_graphs() -> dict:
     """The Stable Audio 3 graphs: text to audio (30 s), audio to audio and inpaint on a 10 s clip,
     extend (a 10 s clip outpainted to 20 s), and text to audio through a LoRA."""
     head = {**SA3["model"], **SA3["text"]}
-    empty = lambda seconds: {4: ("EmptyLatentAudio", 2, 1, [seconds, 1], {"model": (1, 0)})}  # noqa: E731
+    empty = lambda seconds, column=1, place=1, model=1: {  # noqa: E731
+        4: ("EmptyLatentAudio", column, place, [seconds, 1], {"model": (model, 0)})}
     clip = {10: ("LoadAudio", 1, 1, ["clip.wav"], {"model": (1, 0)})}
 
     def condition(mode: str, start: float, end: float) -> dict:
-        return {12: ("SA3InpaintCondition", 3, 1, [start, end, mode, True],
+        return {12: ("SA3InpaintCondition", 1, 2, [start, end, mode, True],
                      {"model": (1, 0), "conditioning": (3, 0), "audio": (10, 0)})}
 
-    lora_head = {**SA3["model"], 14: ("LoadLoRA", 0, 1, ["example_lora.safetensors", 1.0], {"model": (1, 0)}),
-                 2: ("T5GemmaEncode", 1, 0, SA3["text"][2][3], {"model": (14, 0)}),
-                 3: ("TimingCondition", 2, 0, [0.0, 30.0], {"model": (14, 0), "text": (2, 0)})}
+    lora_head = {**SA3["model"], 14: ("LoadLoRA", 1, 2, ["example_lora.safetensors", 1.0], {"model": (1, 0)}),
+                 2: ("T5GemmaEncode", 0, 1, SA3["text"][2][3], {"model": (14, 0)})}
     return {
-        "sa3_text_to_audio": {**head, **timing(30.0), **empty(30.0), **sampler(SA3, 4, 1.0), **output(4)},
+        "sa3_text_to_audio": {**head, **timing(30.0), **empty(30.0), **sampler(SA3, 4, 1.0), **output()},
         "sa3_audio_to_audio": {**head, **timing(10.0), **clip,
-                               11: ("VAEEncode", 2, 1, [], {"model": (1, 0), "audio": (10, 0)}),
-                               **sampler(SA3, 11, 0.6), **output(4)},
-        "sa3_inpaint": {**head, **timing(10.0), **clip, **empty(10.0), **condition("regenerate range", 4.0, 6.0),
-                        **sampler(SA3, 4, 1.0, column=4, conditioning_from=12), **output(5)},
-        "sa3_extend": {**head, **timing(20.0), **clip, **empty(20.0), **condition("extend source", 0.0, 20.0),
-                       **sampler(SA3, 4, 1.0, column=4, conditioning_from=12), **output(5)},
-        "sa3_lora": {**lora_head, 4: ("EmptyLatentAudio", 2, 1, [30.0, 1], {"model": (14, 0)}),
-                     **sampler(SA3, 4, 1.0, model_from=14), **output(4, model_from=14)},
+                               11: ("VAEEncode", 1, 2, [], {"model": (1, 0), "audio": (10, 0)}),
+                               **sampler(SA3, 11, 0.6), **output()},
+        "sa3_inpaint": {**head, **timing(10.0), **clip, **empty(10.0, column=2, place=2),
+                        **condition("regenerate range", 4.0, 6.0),
+                        **sampler(SA3, 4, 1.0, conditioning_from=12), **output()},
+        "sa3_extend": {**head, **timing(20.0), **clip, **empty(20.0, column=2, place=2),
+                       **condition("extend source", 0.0, 20.0),
+                       **sampler(SA3, 4, 1.0, conditioning_from=12), **output()},
+        "sa3_lora": {**lora_head, **timing(30.0, model_from=14), **empty(30.0, model=14),
+                     **sampler(SA3, 4, 1.0, model_from=14), **output(model_from=14)},
     }
 
 
 # The bundled model's window is 432 latent frames (about 10.03 s): every graph stays within 10 s.
-_BUNDLED = graphs(BUNDLED, window=10.0, generated=8.0, clip=10.0, added=4.0, extended=10.0)
-_SAO = graphs(SAO, window=47.0, generated=30.0, clip=10.0, added=10.0, extended=20.0)
+_BUNDLED = graphs(BUNDLED, window=10.0, generated=8.0, clip=10.0, added=4.0)
+_SAO = graphs(SAO, window=47.0, generated=30.0, clip=10.0, added=10.0)
 _SAO_FILES = ("Stable Audio Open 1.0: put its model.safetensors in models/checkpoints as "
               "stable-audio-open-1.0.safetensors and the t5-base folder in models/text_encoders.")
 WORKFLOWS = {
@@ -141,9 +147,10 @@ WORKFLOWS = {
                 "clip and keeps the rest (the VAE smooths the seams). Chain more noise masks for "
                 "more ranges."),
     "continuation": (_BUNDLED["continuation"],
-                     "Continuation (bundled model): extends a clip by 'seconds' and keeps the "
-                     "original. seconds_total = clip length + added seconds, at most 10 s (the "
-                     "model's window): a 6 s clip + 4 s here."),
+                     "Continuation (bundled model): Latent Pad extends the clip by 'seconds' and "
+                     "keeps the original; its seconds_total (clip + added) feeds Timing Condition. "
+                     "Clip + added is clamped to the model's 10 s window (a warning says so): "
+                     "a 6 s clip gets the full 4 s."),
     "sao_text_to_audio": (_SAO["text_to_audio"],
                           "Text to audio: describe the sound, set seconds_total (at most the empty "
                           "latent's seconds), queue. " + _SAO_FILES),
@@ -154,8 +161,9 @@ WORKFLOWS = {
                     "Inpaint: regenerates start..end seconds of the clip and keeps the rest (the VAE "
                     "smooths the seams). Chain more noise masks for more ranges. " + _SAO_FILES),
     "sao_continuation": (_SAO["continuation"],
-                         "Continuation: extends the clip by 'seconds' and keeps the original. "
-                         "seconds_total = clip length + added seconds. " + _SAO_FILES),
+                         "Continuation: Latent Pad extends the clip by 'seconds' and keeps the "
+                         "original; its seconds_total (clip + added, clamped to the model's 47 s "
+                         "window) feeds Timing Condition. " + _SAO_FILES),
 }
 _SA3 = sa3_graphs()
 _SA3_FILES = ("Stable Audio 3 Small: its model.safetensors in models/checkpoints as "
@@ -175,28 +183,62 @@ WORKFLOWS.update({
     "sa3_lora": (_SA3["sa3_lora"], "Stable Audio 3 with a LoRA: put the LoRA file in models/loras, choose it "
                  "and its strength; chain more Load LoRA nodes to stack them. " + _SA3_FILES),
 })
-COLUMN_WIDTH, ROW_HEIGHT, WIDTH = 400, 330, 340
+COLUMN_WIDTH, WIDTH, GAP, LEFT, TOP, NOTE_HEIGHT = 370, 330, 30, 30, 80, 140
+TITLE_HEIGHT = 30  # the frontend draws a node's title bar above its pos
+# The saved view must show the whole graph in a 1366x768 window: the screen area left free by
+# the frontend's side bar (left), menu and breadcrumb (top), as (left, top, right, bottom).
+SCREEN = (70, 100, 1346, 745)
+# The frontend's minimap covers this corner of the window (left, top): the graph stays out of it.
+MINIMAP = (1100, 500)
+# Widgets the frontend adds: the audio player on both, and Load Audio's upload button.
+FRONTEND_WIDGETS_HEIGHT = {"LoadAudio": 100, "SaveAudio": 70}
+API_FOLDER = "api"  # a sub-folder: the Templates browser would list API files as broken templates
 
 
 def _height(cls) -> int:
     spec = cls.INPUT_TYPES()
+    extra_widgets = FRONTEND_WIDGETS_HEIGHT.get(cls.__name__, 0)
     rows, extra = 0, 0
     for category in ("required", "optional"):
         for entry in (spec.get(category) or {}).values():
             rows += 1
             options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
             extra += 70 if options.get("multiline") else 0
-    return 40 + 26 * max(rows, len(cls.RETURN_TYPES)) + extra
+    return 40 + 26 * max(rows, len(cls.RETURN_TYPES)) + extra + extra_widgets
 
 
-def build_ui(nodes: dict, note: str, classes: dict) -> dict:
+def _positions(nodes: dict, classes: dict) -> dict[int, list[int]]:
+    """Node id -> [x, y]: columns side by side, each column's nodes stacked in their order."""
+    positions, bottoms = {}, {}
+    for node_id, (kind, column, place, _, _) in sorted(nodes.items(), key=lambda item: item[1][1:3]):
+        y = bottoms.get(column, TOP)
+        positions[node_id] = [LEFT + column * COLUMN_WIDTH, y]
+        bottoms[column] = y + _height(classes[P + kind]) + GAP + TITLE_HEIGHT
+    return positions
+
+
+def _view(boxes: list[tuple[int, int, int, int]], node_boxes: list[tuple[int, int, int, int]]) -> dict:
+    """The saved zoom and offset that show every box (title bars included) inside SCREEN, and no
+    node under the minimap (a group's empty corner may be)."""
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    scale = int(100 * min((SCREEN[2] - SCREEN[0]) / (x1 - x0), (SCREEN[3] - SCREEN[1]) / (y1 - y0))) / 100
+    # screen = (graph + offset) * scale
+    offset = [math.ceil(SCREEN[0] / scale - x0), math.ceil(SCREEN[1] / scale - y0)]
+    under_minimap = [b for b in node_boxes if (b[2] + offset[0]) * scale > MINIMAP[0] and (b[3] + offset[1]) * scale > MINIMAP[1]]
+    assert not under_minimap, f"lay the graph out so that nothing reaches the minimap's corner: {under_minimap}"
+    return {"scale": scale, "offset": offset}
+
+
+def build_ui(nodes: dict, note: str, classes: dict, titles: dict[str, str]) -> dict:
     from stable_audio_host.workflow import is_widget, widget_slots
 
     links, ui_nodes, link_id = [], {}, 0
+    positions = _positions(nodes, classes)
     for node_id, (kind, column, row, values, _) in nodes.items():
         cls = classes[P + kind]
         ui_nodes[node_id] = {
-            "id": node_id, "type": P + kind, "pos": [50 + column * COLUMN_WIDTH, 80 + row * ROW_HEIGHT],
+            "id": node_id, "type": P + kind, "title": titles[P + kind], "pos": positions[node_id],
             "size": [WIDTH, _height(cls)], "flags": {}, "order": 0, "mode": 0, "inputs": [],
             "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                         for i, (n, t) in enumerate(zip(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), cls.RETURN_TYPES))],
@@ -225,20 +267,29 @@ def build_ui(nodes: dict, note: str, classes: dict) -> dict:
     for index, node_id in enumerate(order):
         ui_nodes[node_id]["order"] = index
     note_id = max(nodes) + 1
-    ui_nodes[note_id] = {"id": note_id, "type": "Note", "pos": [50, 80 + 2 * ROW_HEIGHT], "size": [WIDTH + COLUMN_WIDTH, 120],
-                         "flags": {}, "order": len(order), "mode": 0, "inputs": [], "outputs": [],
-                         "properties": {}, "widgets_values": [note], "color": "#432", "bgcolor": "#653"}
-    right = max(n["pos"][0] for n in ui_nodes.values()) + WIDTH + 30
-    groups = [
-        {"id": 1, "title": "Model and prompt", "bounding": [20, 10, 2 * COLUMN_WIDTH + WIDTH - 340, 2 * ROW_HEIGHT - 20],
-         "color": "#3f789e", "font_size": 24, "flags": {}},
-        {"id": 2, "title": "Generate and save", "bounding": [20 + 2 * COLUMN_WIDTH, 10, right - 20 - 2 * COLUMN_WIDTH,
-                                                             2 * ROW_HEIGHT - 20],
-         "color": "#8A8", "font_size": 24, "flags": {}},
-    ]
+    text_node = ui_nodes[2]
+    note_pos = [text_node["pos"][0], text_node["pos"][1] + text_node["size"][1] + GAP + TITLE_HEIGHT]
+    ui_nodes[note_id] = {"id": note_id, "type": "Note", "title": "How to use", "pos": note_pos,
+                         "size": [WIDTH, NOTE_HEIGHT], "flags": {}, "order": len(order), "mode": 0,
+                         "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
+                         "color": "#432", "bgcolor": "#653"}
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui_nodes.values()]
+    groups = [_group(1, "Model and prompt", "#3f789e", [b for b in boxes if b[0] < LEFT + COLUMN_WIDTH]),
+              _group(2, "Generate and save", "#8A8", [b for b in boxes if b[0] >= LEFT + COLUMN_WIDTH])]
+    group_boxes = [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+                    g["bounding"][1] + g["bounding"][3]) for g in groups]
     return {"last_node_id": note_id, "last_link_id": link_id,
             "nodes": [ui_nodes[i] for i in sorted(ui_nodes)], "links": links, "groups": groups,
-            "config": {}, "extra": {"ds": {"scale": 0.65, "offset": [90, 60]}}, "version": 0.4}
+            "config": {}, "extra": {"ds": _view(boxes + group_boxes, boxes)}, "version": 0.4}
+
+
+def _group(group_id: int, title: str, color: str, boxes: list) -> dict:
+    """A group around `boxes`, its own title bar above them."""
+    x0, y0 = min(b[0] for b in boxes) - 15, min(b[1] for b in boxes) - 45
+    x1, y1 = max(b[2] for b in boxes) + 15, max(b[3] for b in boxes) + 15
+    return {"id": group_id, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": color,
+            "font_size": 24, "flags": {}}
 
 
 def _order(nodes: dict) -> list[int]:
@@ -251,20 +302,23 @@ def _order(nodes: dict) -> list[int]:
 
 
 def render() -> dict[str, str]:
-    """File name -> text, for every workflow in both formats."""
+    """Path relative to workflows/ -> text, for every workflow in both formats."""
     from stable_audio_host.pack import load_pack
     from stable_audio_host.workflow import ui_to_api
 
-    classes = load_pack(ROOT).classes
+    pack = load_pack(ROOT)
+    # Short titles: the display name without the pack's "Stable Audio · " (a node badge says whose).
+    titles = {key: name.split(" · ", 1)[-1] for key, name in pack.display_names.items()}
     files = {}
     for name, (nodes, note) in WORKFLOWS.items():
-        ui = build_ui(nodes, note, classes)
+        ui = build_ui(nodes, note, pack.classes, titles)
         files[f"{name}.json"] = json.dumps(ui, indent=1) + "\n"
-        files[f"{name}.api.json"] = json.dumps(ui_to_api(ui, classes), indent=1) + "\n"
+        files[f"{API_FOLDER}/{name}.json"] = json.dumps(ui_to_api(ui, pack.classes), indent=1) + "\n"
     return files
 
 
 if __name__ == "__main__":
     for filename, text in render().items():
+        (HERE / filename).parent.mkdir(exist_ok=True)
         (HERE / filename).write_text(text)
         print(HERE / filename)
