@@ -19,7 +19,11 @@ def add_eval_parser(sub) -> None:
     e.add_argument("--openl3-weights", default=None,
                    help="openl3_audio_mel256_music.h5 (or _env.h5, from the openl3 package) or torchopenl3's .pth.tar")
     e.add_argument("--passt-weights", default=None, help="passt-s-f128-p16-s10-ap.476-swa.pt")
-    e.add_argument("--clap", default=None, help="local Hugging Face CLAP folder (laion/clap-htsat-fused)")
+    e.add_argument("--clap", default=None,
+                   help="local Hugging Face CLAP folder (laion/clap-htsat-fused) or laion_clap's "
+                        "630k-audioset-fusion-best.pt")
+    e.add_argument("--clap-tokenizer", default=None,
+                   help="with a .pt CLAP file: roberta-base's tokenizer.json (or a folder holding it)")
     e.add_argument("--openl3-hop", type=float, default=0.5)
     e.add_argument("--clap-seed", type=int, default=0, help="seed of the fusion crops (the reference's are random)")
     e.add_argument("--output", "-o", default="eval", help="folder for report.json, report.md, distributions.png")
@@ -61,7 +65,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         tags.append(f"passt={Path(path).resolve()}:{Path(path).stat().st_mtime_ns}")
     if "clap" in metrics:
         from stable_audio_core.evaluation.clap_score import ClapScorer
-        evaluators.clap = ClapScorer.from_folder(_require(args.clap, "--clap", "clap"), args.device)
+        evaluators.clap = ClapScorer.load(_require(args.clap, "--clap", "clap"), args.clap_tokenizer,
+                                          device=args.device)
     evaluators.tag = ";".join(tags)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -95,5 +95,10 @@ def test_eval_errors_name_the_missing_piece(tmp_path, capsys):
                      "--metrics", "kl_passt", "--passt-weights", str(tmp_path / "passt.pt")]) == 2
     err = capsys.readouterr().err
     assert "passt.pt" in err and "passt-s-f128-p16-s10-ap.476-swa.pt" in err
+    (tmp_path / "prompts.json").write_text(json.dumps({"clip0": "a drum loop"}))
+    torch.save({}, tmp_path / "630k-audioset-fusion-best.pt")
+    assert cli_main(["eval", "--generated", str(workspace / "generated"), "--metrics", "clap", "--prompts",
+                     str(tmp_path / "prompts.json"), "--clap", str(tmp_path / "630k-audioset-fusion-best.pt")]) == 2
+    assert "is a LAION checkpoint file, which has no tokenizer" in capsys.readouterr().err
     assert cli_main(["eval", "--generated", str(workspace / "generated"), "--metrics", "fad"]) == 2
     assert "unknown metrics" in capsys.readouterr().err

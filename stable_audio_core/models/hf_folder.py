@@ -10,7 +10,7 @@ import json
 import math
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -160,36 +160,49 @@ def weight_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in {folder}")
 
 
-def read_weights(files: list[Path], expected: dict[str, torch.Tensor], dtype: torch.dtype, what: str, *,
-                 skip: Callable[[str], bool] = lambda key: False,
-                 derived: Callable[[str], torch.Tensor | None] = lambda key: None,
-                 tied: tuple[str, ...] = (), depth: int = 3, hint: str = "") -> dict[str, torch.Tensor]:
-    """The tensors named in `expected` (meta tensors giving the shapes) read from safetensors
-    `files`, floating ones cast to `dtype`. Keys that `skip` accepts are passed over; a key that
-    `derived` gives a value for is a buffer the model computes itself: checked against that value,
-    not returned. The keys in `tied` name one shared table, stored under any of them. Anything
-    missing, unexpected, of another value or shape raises CheckpointError naming `what`."""
-    state: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    wrong_derived: list[str] = []
+def _safetensors_items(files: list[Path]) -> Iterator[tuple[str, Callable[[], torch.Tensor]]]:
     for path in files:
         try:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 for key in handle.keys():
-                    if skip(key):
-                        continue
-                    reference = derived(key)
-                    if reference is not None:
-                        if not torch.equal(handle.get_tensor(key).long(), reference):
-                            wrong_derived.append(key)
-                        continue
-                    if key not in expected:
-                        unexpected.append(key)
-                        continue
-                    tensor = handle.get_tensor(key)
-                    state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+                    yield key, partial(handle.get_tensor, key)
         except Exception as exc:  # safetensors raises its own error types for corrupt headers
             raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+
+
+def read_weights(files: list[Path], expected: dict[str, torch.Tensor], dtype: torch.dtype, what: str,
+                 **checks) -> dict[str, torch.Tensor]:
+    """The tensors named in `expected` read from safetensors `files`; see `select_weights`."""
+    return select_weights(_safetensors_items(files), expected, dtype, what, **checks)
+
+
+def select_weights(items: Iterable[tuple[str, Callable[[], torch.Tensor]]], expected: dict[str, torch.Tensor],
+                   dtype: torch.dtype, what: str, *,
+                   skip: Callable[[str], bool] = lambda key: False,
+                   derived: Callable[[str], torch.Tensor | None] = lambda key: None,
+                   tied: tuple[str, ...] = (), depth: int = 3, hint: str = "") -> dict[str, torch.Tensor]:
+    """The tensors named in `expected` (meta tensors giving the shapes) taken from `items`
+    ((key, load) pairs, loaded only when needed), floating ones cast to `dtype`. Keys that `skip`
+    accepts are passed over; a key that `derived` gives a value for is a buffer the model computes
+    itself: checked against that value, not returned. The keys in `tied` name one shared table,
+    stored under any of them. Anything missing, unexpected, of another value or shape raises
+    CheckpointError naming `what`."""
+    state: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    wrong_derived: list[str] = []
+    for key, load in items:
+        if skip(key):
+            continue
+        reference = derived(key)
+        if reference is not None:
+            if not torch.equal(load().long(), reference):
+                wrong_derived.append(key)
+            continue
+        if key not in expected:
+            unexpected.append(key)
+            continue
+        tensor = load()
+        state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     table = next((state[key] for key in tied if key in state), None)
     if table is not None:
         state.update(dict.fromkeys(tied, table))
