@@ -7,6 +7,8 @@ by name with the reference), ``clap`` (needs prompts), ``timing`` (needs each fi
 on the file's path, size and modification time and the metric's settings, so adding files computes
 only the new ones. ``save_reference_stats`` writes the reference side (OpenL3 mean and covariance
 as ``mu_ref``/``sigma_ref`` like the reference's .npz, PaSST probabilities per file) for reuse.
+``load_evaluators`` loads the networks from local weight files and ``write_reports`` writes
+report.json / report.md / distributions.png: the CLI and the evaluation node share both.
 """
 
 from __future__ import annotations
