@@ -6,6 +6,8 @@ turned into log-mel features by ``audio_features.ClapFeatureExtractor`` (with "f
 truncation a long clip is seen whole, shrunk, plus three 10 s crops from its start, middle and end).
 
 - ``ClapScorer.from_folder(folder)``: a Hugging Face CLAP folder (ours or LAION's);
+  ``ClapScorer.from_laion_checkpoint(pt_file, tokenizer)``: laion_clap's 630k-*-fusion-best.pt with
+  RoBERTa's tokenizer.json; ``ClapScorer.load(path, tokenizer)`` picks one by the path;
   ``scorer.scores(texts, audio, sample_rate)`` -> Tensor[N] cosine similarity of each pair.
 - ``score_gap(text_embeds, audio_embeds)``: matched minus mismatched mean similarity.
 - ``retrieval_accuracy(text_embeds, audio_embeds, k)``: top-k retrieval in both directions.
@@ -25,10 +27,15 @@ from ..audio.io import resample
 from ..audio.features import PREPROCESSOR_CONFIG_FILE, ClapFeatureExtractor, ClapFeatures
 from ..errors import InputError
 from ..models.clap import ClapModel
+from ..models.clap_config import ClapConfig
 from ..text.clap_encoder import CLAP_MAX_LENGTH
-from ..text.tokenizer import TextTokenizer
+from ..text.tokenizer import TOKENIZER_FILE, TextTokenizer
 
 AudioBatch = Tensor | Sequence[Tensor]
+# laion_clap's HTSAT front end (model_configs/HTSAT-tiny.json: fmin 50, fmax 14000).
+LAION_FREQUENCY_RANGE = (50.0, 14_000.0)
+ROBERTA_TOKENIZER_HINT = ("tokenizer.json of roberta-base or of the Hugging Face laion/clap-htsat-fused folder "
+                          "(laion_clap uses roberta-base's tokenizer)")
 
 
 def mono_clips(audio: AudioBatch) -> list[Tensor]:
@@ -96,6 +103,39 @@ class ClapScorer:
         else:
             extractor = default_extractor(model)
         return cls(model, tokenizer, extractor)
+
+    @classmethod
+    def from_laion_checkpoint(cls, path: str | Path, tokenizer: str | Path, config: ClapConfig | None = None,
+                              device: torch.device | str = "cpu") -> "ClapScorer":
+        """laion_clap's checkpoint file (630k-audioset-fusion-best.pt) and RoBERTa's tokenizer
+        (a tokenizer.json or a folder holding one), which the .pt file does not contain."""
+        tokenizer = Path(tokenizer)
+        tokenizer_file = tokenizer / TOKENIZER_FILE if tokenizer.is_dir() else tokenizer
+        if not tokenizer_file.is_file():
+            raise InputError(f"CLAP tokenizer {tokenizer_file} not found; a LAION .pt checkpoint needs the "
+                             + ROBERTA_TOKENIZER_HINT)
+        model = ClapModel.from_laion_checkpoint(path, config, device=device)
+        text_tokenizer = TextTokenizer.from_file(tokenizer_file, default_pad_token_id=model.config.text.pad_token_id)
+        low, high = LAION_FREQUENCY_RANGE
+        extractor = ClapFeatureExtractor(feature_size=model.config.audio.num_mel_bins, frequency_min=low,
+                                         frequency_max=high, truncation=default_extractor(model).truncation)
+        return cls(model, text_tokenizer, extractor)
+
+    @classmethod
+    def load(cls, path: str | Path, tokenizer: str | Path | None = None, config: ClapConfig | None = None,
+             device: torch.device | str = "cpu") -> "ClapScorer":
+        """A Hugging Face CLAP folder, or a LAION .pt file (which needs `tokenizer`; `config`
+        defaults to the fused 630k checkpoints' architecture)."""
+        path = Path(path)
+        if path.is_dir():
+            return cls.from_folder(path, device)
+        if not path.is_file():
+            raise InputError(f"CLAP weights {path} not found: pass a Hugging Face CLAP folder "
+                             "(laion/clap-htsat-fused) or laion_clap's 630k-audioset-fusion-best.pt")
+        if tokenizer is None:
+            raise InputError(f"{path.name} is a LAION checkpoint file, which has no tokenizer: also pass the "
+                             + ROBERTA_TOKENIZER_HINT)
+        return cls.from_laion_checkpoint(path, tokenizer, config, device)
 
     @property
     def device(self) -> torch.device:

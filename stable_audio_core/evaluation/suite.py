@@ -7,6 +7,8 @@ by name with the reference), ``clap`` (needs prompts), ``timing`` (needs each fi
 on the file's path, size and modification time and the metric's settings, so adding files computes
 only the new ones. ``save_reference_stats`` writes the reference side (OpenL3 mean and covariance
 as ``mu_ref``/``sigma_ref`` like the reference's .npz, PaSST probabilities per file) for reuse.
+``load_evaluators`` loads the networks from local weight files and ``write_reports`` writes
+report.json / report.md / distributions.png: the CLI and the evaluation node share both.
 """
 
 from __future__ import annotations
@@ -150,18 +152,24 @@ def clap_audio_input(audio: torch.Tensor, rate: int) -> torch.Tensor:
     return clap_round_trip(peak_normalize(resample(audio.mean(dim=0), rate, CLAP_RATE)))
 
 
-def _progress(iterable, total: int, desc: str, show: bool):
-    if not show:
-        return iterable
-    from tqdm import tqdm
-    return tqdm(iterable, total=total, desc=desc, unit="file")
+ProgressCallback = Callable[[str, int, int], None]  # (metric, files done, files in this pass)
+
+
+def _progress(iterable, total: int, desc: str, show: bool, on_progress: ProgressCallback | None = None):
+    if show:
+        from tqdm import tqdm
+        iterable = tqdm(iterable, total=total, desc=desc, unit="file")
+    for done, item in enumerate(iterable, start=1):
+        yield item
+        if on_progress is not None:
+            on_progress(desc, done, total)
 
 
 def _embed_folder(files: dict[str, Path], metric: str, evaluators: Evaluators, cache: EmbeddingCache,
-                  show_progress: bool) -> dict[str, np.ndarray]:
+                  show_progress: bool, on_progress: ProgressCallback | None = None) -> dict[str, np.ndarray]:
     out = {}
     settings = f"{metric}|{evaluators.tag}|hop={evaluators.openl3_hop}"
-    for stem, path in _progress(files.items(), len(files), metric, show_progress):
+    for stem, path in _progress(files.items(), len(files), metric, show_progress, on_progress):
         def compute(path=path):
             audio, rate = _load(path)
             if metric == "fd_openl3":
@@ -172,7 +180,8 @@ def _embed_folder(files: dict[str, Path], metric: str, evaluators: Evaluators, c
 
 
 def reference_stats(reference: str | Path, evaluators: Evaluators, metrics: list[str],
-                    cache: EmbeddingCache, show_progress: bool = True) -> dict[str, np.ndarray]:
+                    cache: EmbeddingCache, show_progress: bool = True,
+                    on_progress: ProgressCallback | None = None) -> dict[str, np.ndarray]:
     """A reference folder (computed, cached) or a saved .npz -> {"mu_ref", "sigma_ref", "passt_ids",
     "passt_probs"} (the keys that are needed)."""
     reference = Path(reference)
@@ -187,10 +196,10 @@ def reference_stats(reference: str | Path, evaluators: Evaluators, metrics: list
     files = audio_files(reference)
     stats: dict[str, np.ndarray] = {}
     if "fd_openl3" in metrics:
-        embeddings = _embed_folder(files, "fd_openl3", evaluators, cache, show_progress)
+        embeddings = _embed_folder(files, "fd_openl3", evaluators, cache, show_progress, on_progress)
         stats["mu_ref"], stats["sigma_ref"] = embedding_statistics(np.concatenate(list(embeddings.values())))
     if "kl_passt" in metrics:
-        probs = _embed_folder(files, "kl_passt", evaluators, cache, show_progress)
+        probs = _embed_folder(files, "kl_passt", evaluators, cache, show_progress, on_progress)
         stats["passt_ids"] = np.array(list(probs), dtype=str)
         stats["passt_probs"] = np.stack(list(probs.values()))
     return stats
@@ -205,8 +214,10 @@ def save_reference_stats(stats: dict[str, np.ndarray], path: str | Path) -> Path
 
 def evaluate(generated: str | Path, reference: str | Path | None, metrics: list[str], evaluators: Evaluators,
              prompts: dict[str, Prompt] | None = None, cache_dir: str | Path | None = None,
-             show_progress: bool = True) -> tuple[EvalResult, dict[str, np.ndarray]]:
-    """Compute ``metrics`` for the files in ``generated``; returns the result and the reference stats."""
+             show_progress: bool = True,
+             on_progress: ProgressCallback | None = None) -> tuple[EvalResult, dict[str, np.ndarray]]:
+    """Compute ``metrics`` for the files in ``generated``; returns the result and the reference stats.
+    ``on_progress(metric, done, total)`` is called after each file of each pass."""
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise InputError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
@@ -221,10 +232,10 @@ def evaluate(generated: str | Path, reference: str | Path | None, metrics: list[
     stats = {}
     if needs_reference:
         ref_cache = EmbeddingCache(Path(cache_dir) / "reference" if cache_dir else None)
-        stats = reference_stats(reference, evaluators, needs_reference, ref_cache, show_progress)
+        stats = reference_stats(reference, evaluators, needs_reference, ref_cache, show_progress, on_progress)
     gen_cache = EmbeddingCache(Path(cache_dir) / "generated" if cache_dir else None)
     if "fd_openl3" in metrics:
-        embeddings = _embed_folder(files, "fd_openl3", evaluators, gen_cache, show_progress)
+        embeddings = _embed_folder(files, "fd_openl3", evaluators, gen_cache, show_progress, on_progress)
         mu, sigma = embedding_statistics(np.concatenate(list(embeddings.values())))
         result.metrics["fd_openl3"] = frechet_distance(mu, sigma, stats["mu_ref"], stats["sigma_ref"])
         result.counts["fd_openl3"] = len(embeddings)
@@ -235,7 +246,7 @@ def evaluate(generated: str | Path, reference: str | Path | None, metrics: list[
         paired = {s: p for s, p in files.items() if s in reference_probs}
         if not paired:
             raise InputError("kl_passt pairs files by name, and no generated file has a reference of the same name")
-        probs = _embed_folder(paired, "kl_passt", evaluators, gen_cache, show_progress)
+        probs = _embed_folder(paired, "kl_passt", evaluators, gen_cache, show_progress, on_progress)
         values = kl_divergence(torch.from_numpy(np.stack(list(probs.values()))),
                                torch.from_numpy(np.stack([reference_probs[s] for s in probs])))
         for stem, value in zip(probs, values.tolist()):
@@ -248,7 +259,8 @@ def evaluate(generated: str | Path, reference: str | Path | None, metrics: list[
         if not with_text:
             raise InputError("clap: no generated file has a prompt in the prompts file")
         texts = scorer.text_embeddings([prompts[s].text for s in with_text])
-        for index, stem in enumerate(_progress(with_text, len(with_text), "clap", show_progress)):
+        for index, stem in enumerate(_progress(with_text, len(with_text), "clap", show_progress,
+                                                             on_progress)):
             audio, rate = _load(files[stem])
             sound = scorer.audio_embeddings([clap_audio_input(audio, rate)], CLAP_RATE, seed=evaluators.clap_seed)
             per_file[stem]["clap"] = float(cosine_scores(sound.cpu(), texts[index:index + 1].cpu())[0])
@@ -267,6 +279,46 @@ def evaluate(generated: str | Path, reference: str | Path | None, metrics: list[
         result.counts["timing_mae"] = len(timed)
     result.per_file = {s: v for s, v in per_file.items() if v}
     return result, stats
+
+
+def load_evaluators(metrics: list[str], openl3_weights: str | Path | None = None,
+                    passt_weights: str | Path | None = None, clap: str | Path | None = None,
+                    clap_tokenizer: str | Path | None = None, device: torch.device | str = "cpu",
+                    openl3_hop: float = 0.5, clap_seed: int = 0) -> Evaluators:
+    """The networks ``metrics`` need, from local weight files (nothing is downloaded); the
+    OpenL3 and PaSST files' paths and modification times name the cache entries."""
+    evaluators = Evaluators(openl3_hop=openl3_hop, clap_seed=clap_seed)
+    needed = {"fd_openl3": ("openl3_weights", openl3_weights), "kl_passt": ("passt_weights", passt_weights),
+              "clap": ("clap", clap)}
+    missing = [f"{metric} needs {name}" for metric, (name, path) in needed.items() if metric in metrics and not path]
+    if missing:
+        raise InputError("; ".join(missing) + " (a local weight file; nothing is downloaded)")
+    tags = []
+    if "fd_openl3" in metrics:
+        from .openl3 import load_openl3
+        evaluators.openl3 = load_openl3(openl3_weights, device)
+        tags.append(f"openl3={Path(openl3_weights).resolve()}:{Path(openl3_weights).stat().st_mtime_ns}")
+    if "kl_passt" in metrics:
+        from .passt import load_passt
+        evaluators.passt = load_passt(passt_weights, device)
+        tags.append(f"passt={Path(passt_weights).resolve()}:{Path(passt_weights).stat().st_mtime_ns}")
+    if "clap" in metrics:
+        from .clap_score import ClapScorer
+        evaluators.clap = ClapScorer.load(clap, clap_tokenizer, device=device)
+    evaluators.tag = ";".join(tags)
+    return evaluators
+
+
+def write_reports(result: EvalResult, output: str | Path, header: dict) -> dict:
+    """report.json (``header`` + metrics, counts, per-file values), report.md and, with
+    matplotlib, distributions.png in ``output``; returns the JSON report."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    report = {**header, "metrics": result.metrics, "counts": result.counts, "per_file": result.per_file}
+    (output / "report.json").write_text(json.dumps(report, indent=2))
+    (output / "report.md").write_text(markdown_report(result))
+    plot_distributions(result, output / "distributions.png")
+    return report
 
 
 def markdown_report(result: EvalResult, title: str = "Evaluation") -> str:

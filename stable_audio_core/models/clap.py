@@ -1,6 +1,7 @@
 """CLAP (Wu et al. 2023): a text tower and an audio tower projecting into one embedding space,
 loaded from a local Hugging Face folder (config.json + model.safetensors in transformers'
-`ClapModel` key layout, e.g. laion/clap-htsat-unfused). Inference only; no transformers needed.
+`ClapModel` key layout, e.g. laion/clap-htsat-unfused) or from laion_clap's own checkpoint file
+(`from_laion_checkpoint`, renamed by clap_laion.py). Inference only; no transformers needed.
 
 The towers live in clap_text.py (RoBERTa) and clap_audio.py (HTSAT). Either can be loaded alone:
 Stable Audio's `clap_text` conditioner needs only the text tower.
@@ -16,12 +17,16 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError, InputError
 from .clap_audio import ClapAudioModel, relative_position_index
-from .clap_config import ClapConfig
+from .clap_config import ClapAudioConfig, ClapConfig
+from .clap_laion import laion_to_hf, read_laion_checkpoint
 from .clap_text import ClapTextModel
 # Hugging Face folder reading is shared with the T5 loader (single file, shards, pickle refusal).
-from .hf_folder import CONFIG_FILE, read_weights, weight_files
+from .hf_folder import CONFIG_FILE, read_weights, select_weights, weight_files
 
 TOWERS = ("text", "audio")
+# laion_clap's fused checkpoints (630k-fusion-best.pt, 630k-audioset-fusion-best.pt): the
+# architecture of the Hugging Face laion/clap-htsat-fused folder.
+LAION_FUSED_CONFIG = ClapConfig(audio=ClapAudioConfig(enable_fusion=True, fusion_type="aff_2d"))
 # Checkpoint key prefixes of each tower (our module `text` holds keys `text.<checkpoint key>`).
 TOWER_PREFIXES = {"text": ("text_model.", "text_projection."), "audio": ("audio_model.", "audio_projection.")}
 
@@ -86,17 +91,42 @@ class ClapModel(nn.Module):
         if not folder.is_dir():
             raise CheckpointError(f"CLAP folder {folder} not found")
         config = ClapConfig.from_json_file(folder / CONFIG_FILE)
+        return cls._from_items(config, towers, dtype, device, "CLAP checkpoint",
+                               lambda checks: read_weights(weight_files(folder), **checks))
+
+    @classmethod
+    def from_laion_checkpoint(
+        cls,
+        path: str | Path,
+        config: ClapConfig | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        towers: tuple[str, ...] = TOWERS,
+    ) -> "ClapModel":
+        """Load laion_clap's own checkpoint file (e.g. 630k-audioset-fusion-best.pt, read with
+        torch.load(weights_only=True)); the file holds no config, so `config` defaults to the one
+        those checkpoints share (LAION_FUSED_CONFIG: RoBERTa-base, HTSAT-tiny with fusion). Keys are
+        renamed as clap_laion.py describes and then checked like `from_pretrained`'s."""
+        config = LAION_FUSED_CONFIG if config is None else config
+        state = laion_to_hf(read_laion_checkpoint(path))
+        items = [(key, (lambda value=value: value)) for key, value in state.items()]
+        return cls._from_items(config, towers, dtype, device, f"LAION CLAP checkpoint {Path(path).name}",
+                               lambda checks: select_weights(items, **checks))
+
+    @classmethod
+    def _from_items(cls, config: ClapConfig, towers: tuple[str, ...], dtype: torch.dtype,
+                    device: torch.device | str, what: str, read) -> "ClapModel":
         with torch.device("meta"):
             model = cls(config, towers)
         expected = {_checkpoint_key(key): value for key, value in model.state_dict().items()}
         skipped = tuple(p for name in TOWERS if name not in towers for p in TOWER_PREFIXES[name])
         derived = _derived_buffers(config)
-        state = read_weights(
-            weight_files(folder), expected, dtype, "CLAP checkpoint", depth=4,
+        state = read(dict(
+            expected=expected, dtype=dtype, what=what, depth=4,
             # BatchNorm's training counter is not a weight.
             skip=lambda key: key.startswith(skipped) or key.endswith(".num_batches_tracked"),
             derived=lambda key: _derived_value(key, derived),
-            hint=" (a fused model has enable_fusion: true)")
+            hint=" (a fused model has enable_fusion: true)"))
         model.load_state_dict({_model_key(key): value for key, value in state.items()}, strict=True, assign=True)
         return model.to(device).eval()
 

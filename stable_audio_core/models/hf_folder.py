@@ -10,7 +10,7 @@ import json
 import math
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -162,44 +162,57 @@ def weight_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in {folder}")
 
 
+def _safetensors_items(files: list[Path]) -> Iterator[tuple[str, Callable[[], torch.Tensor]]]:
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    yield key, partial(handle.get_tensor, key)
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+
+
 def _name_keys(keys: list[str], depth: int) -> str:
     """A few keys in full; many grouped by prefix."""
     return ", ".join(keys) if len(keys) <= 8 else group_by_prefix(keys, depth)
 
 
-def read_weights(files: list[Path], expected: dict[str, torch.Tensor], dtype: torch.dtype | None, what: str, *,
-                 skip: Callable[[str], bool] = lambda key: False,
-                 derived: Callable[[str], torch.Tensor | None] = lambda key: None,
-                 rename: Callable[[str], str | None] = lambda key: key,
-                 tied: tuple[str, ...] = (), depth: int = 3, hint: str = "") -> dict[str, torch.Tensor]:
-    """The tensors named in `expected` (meta tensors giving the shapes) read from safetensors
-    `files`, floating ones cast to `dtype` (None: kept as stored). Keys that `skip` accepts are
-    passed over; `rename` maps a stored key to the model's (None: not one of its keys); a key that
-    `derived` gives a value for is a buffer the model computes itself: checked against that value,
-    not returned. The keys in `tied` name one shared table, stored under any of them. Anything
-    missing, unexpected, of another value or shape raises one CheckpointError naming `what`."""
+def read_weights(files: list[Path], expected: dict[str, torch.Tensor], dtype: torch.dtype | None, what: str,
+                 **checks) -> dict[str, torch.Tensor]:
+    """The tensors named in `expected` read from safetensors `files`; see `select_weights`."""
+    return select_weights(_safetensors_items(files), expected, dtype, what, **checks)
+
+
+def select_weights(items: Iterable[tuple[str, Callable[[], torch.Tensor]]], expected: dict[str, torch.Tensor],
+                   dtype: torch.dtype | None, what: str, *,
+                   skip: Callable[[str], bool] = lambda key: False,
+                   derived: Callable[[str], torch.Tensor | None] = lambda key: None,
+                   rename: Callable[[str], str | None] = lambda key: key,
+                   tied: tuple[str, ...] = (), depth: int = 3, hint: str = "") -> dict[str, torch.Tensor]:
+    """The tensors named in `expected` (meta tensors giving the shapes) taken from `items`
+    ((key, load) pairs, loaded only when needed), floating ones cast to `dtype` (None: kept as
+    stored). Keys that `skip` accepts are passed over; `rename` maps a stored key to the model's
+    (None: not one of its keys); a key that `derived` gives a value for is a buffer the model
+    computes itself: checked against that value, not returned. The keys in `tied` name one shared
+    table, stored under any of them. Anything missing, unexpected, of another value or shape
+    raises one CheckpointError naming `what`."""
     state: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     wrong_derived: list[str] = []
-    for path in files:
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                for key in handle.keys():
-                    if skip(key):
-                        continue
-                    reference = derived(key)
-                    if reference is not None:
-                        if not torch.equal(handle.get_tensor(key).long(), reference):
-                            wrong_derived.append(key)
-                        continue
-                    name = rename(key)
-                    if name not in expected or name in state:
-                        unexpected.append(key)
-                        continue
-                    tensor = handle.get_tensor(key)
-                    state[name] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
-        except Exception as exc:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+    for key, load in items:
+        if skip(key):
+            continue
+        reference = derived(key)
+        if reference is not None:
+            if not torch.equal(load().long(), reference):
+                wrong_derived.append(key)
+            continue
+        name = rename(key)
+        if name not in expected or name in state:
+            unexpected.append(key)
+            continue
+        tensor = load()
+        state[name] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
     table = next((state[key] for key in tied if key in state), None)
     if table is not None:
         state.update(dict.fromkeys(tied, table))
