@@ -31,8 +31,9 @@ from torch.nn import functional as F
 
 from ..config import DIFFUSION_OBJECTIVES, check_keys
 from ..errors import ConfigError, InputError
-from .sa3_layers import L2Norm, QKNormFactory, SelfAttention, attend, merge_heads, split_heads
-from .transformer import ROTARY_MIN_DIM, FeedForward, LayerNorm, RotaryEmbedding
+from .sa3_layers import (L2Norm, QKNormFactory, SelfAttention, add_output_and_qk_norms, attend, merge_heads,
+                         split_heads)
+from .transformer import ROTARY_MIN_DIM, FeedForward, LayerNorm, RotaryEmbedding, key_value_heads
 
 TIMESTEP_FEATURES = 256
 QK_NORMS = ("none", "l2", "ln", "rms")
@@ -116,22 +117,11 @@ class CrossAttention(nn.Module):
                  qk_norm: QKNormFactory | None = None, zero_init_output: bool = True):
         super().__init__()
         self.num_heads = dim // head_dim
-        self.kv_heads = context_dim // head_dim
-        if context_dim % head_dim or self.kv_heads == 0 or self.num_heads % self.kv_heads:
-            raise ConfigError(
-                f"cross-attention context width {context_dim} must be a multiple of the head dim "
-                f"{head_dim} giving a head count that divides the {dim // head_dim} query heads; "
-                f"change cond_token_dim or set project_cond_tokens to true"
-            )
+        self.kv_heads = key_value_heads(dim, head_dim, context_dim)
         self.differential = differential
         self.to_q = nn.Linear(dim, dim * (2 if differential else 1), bias=False)
         self.to_kv = nn.Linear(context_dim, context_dim * (3 if differential else 2), bias=False)
-        self.to_out = nn.Linear(dim, dim, bias=False)
-        if zero_init_output:
-            nn.init.zeros_(self.to_out.weight)
-        if qk_norm is not None:
-            self.q_norm = qk_norm(head_dim)
-            self.k_norm = qk_norm(head_dim)
+        add_output_and_qk_norms(self, dim, head_dim, qk_norm, zero_init_output)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """x: Tensor[B, N, dim], context: Tensor[B, M, context_dim] -> Tensor[B, N, dim]."""

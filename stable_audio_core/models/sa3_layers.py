@@ -111,6 +111,18 @@ def attend(queries: list[Tensor], keys: list[Tensor], v: Tensor,
     return out - one(queries[1], keys[1]) if len(queries) == 2 else out
 
 
+def add_output_and_qk_norms(module: nn.Module, dim: int, head_dim: int, qk_norm: QKNormFactory | None,
+                            zero_init_output: bool) -> None:
+    """Give an attention module `to_out` Linear(dim, dim, no bias) and, with a factory, the
+    per-head `q_norm` and `k_norm` (registered in the reference's order)."""
+    module.to_out = nn.Linear(dim, dim, bias=False)
+    if zero_init_output:
+        nn.init.zeros_(module.to_out.weight)
+    if qk_norm is not None:
+        module.q_norm = qk_norm(head_dim)
+        module.k_norm = qk_norm(head_dim)
+
+
 class SelfAttention(nn.Module):
     """Self-attention of SA3's DiT and SAME: one fused projection `to_qkv` Linear(dim, 3 dim) giving
     q, k, v or, differential, Linear(dim, 5 dim) giving q, k, v, q', k' (in that order); the q/k
@@ -130,12 +142,7 @@ class SelfAttention(nn.Module):
         self.num_heads = dim // head_dim
         self.parts = 5 if differential else 3
         self.to_qkv = nn.Linear(dim, dim * self.parts, bias=False)
-        self.to_out = nn.Linear(dim, dim, bias=False)
-        if zero_init_output:
-            nn.init.zeros_(self.to_out.weight)
-        if qk_norm is not None:
-            self.q_norm = qk_norm(head_dim)
-            self.k_norm = qk_norm(head_dim)
+        add_output_and_qk_norms(self, dim, head_dim, qk_norm, zero_init_output)
 
     def forward(self, x: Tensor, rotary_angles: Tensor | None = None, *,
                 padding_mask: Tensor | None = None,
