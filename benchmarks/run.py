@@ -559,6 +559,8 @@ def main() -> None:
                              "when it lacks transformers (its T5 conditioner imports it)")
     parser.add_argument("--sa3-python", default=default_python("/tmp/sa3-ref/bin/python"),
                         help="python of a stable-audio-3 environment (the sa3ref party; writes the SA3 files)")
+    parser.add_argument("--sa3-e2e-seconds", default=None,
+                        help="comma-separated durations of the e2e-sa3 items (default 10,60; quick 10)")
     parser.add_argument("--diffusers-python", default=default_python("/tmp/diffusers-ref/bin/python"))
     parser.add_argument("--comfyui", default=None, help="a ComfyUI source folder (enables the comfyui party)")
     parser.add_argument("--comfyui-python", default=default_python("/tmp/comfy-venv/bin/python"))
@@ -590,6 +592,8 @@ def main() -> None:
                               plan["vae_seconds"])
         header["params"] = {family: files[family]["params"] for family in ("sao", "unet")}
     plan["sa3"] = W.sa3_plan(args.device, args.quick)
+    if args.sa3_e2e_seconds:
+        plan["sa3"]["e2e_seconds"] = [float(s) for s in args.sa3_e2e_seconds.split(",")]
     if any(item.endswith("-sa3") for item in args.items):
         sa3_scale = "full" if gpu else "reduced"
         files["sa3"] = prepare_sa3_files(args.workdir / sa3_scale, sa3_scale, args.sa3_python,
