@@ -522,7 +522,8 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
               "peer / ours-bf16 wall: the same against ours-bf16. peer / ours RSS: peak resident "
               "memory of a run (weights included), peer over ours; above 1 means ours uses less. "
               "Agreement: e2e rows compare a run with the deterministic dpmpp-2m on the same seed and "
-              "inputs (the timed dpmpp-3m-sde draws noise the parties draw differently); VAE rows "
+              "inputs (the timed dpmpp-3m-sde draws noise the parties draw differently); SA3 e2e rows "
+              "compare the timed outputs (both parties seed and draw alike); VAE rows "
               "compare the timed outputs; ours-bf16 and ours-compile rows compare with our float32 "
               "output of the timed work itself."]
     text = "\n".join(lines) + "\n"

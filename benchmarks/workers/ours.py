@@ -30,19 +30,18 @@ def build(spec: dict):
 
     device, dtype = spec["device"], spec["dtype"]
     state = {}
-    if spec["family"] == "sa3" and spec["item"] == "vae":
-        import numpy as np
-        state["vae"] = load_model(spec["config"], spec["checkpoint"], device=device, dtype=dtype).autoencoder
-        state["latents"] = torch.from_numpy(np.load(spec["latents"])).to(device)
-        return state
-    if spec["item"] == "vae":
-        state["vae"] = _load_vae(spec)
-        import numpy as np
-        state["latents"] = torch.from_numpy(np.load(spec["latents"])).to(device)
-        return state
     options = {"compile": True} if spec.get("compile") else {}
     if spec.get("matmul_dtype"):
         options["matmul_dtype"] = spec["matmul_dtype"]
+    if spec["item"] == "vae":
+        import numpy as np
+        if spec["family"] == "sa3":  # the SAME autoencoder of the whole SA3 checkpoint
+            state["vae"] = load_model(spec["config"], spec["checkpoint"], device=device, dtype=dtype,
+                                      **options).autoencoder
+        else:
+            state["vae"] = _load_vae(spec)
+        state["latents"] = torch.from_numpy(np.load(spec["latents"])).to(device)
+        return state
     text_encoder = spec["t5gemma"] if spec["family"] == "sa3" else spec["t5"]
     model = load_model(spec["config"], spec["checkpoint"], text_encoder=text_encoder, device=device,
                        dtype=dtype, **options)
