@@ -25,13 +25,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
-from make_sa3_parity_fixtures import randomize_, reference_model  # noqa: E402
-from make_t5gemma_fixtures import build_test_tokenizer, save_tokenizer  # noqa: E402
+from make_sa3_parity_fixtures import randomize_, reference_model, write_t5gemma  # noqa: E402
 
 # Small has 20 DiT blocks and a 12-layer T5Gemma; on a 2-core CPU the reduced scale keeps the
 # widths and cuts the depths.
@@ -51,26 +49,13 @@ def sa3_config(scale: str, t5gemma: Path) -> dict:
     return config
 
 
-def write_t5gemma(folder: Path, layers: int, seed: int) -> None:
-    from transformers import T5GemmaConfig, T5GemmaForConditionalGeneration
-
-    vocab = build_test_tokenizer().get_vocab_size()
+def write_t5gemma_folder(folder: Path, layers: int, seed: int) -> None:
+    """t5gemma-b-b-ul2's encoder widths with `layers` layers (sliding and full alternating)."""
     kinds = ["sliding_attention", "full_attention"] * ((layers + 1) // 2)
-    part = dict(vocab_size=vocab, hidden_size=768, intermediate_size=2048, num_hidden_layers=layers,
-                num_attention_heads=12, num_key_value_heads=12, head_dim=64, query_pre_attn_scalar=64,
-                layer_types=kinds[:layers], sliding_window=4096, pad_token_id=0, eos_token_id=1,
-                bos_token_id=2)
-    config = T5GemmaConfig(encoder=part, decoder=dict(part, num_hidden_layers=0, layer_types=[]),
-                           vocab_size=vocab, pad_token_id=0, eos_token_id=1, bos_token_id=2)
-    model = T5GemmaForConditionalGeneration(config)
-    randomize_(model, seed)
     shutil.rmtree(folder, ignore_errors=True)
-    model.to(torch.bfloat16).save_pretrained(folder)
-    weights = folder / "model.safetensors"
-    encoder = {k: v for k, v in load_file(str(weights)).items() if k.startswith("model.encoder.")}
-    save_file(encoder, str(weights), metadata={"format": "pt"})
-    save_tokenizer(folder, "right")
-    (folder / "generation_config.json").unlink(missing_ok=True)
+    write_t5gemma(folder, seed, intermediate_size=2048, num_hidden_layers=layers, num_attention_heads=12,
+                  num_key_value_heads=12, head_dim=64, query_pre_attn_scalar=64,
+                  layer_types=kinds[:layers], sliding_window=4096)
 
 
 def main() -> None:
@@ -81,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     folder = args.workdir / f"t5gemma-{args.scale}"
-    write_t5gemma(folder, T5GEMMA_LAYERS[args.scale], args.seed + 1)
+    write_t5gemma_folder(folder, T5GEMMA_LAYERS[args.scale], args.seed + 1)
     config = sa3_config(args.scale, folder)
     model, _ = reference_model(config)
     randomize_(model, args.seed + 2)
