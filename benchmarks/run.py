@@ -8,11 +8,15 @@ Work items (sizes in harness/workloads.py; "reduced" depth on CPU, full size on 
   e2e-unet   the same with the paper's U-Net (adp_cfg_1d) and its VAE
   vae-<s>s   VAE decode of <s> seconds of latents (SAO 1.0 Oobleck VAE)
   call-<m>-<n>  one guided diffusion-model call at batch 2 (CFG) on n latent frames (m: sao/unet)
+  e2e-sa3-<s>s  Stable Audio 3 Small-shaped text to audio of <s> seconds: T5Gemma, 8 pingpong
+             steps without guidance (Small's defaults), SAME-S decode with its noise (seeded)
+  call-sa3-<n>  one SA3 DiT call at batch 1 on n latent frames (no guidance)
+  vae-sa3-<s>s  one SAME-S decode of <s> seconds of latents, its noise off
 
 Parties, each in its own process and environment: ours (public API, float32), ours-bf16 (the
 opt-in matmul_dtype="bfloat16": bfloat16 weights and products, float32 activations), sat (stable-audio-tools, --sat-python), diffusers (StableAudioPipeline,
 --diffusers-python, weights converted by key mapping), comfyui (ComfyUI's own implementation from
---comfyui FOLDER with --comfyui-python). A party without a venv is skipped; one that does not
+--comfyui FOLDER with --comfyui-python), sa3ref (stable-audio-3, --sa3-python; SA3 items only). A party without a venv is skipped; one that does not
 implement an item (diffusers/ComfyUI have no U-Net) has no row there.
 
 Method: one worker process per party and item builds its model once, does one untimed warm-up
@@ -57,10 +61,12 @@ from protocol import READY, RESULT  # noqa: E402
 
 OURS = ("ours", "ours-bf16", "ours-compile", "ours-before")
 WORKERS = {"ours": "ours.py", "ours-bf16": "ours.py", "ours-compile": "ours.py", "sat": "sat.py",
-           "diffusers": "diffusers_peer.py", "comfyui": "comfyui.py", "ours-before": "ours.py"}
+           "diffusers": "diffusers_peer.py", "comfyui": "comfyui.py", "ours-before": "ours.py",
+           "sa3ref": "sa3_ref.py"}
 # Which parties implement which model family.
 FAMILIES = {"sao": ("ours", "ours-bf16", "ours-compile", "sat", "diffusers", "comfyui", "ours-before"),
-            "unet": ("ours", "ours-bf16", "ours-compile", "sat", "ours-before")}
+            "unet": ("ours", "ours-bf16", "ours-compile", "sat", "ours-before"),
+            "sa3": ("ours", "ours-bf16", "ours-compile", "sa3ref", "ours-before")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,6 +101,50 @@ def prepare_files(workdir: Path, scale: str, unet_vae: str, vae_seconds: list[fl
             write_latents(path, W.vae_latent_frames(seconds))
         files[f"latents-{seconds:g}"] = str(path)
     return files
+
+
+def prepare_sa3_files(workdir: Path, scale: str, sa3_python: str | None, vae_seconds: list[float]) -> dict | None:
+    """The SA3 checkpoint, config and T5Gemma folder (written in the reference env by
+    harness/sa3_files.py, once per workdir and scale) and the SAME latents; None without that env."""
+    import torch
+
+    config_path = workdir / f"sa3-{scale}.model_config.json"
+    if not config_path.is_file():
+        if sa3_python is None:
+            return None
+        print(f"writing {workdir}/sa3-{scale}.* with {sa3_python} ...", flush=True)
+        subprocess.run([sa3_python, str(HERE / "harness" / "sa3_files.py"), str(workdir), "--scale", scale,
+                        "--seed", str(W.SEED)], check=True, env=dict(WORKER_ENVIRONMENT, HF_HUB_OFFLINE="1"))
+    config = json.loads(config_path.read_text())
+    files = {"config": str(config_path), "checkpoint": str(workdir / f"sa3-{scale}.safetensors"),
+             "t5gemma": str(workdir / f"t5gemma-{scale}"),
+             "params": int((workdir / f"sa3-{scale}.params").read_text())}
+    channels = config["model"]["io_channels"]
+    for seconds in vae_seconds:
+        path = workdir / f"sa3-latents-{seconds:g}s.npy"
+        if not path.is_file():
+            latents = torch.randn(1, channels, W.sa3_latent_frames(seconds), generator=torch.Generator().manual_seed(1))
+            np.save(path, latents.numpy())
+        files[f"latents-{seconds:g}"] = str(path)
+    return files
+
+
+def matmul_roofline(threads: int, size: int = 4096, repeats: int = 5) -> float:
+    """The machine's float32 matmul rate in GFLOP/s: the best of `repeats` torch.mm of two
+    size x size matrices on `threads` threads (the ceiling a DiT call's matmuls can reach)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    torch.set_num_threads(previous)
+    return 2 * size ** 3 / best / 1e9
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +232,7 @@ def item_specs(plan: dict, files: dict, args) -> list[dict]:
     device = args.device
     base = {"device": device, "threads": args.threads, "prompt": W.PROMPT, "seed": W.SEED,
             "cfg_scale": W.CFG_SCALE, "sampler": W.SAMPLER, "agreement_sampler": W.AGREEMENT_SAMPLER,
-            "sigma_min": W.SIGMA_MIN, "sigma_max": W.SIGMA_MAX, "t": W.DIFFUSION_TIME, "t5": files["t5"]}
+            "sigma_min": W.SIGMA_MIN, "sigma_max": W.SIGMA_MAX, "t": W.DIFFUSION_TIME, "t5": files.get("t5")}
     specs = []
     for family in ("sao", "unet"):
         if f"e2e-{family}" not in args.items:
@@ -209,6 +259,30 @@ def item_specs(plan: dict, files: dict, args) -> list[dict]:
             specs.append({**base, **files[family], "name": f"call-{family}-{frames}", "item": "call",
                           "family": family, "frames": frames, "seconds_total": timing_value(family, seconds),
                           "what": f"batch 2 (CFG), {frames} frames, t={W.DIFFUSION_TIME}"})
+    sa3 = files.get("sa3")
+    if sa3 is not None:
+        config = json.loads(Path(sa3["config"]).read_text())
+        base_sa3 = {**base, **sa3, "family": "sa3", "cfg_scale": W.SA3_CFG_SCALE, "sampler": W.SA3_SAMPLER,
+                    "agreement_sampler": W.SA3_SAMPLER, "steps": W.SA3_STEPS}
+        if "e2e-sa3" in args.items:
+            for seconds in plan["sa3"]["e2e_seconds"]:
+                specs.append({**base_sa3, "name": f"e2e-sa3-{seconds:g}s", "item": "e2e", "seconds_total": seconds,
+                              "what": f"SA3 {seconds:g} s: T5Gemma, {W.SA3_STEPS} steps {W.SA3_SAMPLER}, "
+                                      f"cfg {W.SA3_CFG_SCALE:g}, SAME-S decode (seeded noise)"})
+        if "call-sa3" in args.items:
+            for seconds in plan["sa3"]["call_seconds"]:
+                frames = W.sa3_latent_frames(seconds)
+                flops = W.sa3_dit_matmul_flops(config["model"]["diffusion"]["config"], frames,
+                                               W.SA3_PROMPT_TOKENS + 1)
+                specs.append({**base_sa3, "name": f"call-sa3-{frames}", "item": "call", "frames": frames,
+                              "seconds_total": seconds, "matmul_flops": flops,
+                              "what": f"SA3 DiT, batch 1, {frames} frames ({seconds:g} s), t={W.DIFFUSION_TIME}, "
+                                      f"{flops / 1e9:.0f} GFLOP of matmuls"})
+        if "vae-sa3" in args.items:
+            for seconds in plan["sa3"]["vae_seconds"]:
+                specs.append({**base_sa3, "name": f"vae-sa3-{seconds:g}s", "item": "vae",
+                              "latents": sa3[f"latents-{seconds:g}"], "seconds_total": seconds,
+                              "what": f"SAME-S decode of {W.sa3_latent_frames(seconds)} latents, noise off"})
     return specs
 
 
@@ -250,9 +324,11 @@ def run_item(spec: dict, parties: dict, args, workdir: Path) -> dict:
         print(f"   {party:<12} {note}", flush=True)
         results[party] = {"runs": [], "error": workers[party].error}
     live = [p for p in family_parties if not workers[p].error]
-    # A VAE decode is deterministic and the same for everyone: its agreement uses the outputs
-    # of the last timed round instead of extra runs.
-    keep = {p: str(workdir / f"{spec['name']}-{p}-timed.npy") for p in live} if spec["item"] == "vae" else {}
+    # A VAE decode is deterministic and the same for everyone, and an SA3 generation is seeded the
+    # same way by both parties: their agreement uses the outputs of the last timed round instead
+    # of extra runs.
+    same_work = spec["item"] == "vae" or (spec["family"] == "sa3" and spec["item"] == "e2e")
+    keep = {p: str(workdir / f"{spec['name']}-{p}-timed.npy") for p in live} if same_work else {}
     try:
         for round_index in range(repeats):
             order = live if round_index % 2 == 0 else list(reversed(live))
@@ -415,8 +491,22 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
              f"- Load average (1 min) at start / end: {header['load_start']:.2f} / {header['load_end']:.2f}"
              " - other jobs share this machine; compare ratios, not absolute seconds",
              f"- Scale: {header['scale']} (see benchmarks/harness/workloads.py); parameters: "
-             f"SAO-shaped {header['params']['sao'] / 1e6:.0f} M, U-Net-shaped {header['params']['unet'] / 1e6:.0f} M "
-             f"(U-Net VAE: {header['unet_vae']})"]
+             f"SAO-shaped {header['params'].get('sao', 0) / 1e6:.0f} M, U-Net-shaped {header['params'].get('unet', 0) / 1e6:.0f} M "
+             f"(U-Net VAE: {header['unet_vae']})"
+             + (f"; SA3 Small-shaped ({header['sa3_scale']}) DiT {header['params']['sa3'] / 1e6:.0f} M"
+                if header["params"].get("sa3") else "")]
+    if header.get("roofline_gflops"):
+        lines.append(f"- Matmul roofline: {header['roofline_gflops']:.0f} GFLOP/s (best of 5 float32 torch.mm "
+                     f"4096 x 4096 on {args.threads} threads, measured at the start of the run)")
+        for item in items:
+            flops = item["spec"].get("matmul_flops")
+            for party, result in item["results"].items():
+                if flops and result["runs"]:
+                    wall = statistics.median(r["wall_s"] for r in result["runs"])
+                    rate = flops / wall / 1e9
+                    lines.append(f"- `{item['spec']['name']}` {party}: {flops / 1e9:.1f} GFLOP of DiT matmuls in "
+                                 f"{wall:.2f} s = {rate:.0f} GFLOP/s, {100 * rate / header['roofline_gflops']:.0f}% "
+                                 "of the roofline")
     huge = sorted({party for item in items for party, env in item.get("environments", {}).items()
                    if env.get("huge_pages")})
     lines += [f"- Transparent huge pages for torch's CPU allocator (THP_MEM_ALLOC_ENABLE=1, which importing "
@@ -432,7 +522,8 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
               "peer / ours-bf16 wall: the same against ours-bf16. peer / ours RSS: peak resident "
               "memory of a run (weights included), peer over ours; above 1 means ours uses less. "
               "Agreement: e2e rows compare a run with the deterministic dpmpp-2m on the same seed and "
-              "inputs (the timed dpmpp-3m-sde draws noise the parties draw differently); VAE rows "
+              "inputs (the timed dpmpp-3m-sde draws noise the parties draw differently); SA3 e2e rows "
+              "compare the timed outputs (both parties seed and draw alike); VAE rows "
               "compare the timed outputs; ours-bf16 and ours-compile rows compare with our float32 "
               "output of the timed work itself."]
     text = "\n".join(lines) + "\n"
@@ -454,9 +545,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     parser.add_argument("--quick", action="store_true", help="small sizes and 2 rounds, for development")
-    parser.add_argument("--items", default="e2e-sao,e2e-unet,vae,call-sao,call-unet",
-                        help="comma-separated subset of e2e-sao, e2e-unet, vae, call-sao, call-unet")
-    parser.add_argument("--parties", default="ours,ours-bf16,sat,diffusers,comfyui",
+    parser.add_argument("--items", default="e2e-sao,e2e-unet,vae,call-sao,call-unet,e2e-sa3,call-sa3,vae-sa3",
+                        help="comma-separated subset of e2e-sao, e2e-unet, vae, call-sao, call-unet, "
+                             "e2e-sa3, call-sa3, vae-sa3")
+    parser.add_argument("--parties", default="ours,ours-bf16,sat,diffusers,comfyui,sa3ref",
                         help="comma-separated; also ours-compile (torch.compile) and ours-before (--before-repo)")
     parser.add_argument("--repeats", type=int, default=None, help="rounds per item (default 3, quick 2)")
     parser.add_argument("--long-repeats", type=int, default=2, help="rounds for VAE items of 40 s and more")
@@ -466,6 +558,10 @@ def main() -> None:
     parser.add_argument("--sat-extra-path", default="/tmp/tf-ref/lib/python3.11/site-packages",
                         help="site-packages with transformers, appended to the reference's sys.path "
                              "when it lacks transformers (its T5 conditioner imports it)")
+    parser.add_argument("--sa3-python", default=default_python("/tmp/sa3-ref/bin/python"),
+                        help="python of a stable-audio-3 environment (the sa3ref party; writes the SA3 files)")
+    parser.add_argument("--sa3-e2e-seconds", default=None,
+                        help="comma-separated durations of the e2e-sa3 items (default 10,60; quick 10)")
     parser.add_argument("--diffusers-python", default=default_python("/tmp/diffusers-ref/bin/python"))
     parser.add_argument("--comfyui", default=None, help="a ComfyUI source folder (enables the comfyui party)")
     parser.add_argument("--comfyui-python", default=default_python("/tmp/comfy-venv/bin/python"))
@@ -491,12 +587,27 @@ def main() -> None:
     plan = W.plan(args.device, args.quick)
     header["scale"] = plan["scale"]
     header["unet_vae"] = "dac" if "dac" in DECODER_TYPES else "oobleck (the dac type is not built in this tree)"
-    files = prepare_files(args.workdir / plan["scale"], plan["scale"], header["unet_vae"].split()[0],
-                          plan["vae_seconds"])
-    header["params"] = {family: files[family]["params"] for family in ("sao", "unet")}
+    files, header["params"] = {}, {}
+    if any(not item.endswith("-sa3") for item in args.items):  # the SAO / U-Net files
+        files = prepare_files(args.workdir / plan["scale"], plan["scale"], header["unet_vae"].split()[0],
+                              plan["vae_seconds"])
+        header["params"] = {family: files[family]["params"] for family in ("sao", "unet")}
+    plan["sa3"] = W.sa3_plan(args.device, args.quick)
+    if args.sa3_e2e_seconds:
+        plan["sa3"]["e2e_seconds"] = [float(s) for s in args.sa3_e2e_seconds.split(",")]
+    if any(item.endswith("-sa3") for item in args.items):
+        sa3_scale = "full" if gpu else "reduced"
+        files["sa3"] = prepare_sa3_files(args.workdir / sa3_scale, sa3_scale, args.sa3_python,
+                                         plan["sa3"]["vae_seconds"])
+        header["sa3_scale"] = (f"{sa3_scale}: Small's widths, heads and SAME-S, DiT depth "
+                               f"{json.loads(Path(files['sa3']['config']).read_text())['model']['diffusion']['config']['depth']}"
+                               if files["sa3"] else None)
+        header["params"]["sa3"] = files["sa3"]["params"] if files["sa3"] else 0
+    if "call-sa3" in args.items:
+        header["roofline_gflops"] = matmul_roofline(args.threads)
 
     pythons = {"ours": sys.executable, "ours-bf16": sys.executable, "ours-compile": sys.executable,
-               "sat": args.sat_python, "diffusers": args.diffusers_python,
+               "sat": args.sat_python, "diffusers": args.diffusers_python, "sa3ref": args.sa3_python,
                "comfyui": args.comfyui_python if args.comfyui else None,
                "ours-before": (default_python(str(Path(args.before_repo) / ".venv" / "bin" / "python"))
                                if args.before_repo else None)}

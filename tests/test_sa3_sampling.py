@@ -201,16 +201,18 @@ def test_pingpong_draws_noise_on_every_step_including_the_last():
         return torch.zeros(2, 3, 4)
 
     times = sa3.time_schedule(4, 2, lengths=sa3.effective_lengths([1.0, 1.0]))
-    sa3.pingpong(lambda x, t: torch.zeros_like(x), torch.randn(2, 3, 4), times, noise=noise)
+    sa3.SA3_SAMPLERS["pingpong"](rf_denoiser(lambda x, t: torch.zeros_like(x)), torch.randn(2, 3, 4), times,
+                                 noise=noise)
     assert len(draws) == 4 and bool((draws[-1] == 0).all())
 
 
-def test_pingpong_equals_the_scalar_schedule_sampler_apart_from_the_last_draw():
-    # samplers.rf_pingpong skips the unused last draw; the values are the same.
+def test_pingpong_per_item_schedule_equals_the_shared_schedule_with_or_without_the_last_draw():
+    # Without noise_on_last_step, rf_pingpong skips the unused last draw; the values are the same.
     times = sa3.time_schedule(5, 1, lengths=sa3.effective_lengths([2.0]))
     model_fn = lambda x, t: 0.3 * x + t[:, None, None]  # noqa: E731
     x = torch.randn(1, 3, 4)
-    ours = sa3.pingpong(model_fn, x, times, noise=gaussian_noise(x, torch.Generator().manual_seed(1)))
+    ours = sa3.SA3_SAMPLERS["pingpong"](rf_denoiser(model_fn), x, times,
+                                        noise=gaussian_noise(x, torch.Generator().manual_seed(1)))
     scalar = rf_pingpong(rf_denoiser(model_fn), x, times[0],
                          noise=gaussian_noise(x, torch.Generator().manual_seed(1)))
     torch.testing.assert_close(ours, scalar)

@@ -20,8 +20,8 @@ from stable_audio_core.errors import ConfigError, InputError
 from stable_audio_core.models.attention import attention
 from stable_audio_core.models.layers import fold_weight_norm
 from stable_audio_core.models.sa3_layers import (
-    DifferentialSelfAttention,
     DynamicTanh,
+    SelfAttention,
     sin_pi,
     sliding_window_attention,
 )
@@ -285,7 +285,7 @@ def test_sliding_window_attention_equals_one_band_mask(window, block):
 
 def test_differential_attention_is_the_difference_of_two_softmax_attentions():
     torch.manual_seed(0)
-    layer = DifferentialSelfAttention(16, 8)
+    layer = SelfAttention(16, 8, differential=True)
     x = torch.randn(2, 5, 16)
     q, k, v, q2, k2 = (t.view(2, 5, 2, 8).transpose(1, 2) for t in layer.to_qkv(x).chunk(5, dim=-1))
     difference = attention(q, k, v) - attention(q2, k2, v)
@@ -296,7 +296,7 @@ def test_differential_attention_is_the_difference_of_two_softmax_attentions():
 def test_differential_attention_padding_zeroes_the_values_of_padded_keys():
     # The reference's CPU semantics: padded keys stay in the softmax with a zero value.
     torch.manual_seed(0)
-    layer = DifferentialSelfAttention(16, 8, qk_norm=DynamicTanh)
+    layer = SelfAttention(16, 8, differential=True, qk_norm=DynamicTanh)
     x = torch.randn(1, 6, 16)
     mask = torch.tensor([[True] * 4 + [False] * 2])
     q, k, v, q2, k2 = (t.view(1, 6, 2, 8).transpose(1, 2) for t in layer.to_qkv(x).chunk(5, dim=-1))

@@ -476,3 +476,10 @@ if __name__ == "__main__":
     from pathlib import Path
     torch.set_num_threads(1 if "LOCAL_RANK" in os.environ else 2)
     run_tiny_training(Path(sys.argv[1]))
+
+
+def test_stable_audio_3_training_is_refused_before_any_model_is_built():
+    # An SA3 config must not silently get the Stable Audio Open DiT (both are diffusion type "dit").
+    config = json.loads((FIXTURES / "sa3_parity" / "small_pingpong_apg.json").read_text())["model_config"]
+    with pytest.raises(ConfigError, match="Stable Audio 3"):
+        build_diffusion_task(config, {"seed": 0})

@@ -130,13 +130,15 @@ def model_config(case: dict, t5gemma_path: str, embed_dim: int) -> dict:
                     "ff_kwargs": {"mult": 1.0}, "num_memory_tokens": 4}}}}
 
 
-def write_t5gemma(folder: Path, seed: int) -> None:
+def write_t5gemma(folder: Path, seed: int, **shape) -> None:
+    """A random T5Gemma encoder folder; `shape` overrides the narrow encoder's config values."""
     from transformers import T5GemmaConfig, T5GemmaForConditionalGeneration
     vocab = build_test_tokenizer().get_vocab_size()
     part = dict(vocab_size=vocab, hidden_size=768, intermediate_size=8, num_hidden_layers=1,
                 num_attention_heads=1, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
                 layer_types=["full_attention"], sliding_window=8, pad_token_id=0, eos_token_id=1,
                 bos_token_id=2)
+    part.update(shape)
     config = T5GemmaConfig(encoder=part, decoder=dict(part, num_hidden_layers=0, layer_types=[]),
                            vocab_size=vocab, pad_token_id=0, eos_token_id=1, bos_token_id=2)
     model = T5GemmaForConditionalGeneration(config)

@@ -126,3 +126,47 @@ def plan(device: str, quick: bool) -> dict:
         vae_seconds = [10.0, 47.0, 95.0]
         call_frames = [256, 1024]
     return {"scale": scale, "e2e": e2e, "vae_seconds": vae_seconds, "call_frames": call_frames}
+
+
+# --- Stable Audio 3 (Small-shaped; files written by harness/sa3_files.py in the reference env) ---
+
+SA3_STEPS = 8
+SA3_SAMPLER = "pingpong"
+SA3_CFG_SCALE = 1.0  # SA3 Small's default: no guidance, one DiT call per step
+SA3_PROMPT_TOKENS = 256  # the T5Gemma conditioner's max_length; + 1 seconds_total token
+
+
+def sa3_plan(device: str, quick: bool) -> dict:
+    """SA3 sizes: end to end at 10 s and 60 s (quick: 10 s only), one DiT call, one SAME-S decode."""
+    return {"e2e_seconds": [10.0] if quick else [10.0, 60.0], "call_seconds": [10.0] if quick else [10.0, 60.0],
+            "vae_seconds": [10.0] if quick else [10.0, 60.0]}
+
+
+def sa3_latent_frames(seconds: float, downsampling_ratio: int = 4096, align: int = 2) -> int:
+    """The latent frames SA3 generates for a duration: (seconds + 6 s) of samples, rounded up to
+    downsampling_ratio * align (stable-audio-3's generate)."""
+    samples = int((seconds + 6.0) * SAMPLE_RATE)
+    step = downsampling_ratio * align
+    return -(-samples // step) * step // downsampling_ratio
+
+
+def sa3_dit_matmul_flops(diffusion_config: dict, frames: int, context_tokens: int) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one SA3 DiT call at batch 1: every Linear and the
+    attention products, counted from the config; elementwise work is left out."""
+    d = diffusion_config["embed_dim"]
+    parts = 5 if diffusion_config.get("attn_kwargs", {}).get("differential") else 3
+    maps = 2 if parts == 5 else 1
+    mult = diffusion_config.get("ff_kwargs", {}).get("mult", 4)
+    glu = 2 if diffusion_config.get("ff_kwargs", {}).get("glu", True) else 1
+    tokens = frames + diffusion_config.get("num_memory_tokens", 0)
+    cond, local = diffusion_config["cond_token_dim"], diffusion_config.get("local_add_cond_dim", 0)
+    io = diffusion_config["io_channels"]
+    self_attn = tokens * d * parts * d + maps * 2 * tokens * tokens * d + tokens * d * d
+    cross = (tokens * d * d * maps + context_tokens * d * d * (maps + 1)
+             + maps * 2 * tokens * context_tokens * d + tokens * d * d)
+    feed_forward = tokens * d * mult * d * glu + tokens * mult * d * d
+    local_mlp = frames * local * d + frames * d * d if local else 0
+    per_layer = self_attn + cross + feed_forward + local_mlp
+    once = (2 * frames * io * d + context_tokens * (cond * d + d * d) + 2 * frames * io * io
+            + d * 6 * d)
+    return 2.0 * (diffusion_config["depth"] * per_layer + once)

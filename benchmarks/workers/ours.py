@@ -20,6 +20,8 @@ PROMPT_TOKENS = 128  # the SAO prompt conditioner's max_length: the prompt's sha
 
 
 def _metadata(spec: dict) -> list[dict]:
+    if spec["family"] == "sa3":  # SA3 conditions on the prompt and seconds_total only
+        return [{"prompt": spec["prompt"], "seconds_total": spec["seconds_total"]}]
     return [{"prompt": spec["prompt"], "seconds_start": 0, "seconds_total": spec["seconds_total"]}]
 
 
@@ -28,15 +30,20 @@ def build(spec: dict):
 
     device, dtype = spec["device"], spec["dtype"]
     state = {}
-    if spec["item"] == "vae":
-        state["vae"] = _load_vae(spec)
-        import numpy as np
-        state["latents"] = torch.from_numpy(np.load(spec["latents"])).to(device)
-        return state
     options = {"compile": True} if spec.get("compile") else {}
     if spec.get("matmul_dtype"):
         options["matmul_dtype"] = spec["matmul_dtype"]
-    model = load_model(spec["config"], spec["checkpoint"], text_encoder=spec["t5"], device=device,
+    if spec["item"] == "vae":
+        import numpy as np
+        if spec["family"] == "sa3":  # the SAME autoencoder of the whole SA3 checkpoint
+            state["vae"] = load_model(spec["config"], spec["checkpoint"], device=device, dtype=dtype,
+                                      **options).autoencoder
+        else:
+            state["vae"] = _load_vae(spec)
+        state["latents"] = torch.from_numpy(np.load(spec["latents"])).to(device)
+        return state
+    text_encoder = spec["t5gemma"] if spec["family"] == "sa3" else spec["t5"]
+    model = load_model(spec["config"], spec["checkpoint"], text_encoder=text_encoder, device=device,
                        dtype=dtype, **options)
     state["model"] = model
     if spec["item"] == "call":
@@ -92,9 +99,28 @@ def _comfy_style_negative(model, inputs):
     return ModelInputs(**{**inputs.__dict__, "cross_attn_cond": tokens, "cross_attn_mask": mask})
 
 
+def run_sa3(state: dict, spec: dict, warmup: bool) -> torch.Tensor:
+    """SA3 items as the sa3ref worker runs them: seeded generate (the same work in timed and
+    agreement runs), one unguided DiT call, one SAME decode with its noise off."""
+    from stable_audio_core.pipeline import generate
+
+    with torch.inference_mode():
+        if spec["item"] == "vae":
+            latents = state["latents"][..., :8] if warmup else state["latents"]
+            return state["vae"].decode(latents, noise=False)
+        model = state["model"]
+        if spec["item"] == "call":
+            return model.model_fn(state["inputs"], 1.0)(state["x"], state["t"])
+    result = generate(model, spec["prompt"], duration=spec["seconds_total"], steps=2 if warmup else spec["steps"],
+                      sampler=spec["sampler"], cfg_scale=spec["cfg_scale"], seed=spec["seed"])
+    return result.audio
+
+
 def run(state: dict, spec: dict, mode: str, warmup: bool) -> torch.Tensor:
     from stable_audio_core.pipeline import generate
 
+    if spec["family"] == "sa3":
+        return run_sa3(state, spec, warmup)
     peer = mode.split("-", 1)[1] if mode.startswith("agree-") else None
     if spec["item"] == "vae":
         latents = state["latents"][..., :8] if warmup else state["latents"]

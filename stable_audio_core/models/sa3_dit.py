@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..config import DIFFUSION_OBJECTIVES, check_keys
 from ..errors import ConfigError, InputError
-from .attention import attention
-from .transformer import ROTARY_MIN_DIM, FeedForward, LayerNorm, RotaryEmbedding, apply_rotary
+from .sa3_layers import (L2Norm, QKNormFactory, SelfAttention, add_output_and_qk_norms, attend, merge_heads,
+                         split_heads)
+from .transformer import ROTARY_MIN_DIM, FeedForward, LayerNorm, RotaryEmbedding, key_value_heads
 
 TIMESTEP_FEATURES = 256
 QK_NORMS = ("none", "l2", "ln", "rms")
@@ -95,136 +94,45 @@ def _mlp(dim_in: int, dim_out: int, bias: bool) -> nn.Sequential:
 
 # --- attention ----------------------------------------------------------------------------------
 
-def differential_attention(q: Tensor, k: Tensor, v: Tensor, q_diff: Tensor, k_diff: Tensor,
-                           mask: Tensor | None = None) -> Tensor:
-    """attention(q, k, v) - attention(q_diff, k_diff, v): two softmax maps over the same values.
-
-    Shapes as `attention` ([B, H, N, D]); the stable-audio-3 form, with no lambda and no norm.
-    """
-    return attention(q, k, v, mask) - attention(q_diff, k_diff, v, mask)
-
-
-def _heads(x: Tensor, heads: int) -> Tensor:
-    """Tensor[B, N, H*D] -> Tensor[B, H, N, D]."""
-    batch, length, width = x.shape
-    return x.view(batch, length, heads, width // heads).transpose(1, 2)
-
-
-def _merge_heads(x: Tensor) -> Tensor:
-    """Tensor[B, H, N, D] -> Tensor[B, N, H*D]."""
-    batch, heads, length, head_dim = x.shape
-    return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
-
-
-QKNormFactory = Callable[[int], nn.Module]
-
-
 def qk_norm_factory(kind: str, eps: float) -> QKNormFactory | None:
-    """The per-head q/k norm of an `attn_kwargs.qk_norm` value; None for "none" and "l2"."""
+    """The per-head q/k norm of an `attn_kwargs.qk_norm` value; None for "none"."""
     if kind == "rms":
         return lambda head_dim: RMSNorm(head_dim, eps=eps)
     if kind == "ln":
         return lambda head_dim: nn.LayerNorm(head_dim, eps=eps)
+    if kind == "l2":
+        return lambda head_dim: L2Norm(eps)
     return None
 
 
-class _Attention(nn.Module):
-    """What self- and cross-attention share: the q/k norm and the output projection."""
-
-    def _init_common(self, dim: int, head_dim: int, *, differential: bool, qk_norm: str,
-                     qk_norm_eps: float, zero_init_output: bool) -> None:
-        self.num_heads = dim // head_dim
-        self.differential = differential
-        self.to_out = nn.Linear(dim, dim, bias=False)
-        if zero_init_output:
-            nn.init.zeros_(self.to_out.weight)
-        self.l2_qk_norm = qk_norm == "l2"
-        self.qk_norm_eps = qk_norm_eps
-        make_norm = qk_norm_factory(qk_norm, qk_norm_eps)
-        if make_norm is not None:
-            self.q_norm = make_norm(head_dim)
-            self.k_norm = make_norm(head_dim)
-
-    def _normalize(self, queries: list[Tensor], keys: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """The same q norm for q and q_diff, the same k norm for k and k_diff."""
-        if self.l2_qk_norm:
-            return ([F.normalize(q, dim=-1, eps=self.qk_norm_eps) for q in queries],
-                    [F.normalize(k, dim=-1, eps=self.qk_norm_eps) for k in keys])
-        if hasattr(self, "q_norm"):
-            return ([self.q_norm(q).to(q.dtype) for q in queries],
-                    [self.k_norm(k).to(k.dtype) for k in keys])
-        return queries, keys
-
-    def _attend(self, queries: list[Tensor], keys: list[Tensor], v: Tensor) -> Tensor:
-        if self.differential:
-            out = differential_attention(queries[0], keys[0], v, queries[1], keys[1])
-        else:
-            out = attention(queries[0], keys[0], v)
-        return self.to_out(_merge_heads(out))
-
-
-class SelfAttention(_Attention):
-    """Self-attention with one fused projection `to_qkv`: [q, k, v] or, differential,
-    [q, k, v, q_diff, k_diff]; q/k norm, then rotary positions on the leading head channels."""
-
-    def __init__(self, dim: int, head_dim: int, *, differential: bool = False, qk_norm: str = "none",
-                 qk_norm_eps: float = 1e-6, zero_init_output: bool = True):
-        super().__init__()
-        self.to_qkv = nn.Linear(dim, dim * (5 if differential else 3), bias=False)
-        self._init_common(dim, head_dim, differential=differential, qk_norm=qk_norm,
-                          qk_norm_eps=qk_norm_eps, zero_init_output=zero_init_output)
-
-    def forward(self, x: Tensor, rotary_angles: Tensor | None = None,
-                padding_mask: Tensor | None = None) -> Tensor:
-        """x: Tensor[B, N, dim], rotary_angles: Tensor[N, R], padding_mask: Tensor[B, N] bool
-        (True = valid) -> Tensor[B, N, dim]."""
-        chunks = self.to_qkv(x).chunk(5 if self.differential else 3, dim=-1)
-        parts = [_heads(part, self.num_heads) for part in chunks]
-        v = parts[2]
-        queries, keys = [parts[0]], [parts[1]]
-        if self.differential:
-            queries.append(parts[3])
-            keys.append(parts[4])
-        queries, keys = self._normalize(queries, keys)
-        if rotary_angles is not None:
-            queries = [apply_rotary(q, rotary_angles) for q in queries]
-            keys = [apply_rotary(k, rotary_angles) for k in keys]
-        if padding_mask is not None:
-            # Padded keys keep their softmax weight but carry nothing.
-            v = v * padding_mask[:, None, :, None].to(v.dtype)
-        return self._attend(queries, keys, v)
-
-
-class CrossAttention(_Attention):
+class CrossAttention(nn.Module):
     """Attention from the sequence to context tokens of width `context_dim` (no rotary, no mask).
 
     `to_q` gives q (and q_diff), `to_kv` gives k, v (differential: k, k_diff, v). Keys and values
-    have context_dim / head_dim heads, shared by groups of query heads when that is fewer.
+    have context_dim / head_dim heads, shared by groups of query heads when that is fewer. The
+    q/k norm and the differential form are SelfAttention's (models/sa3_layers.py).
     """
 
     def __init__(self, dim: int, head_dim: int, context_dim: int, *, differential: bool = False,
-                 qk_norm: str = "none", qk_norm_eps: float = 1e-6, zero_init_output: bool = True):
+                 qk_norm: QKNormFactory | None = None, zero_init_output: bool = True):
         super().__init__()
-        self.kv_heads = context_dim // head_dim
-        if context_dim % head_dim or self.kv_heads == 0 or (dim // head_dim) % self.kv_heads:
-            raise ConfigError(
-                f"cross-attention context width {context_dim} must be a multiple of the head dim "
-                f"{head_dim} giving a head count that divides the {dim // head_dim} query heads; "
-                f"change cond_token_dim or set project_cond_tokens to true"
-            )
+        self.num_heads = dim // head_dim
+        self.kv_heads = key_value_heads(dim, head_dim, context_dim)
+        self.differential = differential
         self.to_q = nn.Linear(dim, dim * (2 if differential else 1), bias=False)
         self.to_kv = nn.Linear(context_dim, context_dim * (3 if differential else 2), bias=False)
-        self._init_common(dim, head_dim, differential=differential, qk_norm=qk_norm,
-                          qk_norm_eps=qk_norm_eps, zero_init_output=zero_init_output)
+        add_output_and_qk_norms(self, dim, head_dim, qk_norm, zero_init_output)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """x: Tensor[B, N, dim], context: Tensor[B, M, context_dim] -> Tensor[B, N, dim]."""
-        queries = [_heads(q, self.num_heads) for q in self.to_q(x).chunk(2 if self.differential else 1, -1)]
+        queries = [split_heads(q, self.num_heads) for q in self.to_q(x).chunk(2 if self.differential else 1, -1)]
         chunks = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
-        kv = [_heads(part, self.kv_heads) for part in chunks]
+        kv = [split_heads(part, self.kv_heads) for part in chunks]
         keys, v = kv[:-1], kv[-1]
-        queries, keys = self._normalize(queries, keys)
-        return self._attend(queries, keys, v)
+        if hasattr(self, "q_norm"):
+            queries = [self.q_norm(q) for q in queries]
+            keys = [self.k_norm(k) for k in keys]
+        return self.to_out(merge_heads(attend(queries, keys, v)))
 
 
 # --- options, block, transformer ----------------------------------------------------------------
@@ -271,8 +179,8 @@ class SA3TransformerBlock(nn.Module):
     def __init__(self, dim: int, head_dim: int, *, context_dim: int | None, adaptive: bool,
                  local_add_cond_dim: int | None, options: SA3BlockOptions = SA3BlockOptions()):
         super().__init__()
-        attn_kwargs = dict(differential=options.differential, qk_norm=options.qk_norm,
-                           qk_norm_eps=options.qk_norm_eps,
+        attn_kwargs = dict(differential=options.differential,
+                           qk_norm=qk_norm_factory(options.qk_norm, options.qk_norm_eps),
                            zero_init_output=options.zero_init_branch_outputs)
         self.pre_norm = options.norm(dim)
         self.self_attn = SelfAttention(dim, head_dim, **attn_kwargs)
@@ -301,9 +209,9 @@ class SA3TransformerBlock(nn.Module):
             chunks = (self.to_scale_shift_gate + global_cond).unsqueeze(1).chunk(6, dim=-1)
             scale_attn, shift_attn, gate_attn, scale_ff, shift_ff, gate_ff = chunks
             h = self.pre_norm(x) * (1 + scale_attn) + shift_attn
-            x = x + self.self_attn(h, rotary_angles, padding_mask) * torch.sigmoid(1 - gate_attn)
+            x = x + self.self_attn(h, rotary_angles, padding_mask=padding_mask) * torch.sigmoid(1 - gate_attn)
         else:
-            x = x + self.self_attn(self.pre_norm(x), rotary_angles, padding_mask)
+            x = x + self.self_attn(self.pre_norm(x), rotary_angles, padding_mask=padding_mask)
         if context is not None and self.cross_attn is not None:
             x = x + self.cross_attn(self.cross_attend_norm(x), context)
         if local_add_cond is not None and self.to_local_embed is not None:

@@ -1,5 +1,6 @@
-"""Layers that Stable Audio 3's models share: DynamicTanh, differential self-attention and
-sliding-window (banded) attention, all over the project's one attention function.
+"""Layers that Stable Audio 3's models share: DynamicTanh, the one self-attention module (plain or
+differential, with q/k norms, rotary positions, padding and sliding windows) and sliding-window
+(banded) attention, all over the project's one attention function.
 
 Used by the SAME autoencoder (models/same.py) and the SA3 DiT. Parameter names reproduce the
 reference's (stable-audio-3 `models/transformer.py`: `alpha`/`gamma`/`beta`, `to_qkv`, `to_out`,
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .attention import attention
 from .transformer import apply_rotary
@@ -68,54 +70,99 @@ def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: tuple[int,
     return torch.cat(outputs, dim=2)
 
 
-class DifferentialSelfAttention(nn.Module):
-    """Differential self-attention (Ye et al. 2024): softmax(q k^T) v - softmax(q' k'^T) v.
+QKNormFactory = Callable[[int], nn.Module]
 
-    As the SA3 reference has it: one fused projection `to_qkv` Linear(dim, 5 dim, no bias) split
-    into q, k, v, q', k' (in that order), the q/k norms applied to both pairs, rotary positions
-    to both, a plain difference (no lambda, no group norm), then `to_out` Linear(dim, dim, no bias).
+
+class L2Norm(nn.Module):
+    """x / max(||x||, eps) over the last dim: the parameter-free `qk_norm` "l2"."""
+
+    def __init__(self, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1, eps=self.eps)
+
+
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """Tensor[B, N, H*D] -> Tensor[B, H, N, D]."""
+    batch, length, width = x.shape
+    return x.view(batch, length, heads, width // heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """Tensor[B, H, N, D] -> Tensor[B, N, H*D]."""
+    batch, heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+
+def attend(queries: list[Tensor], keys: list[Tensor], v: Tensor,
+           sliding_window: tuple[int, int] | None = None) -> Tensor:
+    """attention(q, k, v), or with a second pair the differential form (Ye et al. 2024)
+    attention(q, k, v) - attention(q', k', v): two softmax maps over the same values, no lambda
+    and no group norm, as stable-audio-3 has it. Shapes as `attention` ([B, H, N, D])."""
+
+    def one(q: Tensor, k: Tensor) -> Tensor:
+        if sliding_window is None:
+            return attention(q, k, v)
+        return sliding_window_attention(q, k, v, sliding_window)
+
+    out = one(queries[0], keys[0])
+    return out - one(queries[1], keys[1]) if len(queries) == 2 else out
+
+
+def add_output_and_qk_norms(module: nn.Module, dim: int, head_dim: int, qk_norm: QKNormFactory | None,
+                            zero_init_output: bool) -> None:
+    """Give an attention module `to_out` Linear(dim, dim, no bias) and, with a factory, the
+    per-head `q_norm` and `k_norm` (registered in the reference's order)."""
+    module.to_out = nn.Linear(dim, dim, bias=False)
+    if zero_init_output:
+        nn.init.zeros_(module.to_out.weight)
+    if qk_norm is not None:
+        module.q_norm = qk_norm(head_dim)
+        module.k_norm = qk_norm(head_dim)
+
+
+class SelfAttention(nn.Module):
+    """Self-attention of SA3's DiT and SAME: one fused projection `to_qkv` Linear(dim, 3 dim) giving
+    q, k, v or, differential, Linear(dim, 5 dim) giving q, k, v, q', k' (in that order); the q/k
+    norms applied to every query/key, rotary positions to them, then `to_out` Linear(dim, dim).
 
     Args:
         dim: model width; head_dim: width of a head (dim // head_dim heads).
-        qk_norm: builds the per-head norm from head_dim (e.g. DynamicTanh), or None for none.
+        differential: subtract a second softmax map (see `attend`).
+        qk_norm: builds the per-head norm from head_dim (RMSNorm for the DiT, DynamicTanh for
+            SAME), or None for none.
+        zero_init_output: start `to_out` at zero (the DiT's initialisation; weights load over it).
     """
 
-    def __init__(self, dim: int, head_dim: int, *, qk_norm: Callable[[int], nn.Module] | None = None):
+    def __init__(self, dim: int, head_dim: int, *, differential: bool = False,
+                 qk_norm: QKNormFactory | None = None, zero_init_output: bool = False):
         super().__init__()
         self.num_heads = dim // head_dim
-        self.head_dim = head_dim
-        self.to_qkv = nn.Linear(dim, dim * 5, bias=False)
-        self.to_out = nn.Linear(dim, dim, bias=False)
-        if qk_norm is not None:
-            self.q_norm = qk_norm(head_dim)
-            self.k_norm = qk_norm(head_dim)
-
-    def _heads(self, x: Tensor) -> Tensor:
-        batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        self.parts = 5 if differential else 3
+        self.to_qkv = nn.Linear(dim, dim * self.parts, bias=False)
+        add_output_and_qk_norms(self, dim, head_dim, qk_norm, zero_init_output)
 
     def forward(self, x: Tensor, rotary_angles: Tensor | None = None, *,
-                sliding_window: tuple[int, int] | None = None,
-                padding_mask: Tensor | None = None) -> Tensor:  # fmt: skip
+                padding_mask: Tensor | None = None,
+                sliding_window: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
         """x: Tensor[B, N, dim] -> Tensor[B, N, dim].
 
         rotary_angles: Tensor[N, R] (models/transformer.RotaryEmbedding), applied to the first R
-        channels of each head. sliding_window: (before, after) in tokens, or None for full
-        attention. padding_mask: bool Tensor[B, N], True = valid; padded keys keep their place in
-        the softmax with a zero value (the reference's CPU semantics).
+        channels of each head. padding_mask: bool Tensor[B, N], True = valid; padded keys keep
+        their place in the softmax with a zero value (the reference's CPU semantics).
+        sliding_window: (before, after) in tokens, or None for full attention.
         """
-        q, k, v, q_diff, k_diff = (self._heads(part) for part in self.to_qkv(x).chunk(5, dim=-1))
+        parts = [split_heads(part, self.num_heads) for part in self.to_qkv(x).chunk(self.parts, dim=-1)]
+        v = parts[2]
+        queries, keys = [parts[0], *parts[3:4]], [parts[1], *parts[4:5]]
         if hasattr(self, "q_norm"):
-            q, q_diff = self.q_norm(q), self.q_norm(q_diff)
-            k, k_diff = self.k_norm(k), self.k_norm(k_diff)
+            queries = [self.q_norm(q) for q in queries]
+            keys = [self.k_norm(k) for k in keys]
         if rotary_angles is not None:
-            q, k, q_diff, k_diff = (apply_rotary(t, rotary_angles) for t in (q, k, q_diff, k_diff))
+            queries = [apply_rotary(q, rotary_angles) for q in queries]
+            keys = [apply_rotary(k, rotary_angles) for k in keys]
         if padding_mask is not None:
             v = v * padding_mask[:, None, :, None].to(v.dtype)
-        if sliding_window is None:
-            out = attention(q, k, v) - attention(q_diff, k_diff, v)
-        else:
-            out = (sliding_window_attention(q, k, v, sliding_window)
-                   - sliding_window_attention(q_diff, k_diff, v, sliding_window))
-        batch, heads, length, head_dim = out.shape
-        return self.to_out(out.transpose(1, 2).reshape(batch, length, heads * head_dim))
+        return self.to_out(merge_heads(attend(queries, keys, v, sliding_window)))

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from ..config import check_keys, require
 from ..errors import ConfigError, InputError
 from .layers import WNConv1d
-from .sa3_layers import DifferentialSelfAttention, DynamicTanh, sin_pi
+from .sa3_layers import DynamicTanh, SelfAttention, sin_pi
 from .transformer import FeedForward, RotaryEmbedding
 
 # Bottleneck noise in eval() and in training, as multiples of running_std (the reference's values).
@@ -139,7 +139,7 @@ class SAMEBlock(nn.Module):
         super().__init__()
         head_dim = min(head_dim, dim)
         self.pre_norm = DynamicTanh(dim)
-        self.self_attn = DifferentialSelfAttention(dim, head_dim, qk_norm=DynamicTanh)
+        self.self_attn = SelfAttention(dim, head_dim, differential=True, qk_norm=DynamicTanh)
         self.ff_norm = DynamicTanh(dim)
         self.ff = FeedForward(dim, mult=ff_mult, zero_init_output=False,
                               activation=sin_pi if sinusoidal else F.silu)  # fmt: skip

@@ -184,6 +184,19 @@ class SelfAttention(_HeadedAttention):
         return self._attend(q, k, v, rotary_angles)
 
 
+def key_value_heads(dim: int, head_dim: int, context_dim: int) -> int:
+    """Heads of the keys and values when they keep the context's width: context_dim / head_dim,
+    which must divide the dim / head_dim query heads (grouped-query attention)."""
+    heads = context_dim // head_dim
+    if context_dim % head_dim or heads == 0 or (dim // head_dim) % heads:
+        raise ConfigError(
+            f"cross-attention context width {context_dim} must be a multiple of the head dim "
+            f"{head_dim} giving a head count that divides the {dim // head_dim} query heads; "
+            f"change cond_token_dim (or set project_cond_tokens to true)"
+        )
+    return heads
+
+
 class CrossAttention(_HeadedAttention):
     """Attention from the sequence to conditioning tokens of width `context_dim`.
 
@@ -195,13 +208,7 @@ class CrossAttention(_HeadedAttention):
                  zero_init_output: bool = True):
         super().__init__()
         self.num_heads = dim // head_dim
-        self.kv_heads = context_dim // head_dim
-        if context_dim % head_dim or self.kv_heads == 0 or self.num_heads % self.kv_heads:
-            raise ConfigError(
-                f"cross-attention context width {context_dim} must be a multiple of the head dim "
-                f"{head_dim} giving a head count that divides the {self.num_heads} query heads; "
-                f"change cond_token_dim (or set project_cond_tokens to true)"
-            )
+        self.kv_heads = key_value_heads(dim, head_dim, context_dim)
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_kv = nn.Linear(context_dim, context_dim * 2, bias=False)
         self._init_output(dim, head_dim, qk_norm, zero_init_output)

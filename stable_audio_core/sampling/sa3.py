@@ -9,8 +9,9 @@ Everything follows stable-audio-3's `StableAudioModel.generate` and `sample_diff
 - guidance combines the conditional and unconditional clean estimates x0 = x - t v, optionally
   keeping only the part of their difference orthogonal to the conditional estimate (APG,
   Sadat et al. 2024, "Eliminating Oversaturation and Artifacts of High Guidance Scales");
-- samplers take the velocity model and draw their noise in the reference's order: the initial
-  noise first, then one draw per ping-pong step, the last step included.
+- the samplers are samplers.py's (rf_pingpong, rf_euler, rf_dpmpp) over the per-item schedule,
+  drawing noise in the reference's order: the initial noise first, then one draw per ping-pong
+  step, the last step included.
 
 Times are flow times t in [0, 1] with x_t = (1 - t) x0 + t eps and v = eps - x0.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -27,7 +29,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError, InputError
 from .denoisers import ModelFn, per_item, rf_denoiser
-from .samplers import NoiseSource, StepCallback, gaussian_noise
+from .samplers import StepCallback, gaussian_noise, rf_dpmpp, rf_euler, rf_pingpong
 
 SAMPLE_RATE = 44100
 DURATION_PADDING_SECONDS = 6.0
@@ -318,69 +320,13 @@ def guided_velocity(net: Callable[..., Tensor], *, cross_attn_cond: Tensor,
     return model_fn
 
 
-# --- samplers over per-item schedules ------------------------------------------------------------
-# Each takes the (guided) velocity model, the start x: Tensor[B, C, L] and times: Tensor[B, S + 1];
-# callback(dict) gets {"i", "steps", "x" (after step i), "sigma" (its times, Tensor[B]), "denoised"}.
-
-def _report(callback: StepCallback | None, i: int, times: Tensor, x: Tensor, denoised: Tensor) -> None:
-    if callback is not None:
-        callback({"i": i, "steps": times.shape[1] - 1, "x": x, "sigma": times[:, i + 1],
-                  "denoised": denoised})
-
-
-def pingpong(model_fn: ModelFn, x: Tensor, times: Tensor, *, noise: NoiseSource | None = None,
-             callback: StepCallback | None = None) -> Tensor:
-    """Ping-pong sampling for distilled flow models: jump to the clean estimate, re-noise it to the
-    next time with fresh noise. The last step draws its (unused) noise too, as the reference does,
-    so whatever is drawn after sampling sees the same generator state."""
-    noise = gaussian_noise(x) if noise is None else noise
-    denoise = rf_denoiser(model_fn)
-    for i in range(times.shape[1] - 1):
-        t, t_next = times[:, i].to(x.dtype), times[:, i + 1].to(x.dtype)
-        denoised = denoise(x, t)
-        t_next_ = per_item(t_next, x)
-        x = (1 - t_next_) * denoised + t_next_ * noise(t, t_next)
-        _report(callback, i, times, x, denoised)
-    return x
-
-
-def euler(model_fn: ModelFn, x: Tensor, times: Tensor, *, noise: NoiseSource | None = None,
-          callback: StepCallback | None = None) -> Tensor:
-    """Euler steps along the velocity: x += (t_next - t) * v."""
-    for i in range(times.shape[1] - 1):
-        t, t_next = times[:, i].to(x.dtype), times[:, i + 1].to(x.dtype)
-        velocity = model_fn(x, t)
-        denoised = x - per_item(t, x) * velocity
-        x = x + per_item(t_next - t, x) * velocity
-        _report(callback, i, times, x, denoised)
-    return x
-
-
-def _log_snr(t: Tensor) -> Tensor:
-    return ((1 - t).clamp(min=1e-10) / t.clamp(min=1e-10)).log()
-
-
-def dpmpp(model_fn: ModelFn, x: Tensor, times: Tensor, *, noise: NoiseSource | None = None,
-          callback: StepCallback | None = None) -> Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022) on the rectified-flow path, first order on the first and
-    the last step, in stable-audio-3's form (its step coefficient computed directly from t)."""
-    previous = None
-    for i in range(times.shape[1] - 1):
-        t, t_next = per_item(times[:, i], x), per_item(times[:, i + 1], x)
-        denoised = x - t * model_fn(x, times[:, i])
-        coefficient = (t_next - t) / ((1 - t_next).clamp(min=1e-10) * t.clamp(min=1e-10))
-        estimate = denoised
-        if previous is not None and not bool((t_next == 0).all()):
-            t_previous = per_item(times[:, i - 1], x)
-            ratio = (_log_snr(t) - _log_snr(t_previous)) / (_log_snr(t_next) - _log_snr(t))
-            estimate = (1 + 1 / (2 * ratio)) * denoised - (1 / (2 * ratio)) * previous
-        x = (t_next / t.clamp(min=1e-10)) * x - (1 - t_next) * coefficient * estimate
-        previous = denoised
-        _report(callback, i, times, x, denoised)
-    return x
-
-
-SA3_SAMPLERS = {"pingpong": pingpong, "euler": euler, "dpmpp": dpmpp}
+# stable-audio-3's samplers are the shared ones over per-item schedules Tensor[B, S + 1]: its
+# pingpong draws the last step's (unused) noise too, its dpmpp clamps the log-SNR.
+SA3_SAMPLERS = {
+    "pingpong": partial(rf_pingpong, noise_on_last_step=True),
+    "euler": rf_euler,
+    "dpmpp": partial(rf_dpmpp, log_snr_floor=1e-10),
+}
 
 
 def initial_noise(batch: int, channels: int, latent_length: int, *,
@@ -416,4 +362,5 @@ def sample(model_fn: ModelFn, noise: Tensor, times: Tensor, *, sampler: str = "p
                              f"{tuple(noise.shape)}; encode the source to the generated length")
         x = init_latents * (1 - sigma_max) + noise * sigma_max
     times = times.to(noise.device)
-    return SA3_SAMPLERS[sampler](model_fn, x, times, noise=gaussian_noise(x, generator), callback=callback)
+    return SA3_SAMPLERS[sampler](rf_denoiser(model_fn), x, times, noise=gaussian_noise(x, generator),
+                                 callback=callback)

@@ -6,11 +6,12 @@ Every sampler has one signature,
 
 - denoise(x: Tensor[B, ...], sigma: Tensor[B]) -> estimate of the clean x (see denoisers.py)
 - x: the starting state at noise level sigmas[0]
-- sigmas: Tensor[steps + 1], decreasing, ending with 0 (see schedules.py)
+- sigmas: Tensor[steps + 1], decreasing, ending with 0 (see schedules.py), or Tensor[B, steps + 1]
+  with one schedule per item (Stable Audio 3's length-dependent shift, sampling/sa3.py)
 - noise(sigma, sigma_next) -> Tensor like x: the noise source of stochastic samplers
   (default: `gaussian_noise(x)`, torch's global generator)
 - callback(dict) after every step with {"i", "steps", "x", "sigma", "denoised"}: `x` is the state
-  after step i and `sigma` its noise level sigmas[i + 1]; `denoised` is the estimate made in step i.
+  after step i and `sigma` its noise level sigmas[..., i + 1]; `denoised` is the estimate made in step i.
   It may raise to interrupt sampling.
 - project(x, sigma_next) -> x: applied to the state after every step, before the callback
   (inpainting uses it to hold kept latents on the source's noisy path)
@@ -27,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from .denoisers import Denoiser
+from .denoisers import Denoiser, per_item
 
 NoiseSource = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[dict], None]
@@ -59,23 +60,34 @@ def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.
     return (x - denoised) / sigma
 
 
-def _level_per_item(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A scalar noise level as Tensor[B] in x's dtype, the form denoisers take."""
-    return sigma * x.new_ones([x.shape[0]])
+def _levels(sigmas: torch.Tensor, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma, sigma_next) of step i, shaped to broadcast against x: 0-d tensors for a shared
+    schedule (so they never promote x's dtype), Tensor[B, 1, ..., 1] in x's dtype per item."""
+    if sigmas.dim() == 1:
+        return sigmas[i], sigmas[i + 1]
+    return per_item(sigmas[:, i].to(x.dtype), x), per_item(sigmas[:, i + 1].to(x.dtype), x)
 
 
-def _is_last(levels: list[float], i: int) -> bool:
-    """Whether step i lands on noise level 0. `levels` is sigmas.tolist(), read once per sampling
-    run, so branching never reads a device tensor (no host-device sync per step on a GPU)."""
-    return levels[i + 1] == 0
+def _level_per_item(sigmas: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
+    """Noise level i as Tensor[B] in x's dtype, the form denoisers take."""
+    if sigmas.dim() == 1:
+        return sigmas[i] * x.new_ones([x.shape[0]])
+    return sigmas[:, i].to(x.dtype)
+
+
+def _lands_on_zero(sigmas: torch.Tensor) -> list[bool]:
+    """Per step, whether it ends at noise level 0 (for every item). Read once per sampling run,
+    so branching never reads a device tensor (no host-device sync per step on a GPU)."""
+    zero = sigmas[..., 1:] == 0
+    return (zero if sigmas.dim() == 1 else zero.all(dim=0)).tolist()
 
 
 def _finish_step(x: torch.Tensor, i: int, sigmas: torch.Tensor, denoised: torch.Tensor,
                  callback: StepCallback | None, project: Projection | None) -> torch.Tensor:
     if project is not None:
-        x = project(x, sigmas[i + 1])
+        x = project(x, sigmas[..., i + 1])
     if callback is not None:
-        callback({"i": i, "steps": len(sigmas) - 1, "x": x, "sigma": sigmas[i + 1],
+        callback({"i": i, "steps": sigmas.shape[-1] - 1, "x": x, "sigma": sigmas[..., i + 1],
                   "denoised": denoised})
     return x
 
@@ -91,9 +103,9 @@ def euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
           noise: NoiseSource | None = None, callback: StepCallback | None = None,
           project: Projection | None = None) -> torch.Tensor:
     """Euler steps on the probability-flow ODE (Karras et al. 2022, Algorithm 2, no churn)."""
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(x, _level_per_item(sigma, x))
+    for i in range(sigmas.shape[-1] - 1):
+        sigma, sigma_next = _levels(sigmas, i, x)
+        denoised = denoise(x, _level_per_item(sigmas, i, x))
         x = x + to_d(x, sigma, denoised) * (sigma_next - sigma)
         x = _finish_step(x, i, sigmas, denoised, callback, project)
     return x
@@ -103,13 +115,13 @@ def _dpmpp_2m(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, half_log
               callback: StepCallback | None, project: Projection | None) -> torch.Tensor:
     """DPM-Solver++(2M) on a path x = alpha(s) x0 + s eps, with lambda(s) = log(alpha(s) / s)."""
     previous, h_previous = None, None
-    levels = sigmas.tolist()
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(x, _level_per_item(sigma, x))
+    last = _lands_on_zero(sigmas)
+    for i in range(sigmas.shape[-1] - 1):
+        sigma, sigma_next = _levels(sigmas, i, x)
+        denoised = denoise(x, _level_per_item(sigmas, i, x))
         h = half_log_snr(sigma_next) - half_log_snr(sigma)
         estimate = denoised
-        if previous is not None and not _is_last(levels, i):
+        if previous is not None and not last[i]:
             estimate = _dpmpp_2m_blend(denoised, previous, h, h_previous)
         x = (sigma_next / sigma) * x - signal_scale(sigma_next) * (-h).expm1() * estimate
         previous, h_previous = denoised, h
@@ -131,11 +143,11 @@ def dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """DPM-Solver++(2M) SDE (Lu et al. 2022), midpoint correction, eta = 1: each step draws noise."""
     noise = gaussian_noise(x) if noise is None else noise
     previous, h_previous = None, None
-    levels = sigmas.tolist()
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(x, _level_per_item(sigma, x))
-        if _is_last(levels, i):
+    last = _lands_on_zero(sigmas)
+    for i in range(sigmas.shape[-1] - 1):
+        sigma, sigma_next = _levels(sigmas, i, x)
+        denoised = denoise(x, _level_per_item(sigmas, i, x))
+        if last[i]:
             x = denoised  # the last step lands on the estimate itself
         else:
             h = sigma.log() - sigma_next.log()
@@ -155,11 +167,11 @@ def dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """DPM-Solver++(3M) SDE, eta = 1: third-order multistep exponential integrator with noise."""
     noise = gaussian_noise(x) if noise is None else noise
     history = []  # (denoised, h) of the previous steps, newest first
-    levels = sigmas.tolist()
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(x, _level_per_item(sigma, x))
-        if _is_last(levels, i):
+    last = _lands_on_zero(sigmas)
+    for i in range(sigmas.shape[-1] - 1):
+        sigma, sigma_next = _levels(sigmas, i, x)
+        denoised = denoise(x, _level_per_item(sigmas, i, x))
+        if last[i]:
             x = denoised
         else:
             h = sigma.log() - sigma_next.log()
@@ -192,23 +204,36 @@ rf_euler = euler
 
 def rf_dpmpp(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
              noise: NoiseSource | None = None, callback: StepCallback | None = None,
-             project: Projection | None = None) -> torch.Tensor:
-    """DPM-Solver++(2M) on the rectified-flow path (stable-audio-tools' sample_flow_dpmpp)."""
-    return _dpmpp_2m(denoise, x, sigmas, lambda t: ((1 - t) / t).log(), lambda t: 1 - t,
-                     callback, project)
+             project: Projection | None = None, log_snr_floor: float | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M) on the rectified-flow path (stable-audio-tools' sample_flow_dpmpp).
+
+    log_snr_floor: clamp t and 1 - t to at least this in the log-SNR, as stable-audio-3 does
+    (1e-10), so a schedule starting at t = 1 gets a finite first step size and a second-order
+    correction on the second step; None keeps stable-audio-tools' unclamped form.
+    """
+    if log_snr_floor is None:
+        half_log_snr = lambda t: ((1 - t) / t).log()  # noqa: E731
+    else:
+        half_log_snr = lambda t: ((1 - t).clamp(min=log_snr_floor) / t.clamp(min=log_snr_floor)).log()  # noqa: E731
+    return _dpmpp_2m(denoise, x, sigmas, half_log_snr, lambda t: 1 - t, callback, project)
 
 
 def rf_pingpong(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                 noise: NoiseSource | None = None, callback: StepCallback | None = None,
-                project: Projection | None = None) -> torch.Tensor:
+                project: Projection | None = None, noise_on_last_step: bool = False) -> torch.Tensor:
     """Ping-pong sampling for distilled flow models: jump to the clean estimate, then re-noise it
-    to the next time with fresh noise (stable-audio-tools' sample_flow_pingpong)."""
+    to the next time with fresh noise (stable-audio-tools' sample_flow_pingpong).
+
+    The last step lands on the estimate itself. Both references draw that step's noise anyway
+    (it is multiplied by 0); noise_on_last_step=True draws it too, so whatever is drawn after
+    sampling (SA3's decoder noise) sees the reference's generator state.
+    """
     noise = gaussian_noise(x) if noise is None else noise
-    levels = sigmas.tolist()
-    for i in range(len(sigmas) - 1):
-        t, t_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(x, _level_per_item(t, x))
-        if _is_last(levels, i):
+    last = _lands_on_zero(sigmas)
+    for i in range(sigmas.shape[-1] - 1):
+        t, t_next = _levels(sigmas, i, x)
+        denoised = denoise(x, _level_per_item(sigmas, i, x))
+        if last[i] and not noise_on_last_step:
             x = denoised  # (1 - 0) * denoised + 0 * noise, without drawing the unused noise
         else:
             x = (1 - t_next) * denoised + t_next * noise(t, t_next)

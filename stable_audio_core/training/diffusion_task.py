@@ -43,8 +43,8 @@ from ..checkpoint import read_state_dict
 from ..config import ModelConfig, load_model_config
 from ..errors import ConfigError, InputError
 from ..factory import attach_text_encoder, build_model, load_autoencoder_weights, load_weights
+from ..models.stable_audio import BACKBONES, ModelInputs, StableAudioModel, assemble_inputs, backbone_type
 from ..text.conditioners import TextConditioner
-from ..models.stable_audio import BACKBONES, ModelInputs, StableAudioModel, assemble_inputs
 from .export import diffusion_model_config, diffusion_state_dict
 from .lora import apply_lora, lora_parameters, target_patterns
 from .task import (Batch, Phase, StepContext, item_generators, latent_padding_mask, per_item_rand,
@@ -271,12 +271,26 @@ class DiffusionStep:
     loss_mask: Tensor | None     # [B, L] bool frames the loss keeps (None: all)
 
 
+def check_trainable(config: ModelConfig) -> str:
+    """The config's BACKBONES key, or ConfigError for a model this task cannot train yet."""
+    kind = backbone_type(config)
+    if kind == "sa3_dit":
+        raise ConfigError(
+            "training Stable Audio 3 models is not supported yet: this task has no SA3 LoRA target "
+            "names, does not build the SAME latents with their padding masks, and has no objective "
+            "for the distilled rf_denoiser models (the reference distils them); train with "
+            "stable-audio-3's own trainer and load its LoRA files here (generate --lora FILE)"
+        )
+    return kind
+
+
 class DiffusionTask:
     """The training task of a ``diffusion_cond`` model (see the module docstring)."""
 
     kind = "diffusion"
 
     def __init__(self, model: StableAudioModel, options: DiffusionOptions):
+        self.backbone_type = check_trainable(model.config)
         self.model = model
         self.options = options
         self.objective = model.objective
@@ -289,7 +303,7 @@ class DiffusionTask:
             generator = item_generators(torch.tensor([options.seed]), "lora")[0]
             self.lora_paths = apply_lora(
                 model.backbone, rank=int(lora.get("rank", 16)), alpha=float(lora.get("alpha", lora.get("rank", 16))),
-                patterns=target_patterns(model.config.diffusion_type, lora.get("targets")), generator=generator,
+                patterns=target_patterns(self.backbone_type, lora.get("targets")), generator=generator,
             )
             trainable = lora_parameters(model.backbone)
         else:
@@ -302,7 +316,7 @@ class DiffusionTask:
         for parameter in trainable:
             parameter.requires_grad_(True)
         self._trainable = trainable
-        self._unconditional = BACKBONES[model.config.diffusion_type][2]
+        self._unconditional = BACKBONES[self.backbone_type][2]
         if options.cache_text_embeddings:
             for conditioner in _text_conditioners(model):
                 if conditioner.text_encoder is not None:
@@ -391,7 +405,7 @@ class DiffusionTask:
     def predict(self, step: DiffusionStep, backbone: nn.Module | None = None) -> Tensor:
         """The backbone's output Tensor[B, C, L] for ``step`` (``backbone`` defaults to the model's)."""
         backbone = self.model.backbone if backbone is None else backbone
-        call = BACKBONES[self.model.config.diffusion_type][1](backbone)
+        call = BACKBONES[self.backbone_type][1](backbone)
         dtype = next(backbone.parameters()).dtype
         inputs = {k: (v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v)
                   for k, v in step.inputs.items()}
@@ -450,6 +464,7 @@ def build_diffusion_task(model_config: dict | str | Path | ModelConfig, options:
     ``options["seed"]`` (the global RNG is left as it was), then the checkpoints named in the
     options are loaded strictly and the text encoder folder attached."""
     config = model_config if isinstance(model_config, ModelConfig) else load_model_config(model_config)
+    check_trainable(config)
     parsed = DiffusionOptions.from_dicts(config.raw.get("training"), dict(options or {}))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(parsed.seed)
