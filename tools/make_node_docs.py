@@ -73,6 +73,9 @@ EXAMPLES = {
     "SA3InpaintCondition": "Load a 10 s clip, mode `regenerate range`, start 4, end 6: the sampler "
                            "regenerates 4-6 s and keeps the rest; mode `extend source` with Timing's "
                            "seconds_total 20 continues the clip to 20 s.",
+    "TrainEvaluate": "Point `generated` at a folder of your model's outputs and `reference` at held-out "
+                     "clips (or a saved .npz of their statistics), choose `kl_passt,clap,timing` with "
+                     "the weight files, queue: the report lands in `output/<name>/report.md`.",
     "LoadLoRA": "Put `my_style.safetensors` (a stable-audio-3 LoRA) in `models/loras/`, choose it at "
                 "strength 0.8 between Load Checkpoint and the text encoder; chain a second Load LoRA "
                 "to stack another.",
