@@ -420,17 +420,18 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.div(x, scale).round_().to(torch.int8), scale
 
 
-# Linears with fewer weights than this stay float32: their share of the work is small and the
+# Linears with fewer weights than this keep their dtype: their share of the work is small and the
 # conditioning projections they hold are the most sensitive to rounding.
 INT8_MIN_WEIGHTS = 1 << 14
 
 
 class Int8Linear:
-    """Swapped into nn.Linear / OneDNNLinear: on CPU float32 inference the product runs as int8 x
-    int8 -> int32 (`torch._int_mm`) with the weight quantized once per output channel and the
-    input per row; elsewhere (autograd, another device or dtype) the layer's own path. The float
-    weight stays the parameter (state-dict keys unchanged); the int8 copy is a non-persistent
-    buffer, refreshed by load_state_dict."""
+    """Swapped into nn.Linear / OneDNNLinear: on CPU inference in the weight's dtype (float32, or
+    bfloat16 as T5Gemma is stored) the product runs as int8 x int8 -> int32 (`torch._int_mm`) with
+    the weight quantized once per output channel and the input per row, rescaled in float32 and
+    returned in the input's dtype; elsewhere (autograd, another device or dtype) the layer's own
+    path. The float weight stays the parameter (state-dict keys unchanged); the int8 copy is a
+    non-persistent buffer, refreshed by load_state_dict."""
 
     def freeze_coefficients(self) -> None:
         weight, scale = quantize_rows(self.weight.detach().float())
@@ -438,26 +439,26 @@ class Int8Linear:
         self.register_buffer("weight_scale", scale[:, 0], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling()
+        if (x.device.type != "cpu" or x.dtype != self.weight.dtype or torch.compiler.is_compiling()
                 or _needs_graph(x, self) or x.numel() < ONEDNN_MIN_ROWS * self.in_features):
             return super().forward(x)
-        rows, scale = quantize_rows(x.reshape(-1, self.in_features))
+        rows, scale = quantize_rows(x.reshape(-1, self.in_features).float())
         out = torch._int_mm(rows, self.weight_int8.t()).to(torch.float32)
         out.mul_(scale).mul_(self.weight_scale)
         if self.bias is not None:
             out.add_(self.bias)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
 def use_int8_linears(module: nn.Module, min_weights: int | None = None) -> int:
     """Swap Int8Linear into every plain (or oneDNN) linear layer of `module` with at least
-    `min_weights` (default INT8_MIN_WEIGHTS) float32 weights; returns how many. In place,
-    inference only."""
+    `min_weights` (default INT8_MIN_WEIGHTS) float32 or bfloat16 weights; returns how many. In
+    place, inference only."""
     min_weights = INT8_MIN_WEIGHTS if min_weights is None else min_weights
     count = 0
     for submodule in module.modules():
-        if (type(submodule) in (nn.Linear, OneDNNLinear) and submodule.weight.dtype == torch.float32
-                and submodule.weight.numel() >= min_weights):
+        if (type(submodule) in (nn.Linear, OneDNNLinear) and submodule.weight.numel() >= min_weights
+                and submodule.weight.dtype in (torch.float32, torch.bfloat16)):
             _swap(submodule, Int8Linear)
             _freeze(submodule)
             count += 1
