@@ -14,7 +14,8 @@ Work items (sizes in harness/workloads.py; "reduced" depth on CPU, full size on 
   vae-sa3-<s>s  one SAME-S decode of <s> seconds of latents, its noise off
 
 Parties, each in its own process and environment: ours (public API, float32), ours-bf16 (the
-opt-in matmul_dtype="bfloat16": bfloat16 weights and products, float32 activations), sat (stable-audio-tools, --sat-python), diffusers (StableAudioPipeline,
+opt-in matmul_dtype="bfloat16": bfloat16 weights and products, float32 activations), ours-int8 and
+ours-auto (load_model(precision="int8" / "auto"): int8 linears / the path chosen from the CPU), sat (stable-audio-tools, --sat-python), diffusers (StableAudioPipeline,
 --diffusers-python, weights converted by key mapping), comfyui (ComfyUI's own implementation from
 --comfyui FOLDER with --comfyui-python), sa3ref (stable-audio-3, --sa3-python; SA3 items only). A party without a venv is skipped; one that does not
 implement an item (diffusers/ComfyUI have no U-Net) has no row there.
@@ -59,14 +60,16 @@ import numpy as np  # noqa: E402
 import workloads as W  # noqa: E402
 from protocol import READY, RESULT  # noqa: E402
 
-OURS = ("ours", "ours-bf16", "ours-compile", "ours-before")
-WORKERS = {"ours": "ours.py", "ours-bf16": "ours.py", "ours-compile": "ours.py", "sat": "sat.py",
+OURS = ("ours", "ours-bf16", "ours-int8", "ours-auto", "ours-compile", "ours-before")
+WORKERS = {"ours": "ours.py", "ours-bf16": "ours.py", "ours-int8": "ours.py", "ours-auto": "ours.py",
+           "ours-compile": "ours.py", "sat": "sat.py",
            "diffusers": "diffusers_peer.py", "comfyui": "comfyui.py", "ours-before": "ours.py",
            "sa3ref": "sa3_ref.py"}
 # Which parties implement which model family.
-FAMILIES = {"sao": ("ours", "ours-bf16", "ours-compile", "sat", "diffusers", "comfyui", "ours-before"),
-            "unet": ("ours", "ours-bf16", "ours-compile", "sat", "ours-before"),
-            "sa3": ("ours", "ours-bf16", "ours-compile", "sa3ref", "ours-before")}
+FAMILIES = {"sao": ("ours", "ours-bf16", "ours-int8", "ours-auto", "ours-compile", "sat", "diffusers", "comfyui",
+                    "ours-before"),
+            "unet": ("ours", "ours-bf16", "ours-int8", "ours-auto", "ours-compile", "sat", "ours-before"),
+            "sa3": ("ours", "ours-bf16", "ours-int8", "ours-auto", "ours-compile", "sa3ref", "ours-before")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,6 +297,8 @@ def party_spec(spec: dict, party: str, args) -> dict:
             spec["matmul_dtype"] = "bfloat16"
         else:  # on a GPU the whole model in bfloat16 (flash attention applies; unmeasured here)
             spec["dtype"] = "bfloat16"
+    if party in ("ours-int8", "ours-auto"):  # load_model(precision=...): int8 linears / chosen from the CPU
+        spec["precision"] = party.split("-", 1)[1]
     spec["compile"] = party == "ours-compile"
     if party == "sat":
         spec["agree_text_encoder_dtype"] = "float16"
@@ -412,6 +417,8 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+
+
 def _ratio(runs: list[dict], reference: list[dict], key: str) -> float | None:
     """Median over rounds of runs[i][key] / reference[i][key] (rounds are interleaved)."""
     pairs = [(r[key], o[key]) for r, o in zip(runs, reference) if o.get(key)]
@@ -487,7 +494,10 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
              f"- Date: {header['date']}; wall time of the whole run {header['elapsed_min']:.0f} min",
              f"- CPU: {header['cpu']} ({header['cores']} cores visible, {args.threads} threads per "
              f"party, AVX512-BF16: {header['bf16_cpu']}); GPU: {header.get('gpu') or 'none'}",
-             f"- torch: {header['torch']} (all parties); float32 everywhere except ours-bf16 (bfloat16 matmuls)",
+             f"- CPU features: {header['features']}; fp32 matmul roofline {header['roofline']:.0f} GFLOP/s "
+             f"(torch.mm 2048^3, {args.threads} threads, best of 5, measured at the start)",
+             f"- torch: {header['torch']} (all parties); float32 everywhere except ours-bf16 (bfloat16 matmuls), "
+             f"ours-int8 (int8 linears) and ours-auto ({header['auto']} on this CPU)",
              f"- Load average (1 min) at start / end: {header['load_start']:.2f} / {header['load_end']:.2f}"
              " - other jobs share this machine; compare ratios, not absolute seconds",
              f"- Scale: {header['scale']} (see benchmarks/harness/workloads.py); parameters: "
@@ -517,14 +527,14 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
         lines.append(f"- `{spec['name']}`: {spec['what']}")
     lines += ["", format_table(items, gpu), "",
               "peer / ours wall (CPU): median over rounds of the peer's wall (process CPU) time over "
-              "ours in the same round; above 1 means ours is faster. On the ours-bf16 and "
-              "ours-compile rows it is that variant over ours (below 1: faster than our float32). "
+              "ours in the same round; above 1 means ours is faster. On the ours-bf16, ours-int8, "
+              "ours-auto and ours-compile rows it is that variant over ours (below 1: faster than our float32). "
               "peer / ours-bf16 wall: the same against ours-bf16. peer / ours RSS: peak resident "
               "memory of a run (weights included), peer over ours; above 1 means ours uses less. "
               "Agreement: e2e rows compare a run with the deterministic dpmpp-2m on the same seed and "
               "inputs (the timed dpmpp-3m-sde draws noise the parties draw differently); SA3 e2e rows "
               "compare the timed outputs (both parties seed and draw alike); VAE rows "
-              "compare the timed outputs; ours-bf16 and ours-compile rows compare with our float32 "
+              "compare the timed outputs; our variants' rows compare with our float32 "
               "output of the timed work itself."]
     text = "\n".join(lines) + "\n"
     if path is not None:
@@ -549,7 +559,8 @@ def main() -> None:
                         help="comma-separated subset of e2e-sao, e2e-unet, vae, call-sao, call-unet, "
                              "e2e-sa3, call-sa3, vae-sa3")
     parser.add_argument("--parties", default="ours,ours-bf16,sat,diffusers,comfyui,sa3ref",
-                        help="comma-separated; also ours-compile (torch.compile) and ours-before (--before-repo)")
+                        help="comma-separated; also ours-int8 and ours-auto (load_model precision int8 / "
+                             "auto), ours-compile (torch.compile) and ours-before (--before-repo)")
     parser.add_argument("--repeats", type=int, default=None, help="rounds per item (default 3, quick 2)")
     parser.add_argument("--long-repeats", type=int, default=2, help="rounds for VAE items of 40 s and more")
     parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16))
@@ -576,6 +587,7 @@ def main() -> None:
 
     import torch
 
+    from stable_audio_core.acceleration import auto_precision, cpu_capability
     from stable_audio_core.models.autoencoder import DECODER_TYPES
 
     flags = cpu_flags()
@@ -583,7 +595,11 @@ def main() -> None:
               "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(),
               "cores": os.cpu_count(), "bf16_cpu": "avx512_bf16" in flags or "amx_bf16" in flags,
               "torch": torch.__version__, "load_start": os.getloadavg()[0],
-              "gpu": torch.cuda.get_device_name(0) if gpu and torch.cuda.is_available() else None}
+              "gpu": torch.cuda.get_device_name(0) if gpu and torch.cuda.is_available() else None,
+              "features": cpu_capability().describe(), "roofline": matmul_roofline(args.threads),
+              "auto": auto_precision(cpu_capability())}
+    print(f"CPU: {header['cpu']}; features: {header['features']}; fp32 matmul roofline "
+          f"{header['roofline']:.0f} GFLOP/s", flush=True)
     plan = W.plan(args.device, args.quick)
     header["scale"] = plan["scale"]
     header["unet_vae"] = "dac" if "dac" in DECODER_TYPES else "oobleck (the dac type is not built in this tree)"
@@ -604,9 +620,10 @@ def main() -> None:
                                if files["sa3"] else None)
         header["params"]["sa3"] = files["sa3"]["params"] if files["sa3"] else 0
     if "call-sa3" in args.items:
-        header["roofline_gflops"] = matmul_roofline(args.threads)
+        header["roofline_gflops"] = header["roofline"]
 
     pythons = {"ours": sys.executable, "ours-bf16": sys.executable, "ours-compile": sys.executable,
+               "ours-int8": sys.executable, "ours-auto": sys.executable,
                "sat": args.sat_python, "diffusers": args.diffusers_python, "sa3ref": args.sa3_python,
                "comfyui": args.comfyui_python if args.comfyui else None,
                "ours-before": (default_python(str(Path(args.before_repo) / ".venv" / "bin" / "python"))

@@ -134,15 +134,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     started = time.time()
     if args.config:
         model = load_model(args.config, args.checkpoint, text_encoder=args.text_encoder,
-                           device=args.device, dtype=args.dtype, text_encoder_dtype=args.text_encoder_dtype)
+                           device=args.device, dtype=args.dtype, text_encoder_dtype=args.text_encoder_dtype,
+                           precision=args.precision)
     else:   # no model named: the one that ships with the package
         from stable_audio_core.default_model import load_default_model
-        model = load_default_model(device=args.device, dtype=args.dtype)
+        model = load_default_model(device=args.device, dtype=args.dtype, precision=args.precision)
     if sa3_args.get("loras"):
         from stable_audio_core.lora import load_loras
         load_loras(model, sa3_args.pop("loras"))
     sa3_args.pop("loras", None)
-    print(f"loaded model in {time.time() - started:.1f} s", file=sys.stderr)
+    print(f"loaded model in {time.time() - started:.1f} s (precision {model.precision})", file=sys.stderr)
     settings = resolve_sampling(model, steps=args.steps, cfg_scale=args.cfg_scale,
                                 sampler=args.sampler)
     sample_size = int(args.window * model.sample_rate) if args.window is not None else None
@@ -288,6 +289,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stable_audio_core.acceleration import PRECISIONS
     from stable_audio_core.sampling.loop import SCHEDULE_NAMES, sampler_names
 
     parser = argparse.ArgumentParser(prog="stable-audio", description=__doc__)
@@ -334,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     g.add_argument("--text-encoder-dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="T5 precision (default: --dtype; the reference runs T5 in float16)")
+    g.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="CPU matmul path of a float32 model: fp32 (equal to the reference), bf16 "
+                        "(bfloat16 matmuls), int8 (int8 linears), auto (chosen from what the CPU has; "
+                        "tolerances in benchmarks/README.md)")
     g.add_argument("--threads", type=int, default=None)
     g.set_defaults(func=cmd_generate)
 

@@ -16,6 +16,8 @@ from .datatypes import AUDIO, CATEGORY, MODEL, make_audio
 
 BUNDLED_CONFIGS = Path(core_config.__file__).parent / "configs"
 BUNDLED_PREFIX = "bundled/"
+# Load Checkpoint's dtype choices that are float32 with a CPU matmul path (load_model's precision).
+CPU_PATHS = {"float32 + int8 linears": "int8", "float32 + bfloat16 matmuls": "bf16", "cpu-adaptive": "auto"}
 
 
 def _config_choices() -> list[str]:
@@ -67,13 +69,21 @@ class LoadCheckpoint:
                 "without one (or a Stable Audio 3 config whose model_path finds it)."}),
             "device": (["auto", "cpu", "cuda", "mps"], {
                 "default": "auto", "tooltip": "Where the model runs; 'auto' is the host's device."}),
-            "dtype": (["auto", "float32", "float16", "bfloat16"], {
+            "dtype": (["auto", "float32", "float16", "bfloat16"] + list(CPU_PATHS), {
                 "default": "auto", "tooltip": "Weight precision; 'auto' is float32 on the CPU and "
-                "float16 on a GPU. Use float32 if you get NaN errors."}),
+                "float16 on a GPU. Use float32 if you get NaN errors. On the CPU, float32 with a "
+                "faster matmul path: 'float32 + int8 linears', 'float32 + bfloat16 matmuls' (fast "
+                "only on CPUs with native bfloat16) or 'cpu-adaptive' (chosen from what the CPU has; "
+                "float16 on a GPU). Tolerances: benchmarks/README.md."}),
         }}
 
     def load(self, ckpt_name, config, text_encoder, device, dtype):
         device = hooks.default_device() if device == "auto" else device
+        precision = "fp32"
+        if dtype == "cpu-adaptive" and not str(device).startswith("cpu"):
+            dtype = "auto"  # on a GPU the fast path is the reduced dtype
+        elif dtype in CPU_PATHS:
+            dtype, precision = "float32", CPU_PATHS[dtype]
         if dtype == "auto":
             dtype = "float32" if str(device).startswith("cpu") else "float16"
         encoder = None if text_encoder == "none" else files.resolve("text_encoders", text_encoder)
@@ -85,7 +95,8 @@ class LoadCheckpoint:
         else:
             checkpoint = files.resolve("checkpoints", ckpt_name)
             config_path = _config_path(config, checkpoint)
-        model = load_model(config_path, checkpoint, text_encoder=encoder, device=device, dtype=dtype)
+        model = load_model(config_path, checkpoint, text_encoder=encoder, device=device, dtype=dtype,
+                           precision=precision)
         return (model,)
 
 

@@ -25,6 +25,14 @@ multiply bfloat16 copies of their inputs (float32 accumulation inside oneDNN), w
 activations, residual streams and the sampler state stay float32. `compile_backbone(model)` wraps
 the diffusion backbone in `torch.compile` (opt-in: slow first calls, recompiles per length).
 
+`use_int8_linears(module)` is the int8 path (load_model(precision="int8")): the weight of every
+large linear layer is quantized once, per output channel, to int8 (symmetric, scale = max |w| /
+127); at run time each input row (token) is quantized the same way and the product runs as an
+int8 x int8 -> int32 matmul (`torch._int_mm`), rescaled to float32 by the two scales.
+
+`cpu_capability()` probes what the CPU has (torch's capability string, /proc/cpuinfo flags) and
+`choose_precision("auto")` picks one of fp32 / bf16 / int8 from it (rules in `auto_precision`).
+
 `request_huge_pages()` asks torch's CPU allocator for transparent huge pages; entry points (the
 CLI, the node pack) call it before any large tensor exists. Measurements: benchmarks/RESULTS.md.
 """
@@ -32,6 +40,7 @@ CLI, the node pack) call it before any large tensor exists. Measurements: benchm
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -40,10 +49,11 @@ from torch.nn import functional as F
 
 from .models.layers import SNAKE_EPS, ResidualUnit, Snake1d, SnakeBeta, WNConv1d, fold_weight_norm as fold
 from .models.unet import PaddedConv1d
+from .errors import InputError
 from .precision import activation_dtype
 
-__all__ = ["activation_dtype", "prepare_for_inference", "use_bfloat16_matmuls", "compile_backbone",
-           "request_huge_pages"]
+__all__ = ["activation_dtype", "prepare_for_inference", "use_bfloat16_matmuls", "use_int8_linears",
+           "compile_backbone", "request_huge_pages", "cpu_capability", "choose_precision", "PRECISIONS"]
 
 # Below this many rows the BLAS call is already cheap; oneDNN's setup would not pay off.
 ONEDNN_MIN_ROWS = 8
@@ -63,6 +73,79 @@ def request_huge_pages() -> bool:
     if os.environ.get(HUGE_PAGES_SWITCH, "1") != "0":
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     return os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
+
+
+# --- what the CPU has -----------------------------------------------------------------------
+
+CPUINFO = "/proc/cpuinfo"
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class CpuCapability:
+    """What this CPU offers the matmul paths: torch's kernel level ("AVX512", "AVX2", "DEFAULT",
+    ...: torch.backends.cpu.get_cpu_capability()) and the CPU's feature flags (/proc/cpuinfo)."""
+
+    torch_level: str
+    flags: frozenset[str] = field(repr=False)
+
+    @property
+    def native_bf16(self) -> bool:
+        """bfloat16 dot products in hardware (elsewhere oneDNN emulates them, slower than float32)."""
+        return bool(self.flags & {"avx512_bf16", "amx_bf16"})
+
+    @property
+    def int8_dot(self) -> bool:
+        """int8 dot-product instructions (VNNI, AMX-INT8)."""
+        return bool(self.flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+    def describe(self) -> str:
+        """One line for reports: torch's level and the flags that decide the precision paths."""
+        shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+                             "amx_int8") if f in self.flags]
+        return f"torch {self.torch_level}; " + (" ".join(shown) or "no AVX2/AVX-512 flags")
+
+
+def read_cpu_flags(path: str = CPUINFO) -> frozenset[str]:
+    """The first processor's feature flags ("flags" on x86, "Features" on Arm); empty if unreadable."""
+    try:
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def cpu_capability() -> CpuCapability:
+    """This machine's CpuCapability (probed once)."""
+    return CpuCapability(torch.backends.cpu.get_cpu_capability(), read_cpu_flags())
+
+
+def auto_precision(capability: CpuCapability) -> str:
+    """The precision "auto" runs on a CPU with `capability`. Only a path measured faster than
+    float32 and within its tolerance on a CPU of that kind is picked (benchmarks/README.md):
+    bfloat16 matmuls where bfloat16 is native; float32 elsewhere, int8 included until it is
+    measured on CPUs without native bfloat16."""
+    return "bf16" if capability.native_bf16 else "fp32"
+
+
+def choose_precision(precision: str, device: str | torch.device = "cpu",
+                     capability: CpuCapability | None = None) -> str:
+    """Resolve a precision name (PRECISIONS) to the path that runs: "fp32", "bf16" (bfloat16
+    matmuls) or "int8" (int8 linears). "auto" follows `auto_precision` on the CPU and is "fp32"
+    on other devices (their speed comes from `dtype`)."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    on_cpu = torch.device(device).type == "cpu"
+    if precision == "auto":
+        return auto_precision(capability or cpu_capability()) if on_cpu else "fp32"
+    if precision == "int8" and not on_cpu:
+        raise InputError(f"precision 'int8' runs on the CPU only (device {device}); use fp32 or "
+                         "bf16, or a reduced dtype, on this device")
+    return precision
 
 
 # --- oneDNN availability --------------------------------------------------------------------
@@ -328,6 +411,58 @@ def use_bfloat16_matmuls(module: nn.Module, dtype: torch.dtype = torch.bfloat16)
                 parameter.data = parameter.data.to(dtype)
             converted += 1
     return converted
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantization of each row: Tensor[R, K] float -> (Tensor[R, K] int8 in
+    [-127, 127], Tensor[R, 1] float32 scale), x ~ q * scale."""
+    scale = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny) / 127
+    return torch.div(x, scale).round_().to(torch.int8), scale
+
+
+# Linears with fewer weights than this keep their dtype: their share of the work is small and the
+# conditioning projections they hold are the most sensitive to rounding.
+INT8_MIN_WEIGHTS = 1 << 14
+
+
+class Int8Linear:
+    """Swapped into nn.Linear / OneDNNLinear: on CPU inference in the weight's dtype (float32, or
+    bfloat16 as T5Gemma is stored) the product runs as int8 x int8 -> int32 (`torch._int_mm`) with
+    the weight quantized once per output channel and the input per row, rescaled in float32 and
+    returned in the input's dtype; elsewhere (autograd, another device or dtype) the layer's own
+    path. The float weight stays the parameter (state-dict keys unchanged); the int8 copy is a
+    non-persistent buffer, refreshed by load_state_dict."""
+
+    def freeze_coefficients(self) -> None:
+        weight, scale = quantize_rows(self.weight.detach().float())
+        self.register_buffer("weight_int8", weight, persistent=False)  # [out, in]
+        self.register_buffer("weight_scale", scale[:, 0], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type != "cpu" or x.dtype != self.weight.dtype or torch.compiler.is_compiling()
+                or _needs_graph(x, self) or x.numel() < ONEDNN_MIN_ROWS * self.in_features):
+            return super().forward(x)
+        rows, scale = quantize_rows(x.reshape(-1, self.in_features).float())
+        out = torch._int_mm(rows, self.weight_int8.t()).to(torch.float32)
+        out.mul_(scale).mul_(self.weight_scale)
+        if self.bias is not None:
+            out.add_(self.bias)
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+
+def use_int8_linears(module: nn.Module, min_weights: int | None = None) -> int:
+    """Swap Int8Linear into every plain (or oneDNN) linear layer of `module` with at least
+    `min_weights` (default INT8_MIN_WEIGHTS) float32 or bfloat16 weights; returns how many. In
+    place, inference only."""
+    min_weights = INT8_MIN_WEIGHTS if min_weights is None else min_weights
+    count = 0
+    for submodule in module.modules():
+        if (type(submodule) in (nn.Linear, OneDNNLinear) and submodule.weight.numel() >= min_weights
+                and submodule.weight.dtype in (torch.float32, torch.bfloat16)):
+            _swap(submodule, Int8Linear)
+            _freeze(submodule)
+            count += 1
+    return count
 
 
 def prepare_for_inference(module: nn.Module, *, fold_weight_norm: bool = False, onednn_linear: bool = True,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from .acceleration import compile_backbone, prepare_for_inference, use_bfloat16_matmuls
+from .acceleration import (choose_precision, compile_backbone, prepare_for_inference, use_bfloat16_matmuls,
+                           use_int8_linears)
 from .checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict
 from .config import ModelConfig, load_model_config
 from .errors import CheckpointError, ConfigError, InputError
@@ -210,7 +211,7 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
                text_encoder: str | Path | None = None, device: str | torch.device = "cpu",
                dtype: str | torch.dtype = "float32",
                text_encoder_dtype: str | torch.dtype | None = None,
-               matmul_dtype: str | torch.dtype | None = None,
+               matmul_dtype: str | torch.dtype | None = None, precision: str = "fp32",
                compile: bool = False, accelerations: dict[str, bool] | None = None) -> StableAudioModel:
     """Build the model of `config`, load `checkpoint` (strict), attach a T5 folder if needed.
 
@@ -223,11 +224,27 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     opt-in on GPUs and CPUs with native bfloat16. matmul_dtype="bfloat16" is the more accurate
     opt-in: only linear/convolution weights and their products in bfloat16, activations in
     `dtype` (acceleration.use_bfloat16_matmuls; tolerances in benchmarks/README.md).
+    `precision` picks the CPU matmul path of a float32 model in one word: "fp32" (the default,
+    equal to the reference), "bf16" (matmul_dtype="bfloat16"), "int8" (the large linears of the
+    backbone and text encoders in int8, acceleration.use_int8_linears) or "auto" (chosen from the
+    CPU: acceleration.choose_precision); the path taken is recorded as `model.precision`.
     compile=True wraps the diffusion backbone in torch.compile (opt-in; slow first calls).
     `accelerations` switches prepare_for_inference's swaps (all on when not named).
     """
     dtype = parse_dtype(dtype)
     text_dtype = dtype if text_encoder_dtype is None else parse_dtype(text_encoder_dtype)
+    path = choose_precision(precision, device)
+    if path != "fp32" and dtype != torch.float32:
+        if precision != "auto":
+            raise InputError(f"precision {precision!r} applies to a float32 model; got dtype {dtype} "
+                             "(use dtype float32, or precision fp32 with a reduced dtype)")
+        path = "fp32"  # a reduced dtype is already the fast path asked for
+    if path == "bf16":
+        if matmul_dtype is not None and parse_dtype(matmul_dtype) != torch.bfloat16:
+            raise InputError(f"precision 'bf16' contradicts matmul_dtype {matmul_dtype!r}; give one of them")
+        matmul_dtype = torch.bfloat16
+    elif path == "int8" and matmul_dtype is not None and parse_dtype(matmul_dtype) != dtype:
+        raise InputError(f"precision 'int8' contradicts matmul_dtype {matmul_dtype!r}; give one of them")
     model = build_model(config)
     embedded = None
     if checkpoint is not None:
@@ -247,6 +264,10 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     if matmul_dtype is not None and parse_dtype(matmul_dtype) != dtype:
         for module in dict.fromkeys(modules):  # one shared T5 may serve several conditioners
             use_bfloat16_matmuls(module, parse_dtype(matmul_dtype))
+    if path == "int8":
+        for module in dict.fromkeys(modules):
+            use_int8_linears(module)
+    model.precision = path
     if compile:
         compile_backbone(model)
     return model

@@ -352,6 +352,16 @@ def test_load_checkpoint_loads_the_bundled_model_with_its_config_and_clap(pack, 
     assert {k: defaults[k] for k in ("steps", "cfg_scale", "sampler")} == bundled_kind_config()["sampling_defaults"]
 
 
+def test_load_checkpoint_offers_the_cpu_precision_paths_as_dtype_choices(pack, node, bundled_stand_in):
+    choices, options = pack.classes["StableAudio_LoadCheckpoint"].INPUT_TYPES()["required"]["dtype"]
+    assert choices[:4] == ["auto", "float32", "float16", "bfloat16"] and options["default"] == "auto"  # old workflows
+    assert {"float32 + int8 linears", "float32 + bfloat16 matmuls", "cpu-adaptive"} <= set(choices)
+
+    int8 = node("LoadCheckpoint")(BUNDLED_NAME, "auto", "none", "cpu", "float32 + int8 linears")[0]
+    plain = node("LoadCheckpoint")(BUNDLED_NAME, "auto", "none", "cpu", "auto")[0]
+    assert (int8.precision, int8.dtype, plain.precision) == ("int8", torch.float32, "fp32")
+
+
 def test_load_checkpoint_names_the_missing_bundled_files(pack, node, tmp_path, monkeypatch):
     point_bundled_model_at(tmp_path, monkeypatch)  # an empty folder: the weights are not installed
 

@@ -33,6 +33,8 @@ def build(spec: dict):
     options = {"compile": True} if spec.get("compile") else {}
     if spec.get("matmul_dtype"):
         options["matmul_dtype"] = spec["matmul_dtype"]
+    if spec.get("precision"):
+        options["precision"] = spec["precision"]
     if spec["item"] == "vae":
         import numpy as np
         if spec["family"] == "sa3":  # the SAME autoencoder of the whole SA3 checkpoint
@@ -58,7 +60,7 @@ def build(spec: dict):
 def _load_vae(spec: dict):
     import json
 
-    from stable_audio_core.acceleration import prepare_for_inference, use_bfloat16_matmuls
+    from stable_audio_core.acceleration import choose_precision, prepare_for_inference, use_bfloat16_matmuls
     from stable_audio_core.checkpoint import load_state_dict_strict, read_state_dict
     from stable_audio_core.factory import parse_dtype
     from stable_audio_core.models.autoencoder import build_autoencoder
@@ -70,8 +72,10 @@ def _load_vae(spec: dict):
     load_state_dict_strict(vae, weights, spec["checkpoint"])
     vae.to(device=spec["device"], dtype=parse_dtype(spec["dtype"]))
     prepare_for_inference(vae)
-    if spec.get("matmul_dtype"):  # what load_model(matmul_dtype=...) does to the whole model
-        use_bfloat16_matmuls(vae, parse_dtype(spec["matmul_dtype"]))
+    # What load_model(matmul_dtype=... / precision=...) does to the whole model (the VAE has no
+    # linears for the int8 path).
+    if spec.get("matmul_dtype") or choose_precision(spec.get("precision", "fp32"), spec["device"]) == "bf16":
+        use_bfloat16_matmuls(vae, parse_dtype(spec.get("matmul_dtype") or "bfloat16"))
     return vae
 
 

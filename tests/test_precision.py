@@ -1,0 +1,157 @@
+"""The CPU precision paths (load_model(precision=...), acceleration.py): the capability probe,
+what `auto` picks from it, the int8 linears within their stated tolerance, and the options that
+reach load_model from the CLI and the Load Checkpoint node."""
+
+import pytest
+import torch
+from torch import nn
+
+from stable_audio_core import acceleration
+from stable_audio_core.acceleration import CpuCapability, Int8Linear, choose_precision, read_cpu_flags, use_int8_linears
+from stable_audio_core.errors import InputError
+from stable_audio_core.factory import load_model
+from stable_audio_core.pipeline import generate
+from stable_audio_core.training.losses import multiresolution_stft_distance
+
+from helpers import CLAP_FIXTURE, bundled_kind_config, perturbed_model, save_checkpoint
+
+AVX2_ONLY = CpuCapability("AVX2", frozenset({"avx2", "fma", "avx"}))
+AVX512_NO_BF16 = CpuCapability("AVX512", frozenset({"avx2", "avx512f", "avx512_vnni"}))
+AVX512_BF16 = CpuCapability("AVX512", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}))
+SAPPHIRE_RAPIDS = CpuCapability("AVX512", frozenset({"avx2", "avx512f", "amx_bf16", "amx_int8"}))
+
+
+def test_the_probe_reads_the_flags_line_of_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert read_cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
+    assert read_cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+@pytest.mark.parametrize("capability", [AVX2_ONLY, AVX512_NO_BF16], ids=["avx2-only", "avx512-no-bf16"])
+def test_auto_never_picks_bfloat16_on_a_cpu_without_native_bfloat16(capability, monkeypatch):
+    monkeypatch.setattr(acceleration, "cpu_capability", lambda: capability)
+    assert not capability.native_bf16
+    assert choose_precision("auto") != "bf16"
+
+
+def test_auto_without_native_bfloat16_loads_a_float32_model(config, tmp_path, monkeypatch):
+    monkeypatch.setattr(acceleration, "cpu_capability", lambda: AVX2_ONLY)
+    path = save_checkpoint(perturbed_model(config), tmp_path / "m.safetensors")
+    model = load_model(config, path, precision="auto")
+    assert model.precision == "fp32"
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("capability", [AVX512_BF16, SAPPHIRE_RAPIDS], ids=["avx512-bf16", "amx"])
+def test_auto_picks_bfloat16_matmuls_where_bfloat16_is_native(capability):
+    assert capability.native_bf16 and choose_precision("auto", capability=capability) == "bf16"
+
+
+def test_auto_is_float32_off_the_cpu_and_int8_is_refused_there():
+    assert choose_precision("auto", "cuda", capability=AVX512_BF16) == "fp32"
+    with pytest.raises(InputError, match="CPU only"):
+        choose_precision("int8", "cuda")
+    with pytest.raises(InputError, match="auto, fp32, bf16, int8"):
+        choose_precision("fp8")
+
+
+def test_precision_that_contradicts_the_dtype_is_refused_before_loading(config):
+    with pytest.raises(InputError, match="float32 model"):
+        load_model(config, "does-not-exist.safetensors", dtype="bfloat16", precision="int8")
+
+
+def test_an_int8_linear_is_close_to_float32_and_keeps_its_state_dict_keys():
+    torch.manual_seed(0)
+    layer = nn.Linear(256, 192)
+    x = torch.randn(3, 40, 256)
+    with torch.inference_mode():
+        expected = layer(x)
+    assert use_int8_linears(layer) == 1 and isinstance(layer, Int8Linear)
+    with torch.inference_mode():
+        got = layer(x)
+    # Two roundings to 1/254 of a row's peak, over K=256 random products: about 1% of the output's peak.
+    assert (got - expected).abs().max() / expected.abs().max() < 0.02
+    assert list(layer.state_dict()) == ["weight", "bias"]
+
+
+def test_loading_a_state_dict_requantizes_the_int8_weights():
+    layer, other = nn.Linear(128, 128), nn.Linear(128, 128)
+    use_int8_linears(layer)
+    layer.load_state_dict(other.state_dict())
+    x = torch.randn(16, 128)
+    with torch.inference_mode():
+        assert (layer(x) - other(x)).abs().max() / other(x).abs().max() < 0.02
+
+
+def test_int8_linears_leave_small_layers_and_gradients_alone():
+    small = nn.Linear(8, 8)
+    assert use_int8_linears(small) == 0 and type(small) is nn.Linear
+    layer = nn.Linear(128, 128)
+    use_int8_linears(layer)
+    x = torch.randn(16, 128, requires_grad=True)
+    layer.requires_grad_(True)(x).sum().backward()  # training: the float path, with gradients
+    assert x.grad is not None
+
+
+# int8 tolerance on the toy models (random weights, CFG 7, 4 deterministic steps; CFG multiplies
+# the difference of two rounded outputs by 7, and 64-wide rows quantize coarsely). Measured over
+# seeds 5-7 with every linear in int8: SAO-shaped DiT latents 7.7-10% of their peak, audio
+# 5.6-9.9%, STFT distance 0.10-0.11; the U-Net's few attention linears: below 0.1%.
+INT8_RELATIVE_TOLERANCE = 0.15
+INT8_STFT_TOLERANCE = 0.2
+
+
+def _errors(audio, reference):
+    relative = lambda a, b: float((a - b).abs().max() / b.abs().max())  # noqa: E731
+    return (relative(audio.latents, reference.latents), relative(audio.audio, reference.audio),
+            multiresolution_stft_distance(audio.audio[0], reference.audio[0], fft_sizes=(64, 128, 256)))
+
+
+@pytest.mark.parametrize("family", ["sao", "unet"])
+def test_int8_linears_stay_within_the_stated_tolerance(family, config, tmp_path, monkeypatch):
+    monkeypatch.setattr(acceleration, "INT8_MIN_WEIGHTS", 0)  # toy widths: every linear counts as large
+    if family == "unet":
+        config = dict(bundled_kind_config(), sample_size=16 * 1024)  # 16 latents: a short window
+    conditioning = {"prompt": "warm piano" if family == "unet" else 1.0, "seconds_start": 0, "seconds_total": 1}
+    encoder = CLAP_FIXTURE if family == "unet" else None
+    path = save_checkpoint(perturbed_model(config), tmp_path / "m.safetensors")
+    full = load_model(config, path, text_encoder=encoder)
+    fast = load_model(config, path, text_encoder=encoder, precision="int8")
+    assert fast.precision == "int8"
+    assert any(isinstance(m, Int8Linear) for m in fast.backbone.modules())
+    kwargs = dict(conditioning=conditioning, steps=4, cfg_scale=7.0, sampler="dpmpp-2m", seed=5, trim=False)
+    latents, audio, stft = _errors(generate(fast, **kwargs), generate(full, **kwargs))
+    assert 0 < latents < INT8_RELATIVE_TOLERANCE and audio < INT8_RELATIVE_TOLERANCE
+    assert stft < INT8_STFT_TOLERANCE
+
+
+def test_the_cli_passes_precision_to_load_model():
+    from stable_audio_host.cli import build_parser
+
+    args = build_parser().parse_args(["generate", "piano", "--precision", "int8"])
+    assert args.precision == "int8"
+    assert build_parser().parse_args(["generate", "piano"]).precision == "fp32"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "piano", "--precision", "fp8"])
+
+
+def test_int8_reaches_the_bfloat16_t5gemma_encoder_of_sa3(monkeypatch):
+    import json
+
+    from helpers import FIXTURES
+
+    monkeypatch.setattr(acceleration, "INT8_MIN_WEIGHTS", 0)  # toy widths: every linear counts as large
+    stem = FIXTURES / "sa3_parity" / "small_pingpong_apg"
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    load = lambda precision: load_model(meta["model_config"], f"{stem}.weights.safetensors",  # noqa: E731
+                                        text_encoder=stem.parent / meta["text_encoder"], precision=precision)
+    encoders = [next(c.text_encoder for c in model.conditioner.conditioners.values()
+                     if getattr(c, "text_encoder", None) is not None) for model in (load("fp32"), load("int8"))]
+    assert any(isinstance(m, Int8Linear) for m in encoders[1].model.modules())
+    with torch.inference_mode():
+        (reference, mask), (features, _) = (encoder.encode(["warm piano chords"]) for encoder in encoders)
+    assert features.dtype == reference.dtype == torch.bfloat16  # stored dtype kept
+    # Toy widths and bfloat16 outputs: within 10% of the features' peak (measured: 4.2%).
+    error = (features.float() - reference.float())[mask.bool()].abs().max() / reference.float().abs().max()
+    assert 0 < error < 0.1, error
