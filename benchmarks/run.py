@@ -495,7 +495,7 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
              f"- CPU: {header['cpu']} ({header['cores']} cores visible, {args.threads} threads per "
              f"party, AVX512-BF16: {header['bf16_cpu']}); GPU: {header.get('gpu') or 'none'}",
              f"- CPU features: {header['features']}; fp32 matmul roofline {header['roofline']:.0f} GFLOP/s "
-             f"(torch.mm 2048^3, {args.threads} threads, best of 5, measured at the start)",
+             f"(torch.mm 4096^3, {args.threads} threads, best of 5, measured at the start)",
              f"- torch: {header['torch']} (all parties); float32 everywhere except ours-bf16 (bfloat16 matmuls), "
              f"ours-int8 (int8 linears) and ours-auto ({header['auto']} on this CPU)",
              f"- Load average (1 min) at start / end: {header['load_start']:.2f} / {header['load_end']:.2f}"
@@ -519,8 +519,8 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
                                  "of the roofline")
     huge = sorted({party for item in items for party, env in item.get("environments", {}).items()
                    if env.get("huge_pages")})
-    lines += [f"- Transparent huge pages for torch's CPU allocator (THP_MEM_ALLOC_ENABLE=1, which importing "
-              f"stable_audio_core requests): {', '.join(huge) or 'no party'}; the others run with their "
+    lines += [f"- Transparent huge pages for torch's CPU allocator (THP_MEM_ALLOC_ENABLE=1, which our "
+              f"entry points request): {', '.join(huge) or 'no party'}; the others run with their "
               "defaults (4 kB pages)", ""]
     for item in items:
         spec = item["spec"]
