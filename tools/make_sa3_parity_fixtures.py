@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_t5gemma_fixtures import build_test_tokenizer, save_tokenizer  # noqa: E402
+from make_t5gemma_fixtures import build_t5gemma_test_tokenizer, save_tokenizer  # noqa: E402
 
 SAMPLE_RATE = 44100
 
@@ -133,7 +133,7 @@ def model_config(case: dict, t5gemma_path: str, embed_dim: int) -> dict:
 def write_t5gemma(folder: Path, seed: int, **shape) -> None:
     """A random T5Gemma encoder folder; `shape` overrides the narrow encoder's config values."""
     from transformers import T5GemmaConfig, T5GemmaForConditionalGeneration
-    vocab = build_test_tokenizer().get_vocab_size()
+    vocab = build_t5gemma_test_tokenizer().get_vocab_size()
     part = dict(vocab_size=vocab, hidden_size=768, intermediate_size=8, num_hidden_layers=1,
                 num_attention_heads=1, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
                 layer_types=["full_attention"], sliding_window=8, pad_token_id=0, eos_token_id=1,

@@ -26,7 +26,7 @@ Written under OUT:
                                                      softcap) on the batch's first two prompts
   inputs.json  the prompts, max_length, attention implementation used
 
-The tokenizer is built here by build_t5gemma_test_tokenizer() (kept identical in tests/test_t5gemma.py).
+The tokenizer is built by tests/fixture_inputs.py (build_t5gemma_test_tokenizer), which the tests use too.
 Its tokenizer.json adds only <bos>; tokenizer_config.json sets add_bos_token and add_eos_token,
 which transformers 5 applies by rewriting the post-processor (so ids end with <eos>).
 """
