@@ -47,9 +47,32 @@ class TimestepFourierFeatures(nn.Module):
         return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
 
-def _mlp(dim_in: int, dim_out: int, bias: bool) -> nn.Sequential:
+def mlp(dim_in: int, dim_out: int, bias: bool) -> nn.Sequential:
+    """Linear -> SiLU -> Linear: the DiTs' embedding projections."""
     return nn.Sequential(nn.Linear(dim_in, dim_out, bias=bias), nn.SiLU(),
                          nn.Linear(dim_out, dim_out, bias=bias))
+
+
+def conditioning_projections(embed_dim: int, cond_token_dim: int, project_cond_tokens: bool,
+                             global_cond_dim: int, project_global_cond: bool
+                             ) -> tuple[nn.Sequential | None, int, nn.Sequential | None]:
+    """(to_cond_embed, the cross-attention tokens' width after it (0: none), to_global_embed):
+    the input MLPs of the cross-attention tokens and the global embedding, None where the config
+    has no such input."""
+    to_cond_embed, cond_embed_dim = None, 0
+    if cond_token_dim > 0:
+        cond_embed_dim = embed_dim if project_cond_tokens else cond_token_dim
+        to_cond_embed = mlp(cond_token_dim, cond_embed_dim, bias=False)
+    to_global_embed = None
+    if global_cond_dim > 0:
+        global_embed_dim = embed_dim if project_global_cond else global_cond_dim
+        if global_embed_dim != embed_dim:
+            raise ConfigError(
+                f"with project_global_cond false, global_cond_dim ({global_cond_dim}) must equal "
+                f"embed_dim ({embed_dim}): the timestep embedding is added to it"
+            )
+        to_global_embed = mlp(global_cond_dim, global_embed_dim, bias=False)
+    return to_cond_embed, cond_embed_dim, to_global_embed
 
 
 class DiffusionTransformer(nn.Module):
@@ -112,27 +135,14 @@ class DiffusionTransformer(nn.Module):
         self.diffusion_objective = diffusion_objective
 
         self.timestep_features = TimestepFourierFeatures(TIMESTEP_FEATURES)
-        self.to_timestep_embed = _mlp(TIMESTEP_FEATURES, embed_dim, bias=True)
+        self.to_timestep_embed = mlp(TIMESTEP_FEATURES, embed_dim, bias=True)
 
-        self.to_cond_embed = None
-        cond_embed_dim = 0
-        if cond_token_dim > 0:
-            cond_embed_dim = embed_dim if project_cond_tokens else cond_token_dim
-            self.to_cond_embed = _mlp(cond_token_dim, cond_embed_dim, bias=False)
-
-        self.to_global_embed = None
-        if global_cond_dim > 0:
-            global_embed_dim = embed_dim if project_global_cond else global_cond_dim
-            if global_embed_dim != embed_dim:
-                raise ConfigError(
-                    f"with project_global_cond false, global_cond_dim ({global_cond_dim}) must equal "
-                    f"embed_dim ({embed_dim}): the timestep embedding is added to it"
-                )
-            self.to_global_embed = _mlp(global_cond_dim, global_embed_dim, bias=False)
+        self.to_cond_embed, cond_embed_dim, self.to_global_embed = conditioning_projections(
+            embed_dim, cond_token_dim, project_cond_tokens, global_cond_dim, project_global_cond)
 
         self.to_prepend_embed = None
         if prepend_cond_dim > 0:
-            self.to_prepend_embed = _mlp(prepend_cond_dim, embed_dim, bias=False)
+            self.to_prepend_embed = mlp(prepend_cond_dim, embed_dim, bias=False)
 
         dim_in = io_channels + input_concat_dim
         self.transformer = ContinuousTransformer(

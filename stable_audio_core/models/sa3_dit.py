@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from ..config import DIFFUSION_OBJECTIVES, check_keys
 from ..errors import ConfigError, InputError
+from .dit import conditioning_projections, mlp
 from .sa3_layers import (L2Norm, QKNormFactory, SelfAttention, add_output_and_qk_norms, attend, merge_heads,
                          split_heads)
 from .transformer import ROTARY_MIN_DIM, FeedForward, LayerNorm, RotaryEmbedding, key_value_heads
@@ -85,11 +86,6 @@ class RMSNorm(nn.Module):
         if self.force_fp32:
             return F.rms_norm(x.float(), x.shape[-1:], self.gamma.float(), self.eps).to(x.dtype)
         return F.rms_norm(x, x.shape[-1:], self.gamma, self.eps)
-
-
-def _mlp(dim_in: int, dim_out: int, bias: bool) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim_in, dim_out, bias=bias), nn.SiLU(),
-                         nn.Linear(dim_out, dim_out, bias=bias))
 
 
 # --- attention ----------------------------------------------------------------------------------
@@ -194,7 +190,7 @@ class SA3TransformerBlock(nn.Module):
         self.to_scale_shift_gate = nn.Parameter(torch.randn(6 * dim) / dim ** 0.5) if adaptive else None
         self.to_local_embed = None
         if local_add_cond_dim is not None:
-            self.to_local_embed = _mlp(local_add_cond_dim, dim, bias=True)
+            self.to_local_embed = mlp(local_add_cond_dim, dim, bias=True)
             nn.init.zeros_(self.to_local_embed[-1].weight)
             nn.init.zeros_(self.to_local_embed[-1].bias)
 
@@ -392,23 +388,11 @@ class SA3DiT(nn.Module):
         self.diffusion_objective = diffusion_objective
 
         self.timestep_features = ExpoFourierFeatures(timestep_features_dim)
-        self.to_timestep_embed = _mlp(timestep_features_dim, embed_dim, bias=True)
+        self.to_timestep_embed = mlp(timestep_features_dim, embed_dim, bias=True)
 
-        self.to_cond_embed = None
-        context_dim = None
-        if cond_token_dim > 0:
-            context_dim = embed_dim if project_cond_tokens else cond_token_dim
-            self.to_cond_embed = _mlp(cond_token_dim, context_dim, bias=False)
-
-        self.to_global_embed = None
-        if global_cond_dim > 0:
-            global_embed_dim = embed_dim if project_global_cond else global_cond_dim
-            if global_embed_dim != embed_dim:
-                raise ConfigError(
-                    f"with project_global_cond false, global_cond_dim ({global_cond_dim}) must equal "
-                    f"embed_dim ({embed_dim}): the timestep embedding is added to it"
-                )
-            self.to_global_embed = _mlp(global_cond_dim, global_embed_dim, bias=False)
+        self.to_cond_embed, context_dim, self.to_global_embed = conditioning_projections(
+            embed_dim, cond_token_dim, project_cond_tokens, global_cond_dim, project_global_cond)
+        context_dim = context_dim or None
 
         self.transformer = SA3Transformer(
             embed_dim, depth, dim_in=io_channels, dim_out=io_channels, head_dim=embed_dim // num_heads,
