@@ -1,4 +1,4 @@
-"""The `stable-audio` command: generate audio from text, run workflows, check parity with the reference,
+"""The `stable-audio-toolkit` command: generate audio from text, run workflows, check parity with the reference,
 train models (`train`, `encode-latents`), evaluate generations (`eval`)."""
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     from stable_audio_core.acceleration import PRECISIONS
     from stable_audio_core.sampling.loop import SCHEDULE_NAMES, sampler_names
 
-    parser = argparse.ArgumentParser(prog="stable-audio", description=__doc__)
+    parser = argparse.ArgumentParser(prog="stable-audio-toolkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="text (and duration) to a stereo audio file")

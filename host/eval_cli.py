@@ -1,4 +1,4 @@
-"""`stable-audio eval`: FD_openl3, KL_passt, CLAP score and timing of a folder of generations."""
+"""`stable-audio-toolkit eval`: FD_openl3, KL_passt, CLAP score and timing of a folder of generations."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`stable-audio serve`: ComfyUI's HTTP and websocket API on our host, for the official frontend.
+"""`stable-audio-toolkit serve`: ComfyUI's HTTP and websocket API on our host, for the official frontend.
 
 The frontend (PyPI `comfyui-frontend-package`) is served from its `static` folder; the API
 answers as ComfyUI's server.py, app/user_manager.py, app/app_settings.py and api_server/ do for

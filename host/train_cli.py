@@ -1,6 +1,6 @@
-"""`stable-audio train` and `stable-audio encode-latents`: the training pack from the command line.
+"""`stable-audio-toolkit train` and `stable-audio-toolkit encode-latents`: the training pack from the command line.
 
-    stable-audio train diffusion --data songs/ --out runs/dit --config model_config.json \
+    stable-audio-toolkit train diffusion --data songs/ --out runs/dit --config model_config.json \
         --pretransform-checkpoint vae.safetensors --text-encoder t5-base/ --steps 20000 --batch-size 16
 
 Multi-process (one machine or several): the same command under torchrun, e.g.
@@ -40,7 +40,7 @@ def add_train_parser(sub) -> None:
     data.add_argument("--manifest", default=None, help="manifest .jsonl/.csv/.json (default: DATA/manifest.*)")
     data.add_argument("--split", default=None, help="use only this split of DATA/split.json, e.g. train")
     data.add_argument("--latents", default=None, action="append",
-                      help="diffusion: train from latents made by `stable-audio encode-latents` instead of --data; "
+                      help="diffusion: train from latents made by `stable-audio-toolkit encode-latents` instead of --data; "
                            "repeat to train on several latent folders as one dataset")
     data.add_argument("--sample-rate", type=int, default=48000,
                       help="clap: rate the audio is read at (vae/diffusion: the model config's)")

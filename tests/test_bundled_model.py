@@ -1,5 +1,5 @@
 """The default model that ships in the package: its files load, it stays under the size limit,
-and `stable-audio generate PROMPT --seconds S` with no model arguments writes S seconds of
+and `stable-audio-toolkit generate PROMPT --seconds S` with no model arguments writes S seconds of
 44.1 kHz stereo."""
 
 from __future__ import annotations

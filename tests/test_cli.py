@@ -1,4 +1,4 @@
-"""The `stable-audio generate` command on a small checkpoint built in the test."""
+"""The `stable-audio-toolkit generate` command on a small checkpoint built in the test."""
 
 import json
 

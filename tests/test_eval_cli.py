@@ -1,4 +1,4 @@
-"""`stable-audio eval` end to end: 50 generations of the bundled model against 50 held-out clips
+"""`stable-audio-toolkit eval` end to end: 50 generations of the bundled model against 50 held-out clips
 rendered by tools/synthdata, with random-weight OpenL3 and PaSST (1 block) weight files and the
 bundled CLAP; cache, reusable reference statistics, reports, and errors before any work.
 

@@ -1,5 +1,5 @@
 """The host: UI -> API conversion like the frontend's, validation like ComfyUI's (errors per
-node, nothing run), --set overrides and the `stable-audio run` command."""
+node, nothing run), --set overrides and the `stable-audio-toolkit run` command."""
 
 from __future__ import annotations
 

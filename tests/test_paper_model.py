@@ -1,5 +1,5 @@
 """The paper's system end to end: CLAP text (penultimate layer) + per-second timing tokens through
-cross-attention into the adp_cfg_1d U-Net, on the 1/1024 DAC VAE, from `stable-audio generate`."""
+cross-attention into the adp_cfg_1d U-Net, on the 1/1024 DAC VAE, from `stable-audio-toolkit generate`."""
 
 import json
 

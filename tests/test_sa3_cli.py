@@ -1,4 +1,4 @@
-"""Stable Audio 3 from the command line and the core's LoRA wiring: `stable-audio generate` runs an
+"""Stable Audio 3 from the command line and the core's LoRA wiring: `stable-audio-toolkit generate` runs an
 SA3 checkpoint with its defaults, stacked --lora files and --inpaint ranges; `merge-lora` writes a
 plain checkpoint that gives the runtime LoRAs' output; wrong requests fail before any work."""
 

@@ -1,5 +1,5 @@
 """Stable Audio 3 parity: each committed fixture (written by tools/make_sa3_parity_fixtures.py with
-the stable-audio-3 reference) is recomputed by `stable-audio parity` within 1e-4 x max(1, max|ref|)
+the stable-audio-3 reference) is recomputed by `stable-audio-toolkit parity` within 1e-4 x max(1, max|ref|)
 on every tensor: tokens and prompt embeddings, the DiT call (plain, padding mask, CFG/APG), SAME
 encode/decode, the schedule and a seeded generation (latents and audio, decode noise included).
 Together they cover SAME-S and SAME-L, plain and differential attention, batch 2, pingpong and

@@ -1,4 +1,4 @@
-"""`stable-audio serve` in a real browser: headless Chromium (Debian's `chromium`) drives the
+"""`stable-audio-toolkit serve` in a real browser: headless Chromium (Debian's `chromium`) drives the
 official ComfyUI frontend over the DevTools protocol against our server.
 
 Runs where Chromium and the frontend package are installed. Other frontend versions are tested

@@ -1,4 +1,4 @@
-"""`stable-audio serve`: ComfyUI's HTTP and websocket protocol on our host, driven through aiohttp's
+"""`stable-audio-toolkit serve`: ComfyUI's HTTP and websocket protocol on our host, driven through aiohttp's
 test client (no browser), with the tiny Stable Audio Open stand-in in the models folder."""
 
 from __future__ import annotations

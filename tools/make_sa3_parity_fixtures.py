@@ -3,7 +3,7 @@
     /tmp/sa3-ref/bin/python tools/make_sa3_parity_fixtures.py OUT_DIR [--seed N] [--only NAME ...]
         [--latents L] [--embed-dim E]
 
-For each case NAME (see CASES) it writes, as `stable-audio parity OUT_DIR/NAME` reads them:
+For each case NAME (see CASES) it writes, as `stable-audio-toolkit parity OUT_DIR/NAME` reads them:
 - NAME.json: {"kind": "sa3", "model_config", "text_encoder": "NAME.t5gemma", "conditioning"
   (batch B), "negative_conditioning" or null, "guidance": {"cfg_scale", "apg_scale"},
   "generation": {"prompt", "negative_prompt", "duration", "steps", "sampler_type", "cfg_scale",

@@ -1,4 +1,4 @@
-"""Use several rendered datasets as one (for `stable-audio train vae --data`): a manifest and a
+"""Use several rendered datasets as one (for `stable-audio-toolkit train vae --data`): a manifest and a
 split over all of them, the audio referenced in place.
 
     python tools/merge_datasets.py --out /work/data/synth-both /work/data/synth-v1 /work/data/synth-solo

@@ -1,5 +1,5 @@
 """The evaluation node: the paper's metrics (FD_openl3, KL_passt, CLAP score, timing) of a folder of
-generations, through stable_audio_core.evaluation.suite as `stable-audio eval` runs it."""
+generations, through stable_audio_core.evaluation.suite as `stable-audio-toolkit eval` runs it."""
 
 from __future__ import annotations
 

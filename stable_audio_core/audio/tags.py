@@ -2,7 +2,7 @@
 
 Used by the node pack's SaveAudio (ComfyUI's own SaveAudio stores `prompt` and `workflow` as FLAC
 tags, and its frontend loads the workflow back from a dropped FLAC; we write the same tags) and by
-`stable-audio generate` (the prompt and the settings that reproduce the file).
+`stable-audio-toolkit generate` (the prompt and the settings that reproduce the file).
 """
 
 from __future__ import annotations
