@@ -34,6 +34,9 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import WSMsgType, web
 
+from stable_audio_core.atomic_files import write_bytes
+from stable_audio_core.errors import OutputFileError
+
 from .executor import Executor, NodeExecutionError, WorkflowInvalid
 from .jobs import STATUSES, Job, JobQueue, select_jobs
 from .pack import load_pack
@@ -103,20 +106,6 @@ def clean_filename(name: str) -> str:
     name = re.split(r"[\\/]", name.replace("\x00", ""))[-1]
     name = re.sub(r"[^\w\-. ()\[\]]+", "_", name).strip(" .")
     return name[:200]
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write atomically (never a partial file) and readable by all, like ComfyUI's files (0644)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _file_info(path: Path, root: Path) -> dict:
@@ -263,7 +252,6 @@ class PromptServer:
         def on_executed(node_id: str, ui: dict | None) -> None:
             executed.append(node_id)
             if ui:
-                self._share_outputs(ui)
                 outputs[node_id] = ui
                 meta[node_id] = {"node_id": node_id, "display_node": node_id, "parent_node": None,
                                  "real_node_id": node_id}
@@ -318,15 +306,6 @@ class PromptServer:
                 "exception_message": str(original), "exception_type": type(original).__name__,
                 "traceback": traceback.format_tb(original.__traceback__), "current_inputs": inputs,
                 "current_outputs": list(executed)}
-
-    def _share_outputs(self, ui: dict) -> None:
-        """Files the node wrote become readable by group and others (0644), as ComfyUI's are."""
-        for items in ui.values():
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict) and "filename" in item:
-                    path = self._typed_file(item.get("type", "output"), item.get("subfolder", ""), item["filename"])
-                    if path is not None and path.is_file():
-                        os.chmod(path, 0o644)
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -560,7 +539,7 @@ class PromptServer:
                     target = target.with_name(filename)
                     count += 1
             if not target.exists() or target.read_bytes() != data:
-                _write_file(target, data)
+                write_bytes(target, data)
             return web.json_response({"name": filename, "subfolder": subfolder, "type": kind})
 
         @routes.get("/view")
@@ -830,8 +809,8 @@ class PromptServer:
             if request.query.get("overwrite", "true") == "false" and path.exists():
                 return web.Response(status=409, text="File already exists")
             try:
-                _write_file(path, await request.read())
-            except OSError:
+                write_bytes(path, await request.read())
+            except OutputFileError:
                 return web.Response(status=400, reason="Invalid filename")
             root = server.user_root.resolve()
             return web.json_response(_file_info(path, root) if request.query.get("full_info", "false").lower() == "true"
@@ -940,7 +919,7 @@ class PromptServer:
             return {}
 
     def save_settings(self, settings: dict) -> None:
-        _write_file(self.user_root / SETTINGS_FILE, json.dumps(settings, indent=4).encode())
+        write_bytes(self.user_root / SETTINGS_FILE, json.dumps(settings, indent=4).encode())
 
     def system_stats(self) -> dict:
         import torch

@@ -141,3 +141,22 @@ def test_windowing_rejects_empty_and_multichannel_input():
         passt_windows(torch.zeros(0))
     with pytest.raises(InputError, match="mono"):
         openl3_frames(torch.zeros(2, 100))
+
+
+def test_cached_embeddings_and_reference_stats_are_written_whole_and_read_back(tmp_path):
+    from stable_audio_core.evaluation.suite import EmbeddingCache, save_reference_stats
+
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"stand-in: only its name, size and time key the cache")
+    cache, calls = EmbeddingCache(tmp_path / "cache"), []
+    value = np.arange(6, dtype=np.float32).reshape(2, 3)
+    first = cache.get(audio, "openl3", lambda: calls.append(1) or value)
+    again = cache.get(audio, "openl3", lambda: calls.append(1) or value)
+    assert calls == [1] and np.array_equal(first, value) and np.array_equal(again, value)
+    stats = {"mu_ref": np.ones(3), "sigma_ref": np.eye(3)}
+    path = save_reference_stats(stats, tmp_path / "ref" / "stats.npz")
+    with np.load(path) as loaded:
+        assert all(np.array_equal(loaded[k], v) for k, v in stats.items())
+    written = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert not any(name.startswith(".partial-") for name in written)
+    assert "stats.npz" in written and len([n for n in written if n.endswith(".npy")]) == 1

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..atomic_files import atomic_write
 from ..errors import InputError
 
 LATENT_PROBE_BINS = 372   # 2048-point STFT bins below 8 kHz at 44.1 kHz
@@ -76,8 +77,10 @@ def plot_spectra(panels: dict[str, Tensor], path: str | Path, frame_label: str =
         axis.set_xlabel(frame_label)
     axes[0].set_ylabel("kHz")
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    try:
+        atomic_write(path, lambda temp: figure.savefig(temp, format="png"))
+    finally:
+        plt.close(figure)
 
 
 def latent_probe(autoencoder, train: Sequence[Tensor], test: Sequence[Tensor], seed: int,

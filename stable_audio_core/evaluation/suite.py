@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..audio.io import read_audio, resample
+from ..atomic_files import atomic_write, write_bytes
 from ..errors import InputError
 from ..audio.postprocess import detect_content_end
 from .metrics import (
@@ -108,10 +109,7 @@ class EmbeddingCache:
         if target.is_file():
             return np.load(target)
         value = np.asarray(compute())
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp.npy")
-        np.save(tmp, value)
-        tmp.replace(target)
+        atomic_write(target, lambda temp: _save_npy(temp, value))
         return value
 
 
@@ -205,11 +203,16 @@ def reference_stats(reference: str | Path, evaluators: Evaluators, metrics: list
     return stats
 
 
+def _save_npy(path: str, value: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save would append ".npy" to the temp name
+        np.save(handle, value)
+
+
 def save_reference_stats(stats: dict[str, np.ndarray], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **stats)
-    return path
+    def write(temp: str) -> None:
+        with open(temp, "wb") as handle:  # a handle: np.savez would append ".npz" to the temp name
+            np.savez(handle, **stats)
+    return atomic_write(path, write)
 
 
 def evaluate(generated: str | Path, reference: str | Path | None, metrics: list[str], evaluators: Evaluators,
@@ -315,8 +318,8 @@ def write_reports(result: EvalResult, output: str | Path, header: dict) -> dict:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     report = {**header, "metrics": result.metrics, "counts": result.counts, "per_file": result.per_file}
-    (output / "report.json").write_text(json.dumps(report, indent=2))
-    (output / "report.md").write_text(markdown_report(result))
+    write_bytes(output / "report.json", json.dumps(report, indent=2).encode())
+    write_bytes(output / "report.md", markdown_report(result).encode())
     plot_distributions(result, output / "distributions.png")
     return report
 
@@ -347,7 +350,7 @@ def plot_distributions(result: EvalResult, path: str | Path) -> Path | None:
         ax.set_title(key)
         ax.set_ylabel("files")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda temp: fig.savefig(temp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

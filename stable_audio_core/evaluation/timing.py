@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..atomic_files import atomic_write
 from ..errors import InputError
 from ..audio.postprocess import detect_content_end
 
@@ -143,9 +144,8 @@ def plot_timing(rows: Sequence[TimingRow], path: str | Path, title: str = "Timin
     axes.set_title(title)
     axes.legend(loc="upper left")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        atomic_write(path, lambda temp: figure.savefig(temp, format="png"))
+    finally:
+        plt.close(figure)
     return path
