@@ -407,18 +407,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> set[str]:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-
-
 def _ratio(runs: list[dict], reference: list[dict], key: str) -> float | None:
     """Median over rounds of runs[i][key] / reference[i][key] (rounds are interleaved)."""
     pairs = [(r[key], o[key]) for r, o in zip(runs, reference) if o.get(key)]
@@ -590,10 +578,9 @@ def main() -> None:
     from stable_audio_core.acceleration import auto_precision, cpu_capability
     from stable_audio_core.models.autoencoder import DECODER_TYPES
 
-    flags = cpu_flags()
     header = {"command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
               "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(),
-              "cores": os.cpu_count(), "bf16_cpu": "avx512_bf16" in flags or "amx_bf16" in flags,
+              "cores": os.cpu_count(), "bf16_cpu": cpu_capability().native_bf16,
               "torch": torch.__version__, "load_start": os.getloadavg()[0],
               "gpu": torch.cuda.get_device_name(0) if gpu and torch.cuda.is_available() else None,
               "features": cpu_capability().describe(), "roofline": matmul_roofline(args.threads),
