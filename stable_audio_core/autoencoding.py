@@ -53,14 +53,16 @@ def encode_audio(source: StableAudioModel | nn.Module, waveform: torch.Tensor, s
 
 def decode_latents(source: StableAudioModel | nn.Module, latents: torch.Tensor, *,
                    chunked: bool | None = None, chunk_size: int | None = None,
-                   overlap: int = 32) -> torch.Tensor:
+                   overlap: int = 32, generator: torch.Generator | None = None) -> torch.Tensor:
     """Latents Tensor[B, D, L] -> audio Tensor[B, C, L * ratio], float32, on the autoencoder's
     device. `chunked`, `chunk_size` (latent frames; None: the autoencoder's default) and
-    `overlap` as in AudioAutoencoder.decode."""
+    `overlap` as in AudioAutoencoder.decode; `generator` draws a SAME decoder's noise."""
     autoencoder, _, _ = _autoencoder_and_format(source)
     device = next(autoencoder.parameters()).device
     options = {"chunked": chunked, "overlap": overlap}
     if chunk_size is not None:
         options["chunk_size"] = chunk_size
+    if generator is not None:
+        options["generator"] = generator
     audio = autoencoder.decode(latents.to(device=device, dtype=activation_dtype(autoencoder)), **options)
     return check_finite(audio.float(), "VAE decoder")

@@ -699,12 +699,10 @@ def decode_sa3_latents(model: StableAudioModel, latents: torch.Tensor, padding_m
                        seconds: list[float], generator: torch.Generator | None = None) -> torch.Tensor:
     """SAME decode with its noise on (drawn from `generator`), zero past each item's valid
     frames, clamp to [-1, 1], cut to int(duration * sr) samples when all durations agree."""
-    autoencoder = model.autoencoder
-    parameter = next(autoencoder.parameters())
-    audio = autoencoder.decode(latents.to(parameter.device, parameter.dtype), generator=generator)
+    audio = decode_latents(model, latents, generator=generator)
     keep = padding_mask.to(audio.device).unsqueeze(1).repeat_interleave(model.downsampling_ratio, dim=-1)
     keep = F.pad(keep[..., :audio.shape[-1]], (0, max(0, audio.shape[-1] - keep.shape[-1])), value=False)
-    audio = check_finite((audio * keep.to(audio.dtype)).float(), "VAE decoder").clamp(-1, 1)
+    audio = (audio * keep.to(audio.dtype)).clamp(-1, 1)
     if len(set(seconds)) == 1:
         audio = audio[..., :int(seconds[0] * model.sample_rate)]
     return audio
