@@ -325,3 +325,48 @@ def test_loading_a_state_dict_after_the_swap_refreshes_the_frozen_snake_coeffici
         expected = other.eval().autoencoder.decode(latents)
         got = prepared.autoencoder.decode(latents)
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+def test_sigmoid_dynamic_tanh_swap_equals_dynamic_tanh_and_refreshes_on_load():
+    from stable_audio_core.models.sa3_layers import DynamicTanh
+
+    def norm(seed):
+        torch.manual_seed(seed)
+        layer = DynamicTanh(48)
+        for parameter in layer.parameters():
+            nn.init.normal_(parameter)
+        return layer
+
+    plain, prepared = norm(0), acceleration.prepare_for_inference(copy.deepcopy(norm(0)))
+    assert isinstance(prepared, acceleration.SigmoidDynamicTanh)
+    x = torch.randn(3, 20, 48) * 4  # through the saturated ends of tanh too
+    with torch.inference_mode():
+        torch.testing.assert_close(prepared(x), plain(x), rtol=0, atol=2e-6)
+        other = norm(1)
+        prepared.load_state_dict(other.state_dict())
+        torch.testing.assert_close(prepared(x), other(x), rtol=0, atol=2e-6)
+        # bfloat16 inputs take the tanh formula itself (2 sigmoid - 1 loses small values there).
+        half = copy.deepcopy(prepared).to(torch.bfloat16)
+        assert torch.equal(half(x.bfloat16()), DynamicTanh.forward(half, x.bfloat16()))
+    leaf = x.clone().requires_grad_(True)
+    prepared.requires_grad_(True)(leaf).sum().backward()  # training: the plain formula, with gradients
+    assert leaf.grad is not None and prepared.alpha.grad is not None
+
+
+@pytest.mark.parametrize("shape, rot_dim, dtype", [((2, 3, 17, 64), 32, torch.float32),
+                                                   ((1, 2, 9, 32), 32, torch.float32),
+                                                   ((2, 3, 17, 64), 32, torch.bfloat16)])
+def test_rotary_positions_equal_the_concatenated_formula_bit_for_bit(shape, rot_dim, dtype):
+    from stable_audio_core.models.transformer import RotaryEmbedding, apply_rotary
+
+    batch, heads, length, head_dim = shape
+    fused = torch.randn(batch, length, 3 * heads * head_dim).to(dtype)  # q as a strided view of qkv
+    x = fused[..., :heads * head_dim].view(batch, length, heads, head_dim).transpose(1, 2)
+    angles = RotaryEmbedding(rot_dim)(length) * 1.7
+    rotated = x[..., :rot_dim].float()
+    first, second = rotated.chunk(2, dim=-1)
+    expected = rotated * angles.cos() + torch.cat((-second, first), dim=-1) * angles.sin()
+    expected = torch.cat((expected.to(dtype), x[..., rot_dim:]), dim=-1)
+    got = apply_rotary(x, angles)
+    assert got.dtype == dtype and got.is_contiguous()
+    assert torch.equal(got, expected)
