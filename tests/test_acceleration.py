@@ -370,3 +370,13 @@ def test_rotary_positions_equal_the_concatenated_formula_bit_for_bit(shape, rot_
     got = apply_rotary(x, angles)
     assert got.dtype == dtype and got.is_contiguous()
     assert torch.equal(got, expected)
+
+
+def test_rotary_positions_keep_gradients_for_training():
+    from stable_audio_core.models.transformer import RotaryEmbedding, apply_rotary
+
+    x = torch.randn(2, 3, 9, 64, requires_grad=True)
+    angles = RotaryEmbedding(32)(9)
+    apply_rotary(x, angles).pow(2).sum().backward()
+    # A rotation keeps norms: d/dx sum(R x)^2 = 2 R^T R x = 2 x.
+    torch.testing.assert_close(x.grad, 2 * x.detach(), rtol=1e-5, atol=1e-5)
