@@ -81,13 +81,76 @@ CPUINFO = "/proc/cpuinfo"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
+# Instruction-set levels, lowest first, that the environment can cap the kernels to.
+ISA_LEVELS = ("sse", "avx2", "avx2_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx")
+
+# Environment variables that cap the kernels of torch, oneDNN and MKL (each read once, when that
+# library starts), and the level each value allows; a value not listed caps nothing.
+ISA_CAPS = {
+    "ATEN_CPU_CAPABILITY": {"default": "sse", "avx2": "avx2"},
+    "ONEDNN_MAX_CPU_ISA": {"sse41": "sse", "avx": "sse", "avx2": "avx2", "avx2_vnni": "avx2_vnni",
+                           "avx2_vnni_2": "avx2_vnni", "avx512_core": "avx512",
+                           "avx512_core_vnni": "avx512_vnni", "avx512_core_bf16": "avx512_bf16",
+                           "avx512_core_fp16": "avx512_bf16", "avx10_1_512": "avx512_bf16"},
+    "MKL_ENABLE_INSTRUCTIONS": {"sse4_2": "sse", "avx": "sse", "avx2": "avx2", "avx2_e1": "avx2_vnni"},
+}
+# oneDNN's older name for its cap, read when ONEDNN_MAX_CPU_ISA is not set.
+ONEDNN_LEGACY_CAP = "DNNL_MAX_CPU_ISA"
+
+
+def isa_level(flag: str) -> str | None:
+    """The lowest ISA_LEVELS entry that includes a /proc/cpuinfo flag (None: not capped)."""
+    if flag.startswith("amx_"):
+        return "amx"
+    if flag in ("avx512_bf16", "avx512_vnni"):
+        return flag
+    if flag.startswith("avx512"):
+        return "avx512"
+    if flag.startswith("avx_vnni"):
+        return "avx2_vnni"
+    return "avx2" if flag in ("avx", "avx2", "fma", "f16c") else None
+
+
+def isa_caps(environ=None) -> dict[str, str]:
+    """The caps set in `environ` (default os.environ): {variable: value} for ISA_CAPS, with
+    oneDNN's legacy DNNL_MAX_CPU_ISA reported under its own name when it is the one in force."""
+    environ = os.environ if environ is None else environ
+    caps = {name: environ[name] for name in ISA_CAPS if environ.get(name)}
+    if "ONEDNN_MAX_CPU_ISA" not in caps and environ.get(ONEDNN_LEGACY_CAP):
+        caps[ONEDNN_LEGACY_CAP] = environ[ONEDNN_LEGACY_CAP]
+    return caps
+
+
+def capped_level(caps: dict[str, str]) -> str | None:
+    """The lowest level any of `caps` allows (None: uncapped)."""
+    allowed = [ISA_CAPS["ONEDNN_MAX_CPU_ISA" if name == ONEDNN_LEGACY_CAP else name].get(value.strip().lower())
+               for name, value in caps.items()]
+    allowed = [level for level in allowed if level is not None]
+    return min(allowed, key=ISA_LEVELS.index) if allowed else None
+
+
 @dataclass(frozen=True)
 class CpuCapability:
-    """What this CPU offers the matmul paths: torch's kernel level ("AVX512", "AVX2", "DEFAULT",
-    ...: torch.backends.cpu.get_cpu_capability()) and the CPU's feature flags (/proc/cpuinfo)."""
+    """What this process may use for the matmul paths: torch's kernel level ("AVX512", "AVX2",
+    "DEFAULT", ...: torch.backends.cpu.get_cpu_capability()) and the CPU's feature flags
+    (/proc/cpuinfo) less those above a cap set in the environment (`hidden`, `caps`): a CPU whose
+    kernels are capped to AVX2 is an AVX2-only CPU to every rule here."""
 
     torch_level: str
     flags: frozenset[str] = field(repr=False)
+    hidden: frozenset[str] = field(default=frozenset(), repr=False)
+    caps: tuple[str, ...] = ()
+
+    @classmethod
+    def probe(cls, torch_level: str, flags: frozenset[str], environ=None) -> "CpuCapability":
+        """The capability of a CPU with `flags` in a process whose environment is `environ`."""
+        caps = isa_caps(environ)
+        ceiling = capped_level(caps)
+        if ceiling is None:
+            return cls(torch_level, frozenset(flags), frozenset(), tuple(f"{k}={v}" for k, v in caps.items()))
+        limit = ISA_LEVELS.index(ceiling)
+        hidden = frozenset(f for f in flags if isa_level(f) is not None and ISA_LEVELS.index(isa_level(f)) > limit)
+        return cls(torch_level, frozenset(flags) - hidden, hidden, tuple(f"{k}={v}" for k, v in caps.items()))
 
     @property
     def native_bf16(self) -> bool:
@@ -99,11 +162,21 @@ class CpuCapability:
         """int8 dot-product instructions (VNNI, AMX-INT8)."""
         return bool(self.flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
+    @property
+    def avx512(self) -> bool:
+        """AVX-512 kernels allowed (torch's level and the flags agree)."""
+        return "avx512f" in self.flags and self.torch_level.upper().startswith("AVX512")
+
     def describe(self) -> str:
-        """One line for reports: torch's level and the flags that decide the precision paths."""
-        shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-                             "amx_int8") if f in self.flags]
-        return f"torch {self.torch_level}; " + (" ".join(shown) or "no AVX2/AVX-512 flags")
+        """One line for reports: torch's level, the flags that decide the precision paths and
+        the environment's caps with the flags they hide."""
+        decisive = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+        shown = [f for f in decisive if f in self.flags]
+        line = f"torch {self.torch_level}; " + (" ".join(shown) or "no AVX2/AVX-512 flags")
+        if self.caps:
+            hidden = [f for f in decisive if f in self.hidden]
+            line += f" (capped by {', '.join(self.caps)}" + (f"; hidden: {' '.join(hidden)})" if hidden else ")")
+        return line
 
 
 def read_cpu_flags(path: str = CPUINFO) -> frozenset[str]:
@@ -120,8 +193,9 @@ def read_cpu_flags(path: str = CPUINFO) -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def cpu_capability() -> CpuCapability:
-    """This machine's CpuCapability (probed once)."""
-    return CpuCapability(torch.backends.cpu.get_cpu_capability(), read_cpu_flags())
+    """This process's CpuCapability (probed once; the caps are read from os.environ then, as the
+    libraries read them once when they start)."""
+    return CpuCapability.probe(torch.backends.cpu.get_cpu_capability(), read_cpu_flags())
 
 
 def auto_precision(capability: CpuCapability) -> str:

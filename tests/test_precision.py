@@ -28,6 +28,53 @@ def test_the_probe_reads_the_flags_line_of_cpuinfo(tmp_path):
     assert read_cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
+ZEN4_FLAGS = frozenset({"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"})
+AVX2_CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def test_an_uncapped_probe_keeps_every_flag():
+    capability = CpuCapability.probe("AVX512", ZEN4_FLAGS, environ={})
+    assert capability.flags == ZEN4_FLAGS and capability.native_bf16 and capability.int8_dot
+    assert "capped" not in capability.describe()
+
+
+@pytest.mark.parametrize("environ", [AVX2_CAPS, {"ONEDNN_MAX_CPU_ISA": "avx2"}, {"DNNL_MAX_CPU_ISA": "AVX2"},
+                                     {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"}],
+                         ids=["all-three", "onednn-lowercase", "onednn-legacy-name", "mkl", "aten"])
+def test_a_cpu_capped_to_avx2_by_the_environment_is_avx2_only(environ):
+    capability = CpuCapability.probe("AVX2", ZEN4_FLAGS, environ=environ)
+    assert capability.flags == {"avx", "avx2", "fma"}
+    assert not (capability.native_bf16 or capability.int8_dot or capability.avx512)
+    assert "hidden: avx512f avx512_vnni avx512_bf16" in capability.describe()
+
+
+@pytest.mark.parametrize("value, kept", [("AVX512_CORE", {"avx512f", "avx512bw"}),
+                                         ("AVX512_CORE_VNNI", {"avx512f", "avx512bw", "avx512_vnni"}),
+                                         ("AVX512_CORE_AMX", ZEN4_FLAGS - {"avx", "avx2", "fma"}),
+                                         ("DEFAULT", ZEN4_FLAGS - {"avx", "avx2", "fma"})])
+def test_a_onednn_cap_hides_only_the_flags_above_it(value, kept):
+    capability = CpuCapability.probe("AVX512", ZEN4_FLAGS, environ={"ONEDNN_MAX_CPU_ISA": value})
+    assert capability.flags == kept | {"avx", "avx2", "fma"}
+
+
+def test_onednns_current_cap_name_wins_over_its_legacy_one():
+    environ = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "DNNL_MAX_CPU_ISA": "AVX2"}
+    assert CpuCapability.probe("AVX512", ZEN4_FLAGS, environ=environ).native_bf16
+
+
+def test_auto_never_picks_bfloat16_on_a_bfloat16_cpu_capped_to_avx2(monkeypatch):
+    monkeypatch.setattr(acceleration, "read_cpu_flags", lambda *args: ZEN4_FLAGS)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    for name, value in AVX2_CAPS.items():
+        monkeypatch.setenv(name, value)
+    acceleration.cpu_capability.cache_clear()
+    try:
+        assert not acceleration.cpu_capability().native_bf16
+        assert choose_precision("auto") != "bf16"
+    finally:
+        acceleration.cpu_capability.cache_clear()
+
+
 @pytest.mark.parametrize("capability", [AVX2_ONLY, AVX512_NO_BF16], ids=["avx2-only", "avx512-no-bf16"])
 def test_auto_never_picks_bfloat16_on_a_cpu_without_native_bfloat16(capability, monkeypatch):
     monkeypatch.setattr(acceleration, "cpu_capability", lambda: capability)
