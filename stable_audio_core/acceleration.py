@@ -53,6 +53,7 @@ from .errors import InputError
 from .precision import activation_dtype
 
 __all__ = ["activation_dtype", "prepare_for_inference", "use_bfloat16_matmuls", "use_int8_linears",
+           "use_int8_convolutions",
            "compile_backbone", "request_huge_pages", "cpu_capability", "choose_precision", "PRECISIONS"]
 
 # Below this many rows the BLAS call is already cheap; oneDNN's setup would not pay off.
@@ -198,24 +199,35 @@ def cpu_capability() -> CpuCapability:
     return CpuCapability.probe(torch.backends.cpu.get_cpu_capability(), read_cpu_flags())
 
 
-def auto_precision(capability: CpuCapability) -> str:
-    """The precision "auto" runs on a CPU with `capability`. Only a path measured faster than
-    float32 and within its tolerance on a CPU of that kind is picked (benchmarks/README.md):
-    bfloat16 matmuls where bfloat16 is native; float32 elsewhere, int8 included until it is
-    measured on CPUs without native bfloat16."""
-    return "bf16" if capability.native_bf16 else "fp32"
+# Backbones (models.stable_audio.BACKBONES keys) whose int8 path was measured faster than float32
+# and within its tolerance on an AVX2 CPU without native bfloat16 (benchmarks/RESULTS.md).
+AUTO_INT8_BACKBONES = frozenset({"dit", "adp_cfg_1d"})
+
+
+def auto_precision(capability: CpuCapability, backbone: str | None = None) -> str:
+    """The precision "auto" runs on a CPU with `capability` for a model whose backbone type is
+    `backbone`. Only a path measured faster than float32 and within its tolerance on a CPU of that
+    kind is picked (benchmarks/README.md): bfloat16 matmuls where bfloat16 is native; int8 on x86
+    CPUs with AVX2 but no native bfloat16, for the backbones of AUTO_INT8_BACKBONES (int8 products
+    run about twice float32's rate there; layers too small to gain stay float32); float32 elsewhere."""
+    if capability.native_bf16:
+        return "bf16"
+    if "avx2" in capability.flags and backbone in AUTO_INT8_BACKBONES:
+        return "int8"
+    return "fp32"
 
 
 def choose_precision(precision: str, device: str | torch.device = "cpu",
-                     capability: CpuCapability | None = None) -> str:
+                     capability: CpuCapability | None = None, backbone: str | None = None) -> str:
     """Resolve a precision name (PRECISIONS) to the path that runs: "fp32", "bf16" (bfloat16
-    matmuls) or "int8" (int8 linears). "auto" follows `auto_precision` on the CPU and is "fp32"
-    on other devices (their speed comes from `dtype`)."""
+    matmuls) or "int8" (int8 linears and U-Net convolutions). "auto" follows `auto_precision` on
+    the CPU for a model with that `backbone` type and is "fp32" on other devices (their speed
+    comes from `dtype`)."""
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     on_cpu = torch.device(device).type == "cpu"
     if precision == "auto":
-        return auto_precision(capability or cpu_capability()) if on_cpu else "fp32"
+        return auto_precision(capability or cpu_capability(), backbone) if on_cpu else "fp32"
     if precision == "int8" and not on_cpu:
         raise InputError(f"precision 'int8' runs on the CPU only (device {device}); use fp32 or "
                          "bf16, or a reduced dtype, on this device")
@@ -326,16 +338,23 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     frames = (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
     if groups != 1 or frames < 1 or batch * frames > IM2COL_MAX_ROWS or not inference_on_cpu(x, weight):
         return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
+    rows = unfold_rows(x, kernel, stride, padding, dilation, frames)
+    # weight [C_out, C_in, K] is already laid out as [C_out, C_in * K].
+    out = torch.ops.mkldnn._linear_pointwise(rows, weight.reshape(out_channels, -1), bias, "none", [], "")
+    return out.transpose(1, 2).contiguous()
+
+
+def unfold_rows(x: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int,
+                frames: int) -> torch.Tensor:
+    """im2col: Tensor[B, C_in, T] -> Tensor[B, frames, C_in * K], each output frame's input
+    window (zero padding on both sides) as one row, in the layout of a [C_out, C_in, K] weight."""
     if padding:
         x = F.pad(x, (padding, padding))
-    # Unfolded view [B, T', C_in, K] (each output frame's input window), then one copy to rows of
-    # C_in * K; weight [C_out, C_in, K] is already laid out as [C_out, C_in * K].
+    batch, in_channels, _ = x.shape
     s_batch, s_channel, s_time = x.stride()
     windows = x.as_strided((batch, frames, in_channels, kernel),
                            (s_batch, stride * s_time, s_channel, dilation * s_time))
-    rows = windows.reshape(batch, frames, in_channels * kernel)
-    out = torch.ops.mkldnn._linear_pointwise(rows, weight.reshape(out_channels, -1), bias, "none", [], "")
-    return out.transpose(1, 2).contiguous()
+    return windows.reshape(batch, frames, in_channels * kernel)
 
 
 class OneDNNConvolution:
@@ -494,9 +513,30 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.div(x, scale).round_().to(torch.int8), scale
 
 
-# Linears with fewer weights than this keep their dtype: their share of the work is small and the
-# conditioning projections they hold are the most sensitive to rounding.
-INT8_MIN_WEIGHTS = 1 << 14
+def _freeze_int8_weight(module: nn.Module, weight: torch.Tensor) -> None:
+    """Quantize `weight` ([out, ...]) per output channel into `module`'s non-persistent buffers:
+    weight_int8 [out, in] and weight_scale [out]."""
+    rows, scale = quantize_rows(weight.detach().float().reshape(weight.shape[0], -1))
+    module.register_buffer("weight_int8", rows, persistent=False)
+    module.register_buffer("weight_scale", scale[:, 0], persistent=False)
+
+
+def int8_matmul(x: torch.Tensor, weight_int8: torch.Tensor, weight_scale: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ w.T + bias with w ~ weight_int8 * weight_scale[:, None] ([N, K]): Tensor[R, K] ->
+    float32 Tensor[R, N]. Each row of x is quantized to int8 on the fly, the product runs as
+    int8 x int8 -> int32 (torch._int_mm, which reads the transposed [N, K] weight fastest) and is
+    rescaled by both scales in float32."""
+    rows, scale = quantize_rows(x.float())
+    out = torch._int_mm(rows, weight_int8.t()).to(torch.float32)
+    out.mul_(scale).mul_(weight_scale)
+    return out if bias is None else out.add_(bias)
+
+
+# Layers with fewer weights than this keep their dtype: below about 512 x 512 the quantization of
+# the input costs what int8 saves (on AVX2: 0.6-0.9x float32's speed at 128-192 wide, 1.35-1.7x at
+# 512), and the small layers hold the conditioning projections, the most sensitive to rounding.
+INT8_MIN_WEIGHTS = 1 << 18
 
 
 class Int8Linear:
@@ -508,19 +548,13 @@ class Int8Linear:
     non-persistent buffer, refreshed by load_state_dict."""
 
     def freeze_coefficients(self) -> None:
-        weight, scale = quantize_rows(self.weight.detach().float())
-        self.register_buffer("weight_int8", weight, persistent=False)  # [out, in]
-        self.register_buffer("weight_scale", scale[:, 0], persistent=False)
+        _freeze_int8_weight(self, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type != "cpu" or x.dtype != self.weight.dtype or torch.compiler.is_compiling()
                 or _needs_graph(x, self) or x.numel() < ONEDNN_MIN_ROWS * self.in_features):
             return super().forward(x)
-        rows, scale = quantize_rows(x.reshape(-1, self.in_features).float())
-        out = torch._int_mm(rows, self.weight_int8.t()).to(torch.float32)
-        out.mul_(scale).mul_(self.weight_scale)
-        if self.bias is not None:
-            out.add_(self.bias)
+        out = int8_matmul(x.reshape(-1, self.in_features), self.weight_int8, self.weight_scale, self.bias)
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
@@ -534,6 +568,42 @@ def use_int8_linears(module: nn.Module, min_weights: int | None = None) -> int:
         if (type(submodule) in (nn.Linear, OneDNNLinear) and submodule.weight.numel() >= min_weights
                 and submodule.weight.dtype in (torch.float32, torch.bfloat16)):
             _swap(submodule, Int8Linear)
+            _freeze(submodule)
+            count += 1
+    return count
+
+
+class Int8Convolution:
+    """Swapped into the U-Net's PaddedConv1d: on CPU inference in float32 the convolution runs as
+    im2col rows times the weight quantized once per output channel, through `int8_matmul`;
+    elsewhere the layer's own convolution. Parameters and state-dict keys unchanged (the int8
+    copy is a non-persistent buffer, refreshed by load_state_dict)."""
+
+    def freeze_coefficients(self) -> None:
+        _freeze_int8_weight(self, self.weight)
+
+    def convolve(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        stride, padding, dilation = _single(stride), _single(padding), _single(dilation)
+        kernel = self.kernel_size[0]
+        frames = (x.shape[-1] + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or groups != 1 or frames < 1
+                or torch.compiler.is_compiling() or _needs_graph(x, self)):
+            return super().convolve(x, weight, bias, stride, padding, dilation, groups)
+        rows = unfold_rows(x, kernel, stride, padding, dilation, frames)
+        out = int8_matmul(rows.reshape(-1, rows.shape[-1]), self.weight_int8, self.weight_scale, bias)
+        return out.reshape(x.shape[0], frames, -1).transpose(1, 2).contiguous()
+
+
+def use_int8_convolutions(module: nn.Module, min_weights: int | None = None) -> int:
+    """Swap Int8Convolution into every ungrouped PaddedConv1d (the U-Net's convolutions; the VAEs'
+    stay as they are) of `module` with at least `min_weights` (default INT8_MIN_WEIGHTS) float32 weights; returns how many. In
+    place, inference only."""
+    min_weights = INT8_MIN_WEIGHTS if min_weights is None else min_weights
+    count = 0
+    for submodule in module.modules():
+        if (isinstance(submodule, PaddedConv1d) and submodule.groups == 1
+                and submodule.weight.dtype == torch.float32 and submodule.weight.numel() >= min_weights):
+            _swap(submodule, Int8Convolution)
             _freeze(submodule)
             count += 1
     return count

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from stable_audio_core import acceleration
-from stable_audio_core.acceleration import CpuCapability, Int8Linear, choose_precision, read_cpu_flags, use_int8_linears
+from stable_audio_core.acceleration import (CpuCapability, Int8Convolution, Int8Linear, choose_precision, read_cpu_flags,
+                                            use_int8_convolutions, use_int8_linears)
+from stable_audio_core.models.unet import PaddedConv1d
 from stable_audio_core.errors import InputError
 from stable_audio_core.factory import load_model
 from stable_audio_core.pipeline import generate
@@ -82,12 +84,21 @@ def test_auto_never_picks_bfloat16_on_a_cpu_without_native_bfloat16(capability, 
     assert choose_precision("auto") != "bf16"
 
 
-def test_auto_without_native_bfloat16_loads_a_float32_model(config, tmp_path, monkeypatch):
+def test_auto_on_an_avx2_cpu_loads_the_int8_path_of_a_float32_model(config, tmp_path, monkeypatch):
     monkeypatch.setattr(acceleration, "cpu_capability", lambda: AVX2_ONLY)
     path = save_checkpoint(perturbed_model(config), tmp_path / "m.safetensors")
     model = load_model(config, path, precision="auto")
-    assert model.precision == "fp32"
-    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.precision == "int8"
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the int8 copies are buffers
+
+
+@pytest.mark.parametrize("backbone, expected", [("dit", "int8"), ("adp_cfg_1d", "int8"), ("sa3_dit", "fp32"),
+                                                (None, "fp32")])
+def test_auto_takes_int8_on_avx2_only_for_the_backbones_measured(backbone, expected):
+    assert choose_precision("auto", capability=AVX2_ONLY, backbone=backbone) == expected
+    arm = CpuCapability("DEFAULT", frozenset({"neon", "asimd"}))
+    assert choose_precision("auto", capability=arm, backbone=backbone) == "fp32"
+    assert choose_precision("auto", capability=AVX512_BF16, backbone=backbone) == "bf16"
 
 
 @pytest.mark.parametrize("capability", [AVX512_BF16, SAPPHIRE_RAPIDS], ids=["avx512-bf16", "amx"])
@@ -114,7 +125,7 @@ def test_an_int8_linear_is_close_to_float32_and_keeps_its_state_dict_keys():
     x = torch.randn(3, 40, 256)
     with torch.inference_mode():
         expected = layer(x)
-    assert use_int8_linears(layer) == 1 and isinstance(layer, Int8Linear)
+    assert use_int8_linears(layer, min_weights=0) == 1 and isinstance(layer, Int8Linear)
     with torch.inference_mode():
         got = layer(x)
     # Two roundings to 1/254 of a row's peak, over K=256 random products: about 1% of the output's peak.
@@ -124,18 +135,47 @@ def test_an_int8_linear_is_close_to_float32_and_keeps_its_state_dict_keys():
 
 def test_loading_a_state_dict_requantizes_the_int8_weights():
     layer, other = nn.Linear(128, 128), nn.Linear(128, 128)
-    use_int8_linears(layer)
+    use_int8_linears(layer, min_weights=0)
     layer.load_state_dict(other.state_dict())
     x = torch.randn(16, 128)
     with torch.inference_mode():
         assert (layer(x) - other(x)).abs().max() / other(x).abs().max() < 0.02
 
 
+@pytest.mark.parametrize("kernel, stride, length", [(3, 1, 40), (5, 2, 33), (1, 1, 16)])
+def test_an_int8_convolution_is_close_to_float32_and_keeps_its_state_dict_keys(kernel, stride, length):
+    torch.manual_seed(0)
+    conv = PaddedConv1d(96, 80, kernel, stride=stride)
+    x = torch.randn(2, 96, length)
+    with torch.inference_mode():
+        expected = conv(x)
+    assert use_int8_convolutions(conv, min_weights=0) == 1 and isinstance(conv, Int8Convolution)
+    with torch.inference_mode():
+        got = conv(x)
+    # As for the linears: two roundings to 1/254 of a row's peak over K = 96 * kernel products.
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() / expected.abs().max() < 0.02
+    assert list(conv.state_dict()) == ["weight", "bias"]
+    other = PaddedConv1d(96, 80, kernel, stride=stride)
+    conv.load_state_dict(other.state_dict())  # requantized from the loaded weights
+    with torch.inference_mode():
+        assert (conv(x) - other(x)).abs().max() / other(x).abs().max() < 0.02
+    x.requires_grad_(True)
+    conv.requires_grad_(True)(x).sum().backward()  # training: the float path, with gradients
+    assert x.grad is not None
+
+
+def test_int8_leaves_the_layers_too_small_to_gain_in_float32():
+    assert use_int8_convolutions(PaddedConv1d(128, 128, 3)) == 0  # 49152 weights < INT8_MIN_WEIGHTS
+    assert use_int8_convolutions(PaddedConv1d(512, 512, 3)) == 1
+    assert use_int8_linears(nn.Linear(256, 256)) == 0 and use_int8_linears(nn.Linear(512, 512)) == 1
+
+
 def test_int8_linears_leave_small_layers_and_gradients_alone():
     small = nn.Linear(8, 8)
     assert use_int8_linears(small) == 0 and type(small) is nn.Linear
     layer = nn.Linear(128, 128)
-    use_int8_linears(layer)
+    use_int8_linears(layer, min_weights=0)
     x = torch.randn(16, 128, requires_grad=True)
     layer.requires_grad_(True)(x).sum().backward()  # training: the float path, with gradients
     assert x.grad is not None
