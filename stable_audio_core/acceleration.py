@@ -506,31 +506,52 @@ def use_bfloat16_matmuls(module: nn.Module, dtype: torch.dtype = torch.bfloat16)
     return converted
 
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rows(x: torch.Tensor, levels: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantization of each row: Tensor[R, K] float -> (Tensor[R, K] int8 in
-    [-127, 127], Tensor[R, 1] float32 scale), x ~ q * scale."""
-    scale = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny) / 127
+    [-levels, levels], Tensor[R, 1] float32 scale), x ~ q * scale."""
+    scale = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny) / levels
     return torch.div(x, scale).round_().to(torch.int8), scale
+
+
+# Without int8 dot-product instructions (VNNI, AMX) oneDNN's int8 products add pairs of u8 x s8
+# products in 16 bits (vpmaddubsw), which saturate unless the weight side stays within +-63:
+# 2 x 255 x 63 < 2^15. Weights are then quantized to 7 bits; with VNNI to the full 8.
+WEIGHT_LEVELS_WITHOUT_INT8_DOT = 63
+
+
+def weight_levels(capability: CpuCapability | None = None) -> int:
+    """The largest int8 weight magnitude whose products are exact on this CPU's int8 kernels."""
+    return 127 if (capability or cpu_capability()).int8_dot else WEIGHT_LEVELS_WITHOUT_INT8_DOT
 
 
 def _freeze_int8_weight(module: nn.Module, weight: torch.Tensor) -> None:
     """Quantize `weight` ([out, ...]) per output channel into `module`'s non-persistent buffers:
-    weight_int8 [out, in] and weight_scale [out]."""
-    rows, scale = quantize_rows(weight.detach().float().reshape(weight.shape[0], -1))
+    weight_int8 [out, in] (within +-weight_levels()) and weight_scale [out]."""
+    rows, scale = quantize_rows(weight.detach().float().reshape(weight.shape[0], -1), weight_levels())
     module.register_buffer("weight_int8", rows, persistent=False)
     module.register_buffer("weight_scale", scale[:, 0], persistent=False)
 
 
 def int8_matmul(x: torch.Tensor, weight_int8: torch.Tensor, weight_scale: torch.Tensor,
-                bias: torch.Tensor | None) -> torch.Tensor:
+                bias: torch.Tensor | None, batch: int | None = None) -> torch.Tensor:
     """x @ w.T + bias with w ~ weight_int8 * weight_scale[:, None] ([N, K]): Tensor[R, K] ->
-    float32 Tensor[R, N]. Each row of x is quantized to int8 on the fly, the product runs as
+    float32 Tensor[R, N], or with `batch` (R = batch x frames, a convolution's im2col rows)
+    Tensor[batch, N, frames]. Each row of x is quantized to int8 on the fly, the product runs as
     int8 x int8 -> int32 (torch._int_mm, which reads the transposed [N, K] weight fastest) and is
-    rescaled by both scales in float32."""
+    rescaled in two passes: int32 to float32 times the row scales (transposing for `batch`), then
+    times the weight scales plus the bias."""
     rows, scale = quantize_rows(x.float())
-    out = torch._int_mm(rows, weight_int8.t()).to(torch.float32)
-    out.mul_(scale).mul_(weight_scale)
-    return out if bias is None else out.add_(bias)
+    product = torch._int_mm(rows, weight_int8.t())
+    channels = weight_int8.shape[0]
+    if batch is None:
+        out = torch.mul(product, scale, out=torch.empty(product.shape))
+    else:
+        frames = product.shape[0] // batch
+        out = torch.empty(batch, channels, frames)
+        torch.mul(product.view(batch, frames, channels).transpose(1, 2), scale.view(batch, 1, frames), out=out)
+        weight_scale = weight_scale[:, None]
+        bias = None if bias is None else bias[:, None]
+    return out.mul_(weight_scale) if bias is None else torch.addcmul(bias, out, weight_scale, out=out)
 
 
 # Layers with fewer weights than this keep their dtype: below about 512 x 512 the quantization of
@@ -590,8 +611,8 @@ class Int8Convolution:
                 or torch.compiler.is_compiling() or _needs_graph(x, self)):
             return super().convolve(x, weight, bias, stride, padding, dilation, groups)
         rows = unfold_rows(x, kernel, stride, padding, dilation, frames)
-        out = int8_matmul(rows.reshape(-1, rows.shape[-1]), self.weight_int8, self.weight_scale, bias)
-        return out.reshape(x.shape[0], frames, -1).transpose(1, 2).contiguous()
+        return int8_matmul(rows.reshape(-1, rows.shape[-1]), self.weight_int8, self.weight_scale, bias,
+                           batch=x.shape[0])
 
 
 def use_int8_convolutions(module: nn.Module, min_weights: int | None = None) -> int:
