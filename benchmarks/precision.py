@@ -27,6 +27,9 @@ sys.path[:0] = [str(HERE / "harness"), str(HERE), str(HERE.parent)]
 import workloads as W  # noqa: E402
 
 PATHS = ("fp32", "bf16", "int8")
+# Each family's backbone type (what `auto` decides on): the SAO DiT, the paper's U-Net, and the
+# bundled model, a small U-Net.
+BACKBONES = {"sao": "dit", "unet": "adp_cfg_1d", "bundled": "adp_cfg_1d"}
 
 
 def harness_files(workdir: Path) -> dict:
@@ -116,9 +119,9 @@ def main() -> None:
     paths = args.paths.split(",")
     files = harness_files(args.workdir) if {"sao", "unet"} & set(families) else {}
     capability = cpu_capability()
+    picks = ", ".join(f"{family} {auto_precision(capability, BACKBONES[family])}" for family in families)
     lines = [f"- Date: {datetime.datetime.now():%Y-%m-%d %H:%M}; CPU: {cpu_model()} ({os.cpu_count()} cores "
-             f"visible, {args.threads} threads); features: {capability.describe()}; auto picks "
-             f"{auto_precision(capability)}",
+             f"visible, {args.threads} threads); features: {capability.describe()}; auto picks: {picks}",
              f"- fp32 matmul roofline: {matmul_roofline(args.threads):.0f} GFLOP/s (torch.mm 4096^3); load "
              f"average at start {os.getloadavg()[0]:.1f}",
              f"- Request: {args.seconds:g} s, {args.steps} steps {W.AGREEMENT_SAMPLER}, CFG {W.CFG_SCALE:g}, "

@@ -60,6 +60,11 @@ import numpy as np  # noqa: E402
 import workloads as W  # noqa: E402
 from protocol import READY, RESULT  # noqa: E402
 
+# --emulate-avx2: the environment that caps torch's kernels, oneDNN and MKL to AVX2 in every
+# process of the run (the orchestrator's roofline and every party's worker), so an AVX-512 machine
+# runs the code paths of an AVX2-only CPU: no AVX-512, no VNNI, no native bfloat16.
+AVX2_CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
 OURS = ("ours", "ours-bf16", "ours-int8", "ours-auto", "ours-compile", "ours-before")
 WORKERS = {"ours": "ours.py", "ours-bf16": "ours.py", "ours-int8": "ours.py", "ours-auto": "ours.py",
            "ours-compile": "ours.py", "sat": "sat.py",
@@ -477,11 +482,25 @@ def format_table(items: list[dict], gpu: bool) -> str:
     return "\n".join(lines)
 
 
+def kernel_levels(items: list[dict]) -> str:
+    """What each party's worker reported: torch's kernel level and whether oneDNN runs bfloat16."""
+    seen = {}
+    for item in items:
+        for party, env in item.get("environments", {}).items():
+            if "cpu_capability" in env:
+                seen[party] = f"{party} {env['cpu_capability']}" + (
+                    ", oneDNN bf16" if env.get("onednn_bf16") else ", no oneDNN bf16")
+    return "; ".join(seen.values()) or "not reported"
+
+
 def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: bool) -> str:
     lines = [f"Command: `{header['command']}`", "",
              f"- Date: {header['date']}; wall time of the whole run {header['elapsed_min']:.0f} min",
              f"- CPU: {header['cpu']} ({header['cores']} cores visible, {args.threads} threads per "
              f"party, AVX512-BF16: {header['bf16_cpu']}); GPU: {header.get('gpu') or 'none'}",
+             *([f"- Emulated AVX2-only CPU: every process of the run started with {header['caps']} "
+                "(torch's kernels, oneDNN and MKL capped to AVX2: no AVX-512, no VNNI, no native bfloat16); "
+                "party kernels: " + kernel_levels(items)] if header.get("caps") else []),
              f"- CPU features: {header['features']}; fp32 matmul roofline {header['roofline']:.0f} GFLOP/s "
              f"(torch.mm 4096^3, {args.threads} threads, best of 5, measured at the start)",
              f"- torch: {header['torch']} (all parties); float32 everywhere except ours-bf16 (bfloat16 matmuls), "
@@ -564,6 +583,10 @@ def main() -> None:
     parser.add_argument("--diffusers-python", default=default_python("/tmp/diffusers-ref/bin/python"))
     parser.add_argument("--comfyui", default=None, help="a ComfyUI source folder (enables the comfyui party)")
     parser.add_argument("--comfyui-python", default=default_python("/tmp/comfy-venv/bin/python"))
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="run every party (and the roofline) with torch, oneDNN and MKL capped to AVX2 "
+                             f"({' '.join(f'{k}={v}' for k, v in AVX2_CAPS.items())}): an AVX2-only CPU on an "
+                             "AVX-512 machine")
     parser.add_argument("--before-repo", default=None,
                         help="a checkout of this project at another commit with its own .venv (enables the "
                              "ours-before party: that tree against this one, e.g. before/after a refactor)")
@@ -572,6 +595,9 @@ def main() -> None:
     args.repeats = args.repeats or (2 if args.quick else 3)
     gpu = args.device != "cpu"
     started = time.perf_counter()
+    if args.emulate_avx2:  # before anything here runs a kernel: the libraries read the caps once
+        os.environ.update(AVX2_CAPS)
+        WORKER_ENVIRONMENT.update(AVX2_CAPS)
 
     import torch
 
@@ -584,7 +610,11 @@ def main() -> None:
               "torch": torch.__version__, "load_start": os.getloadavg()[0],
               "gpu": torch.cuda.get_device_name(0) if gpu and torch.cuda.is_available() else None,
               "features": cpu_capability().describe(), "roofline": matmul_roofline(args.threads),
-              "auto": auto_precision(cpu_capability())}
+              "auto": auto_precision(cpu_capability()),
+              "caps": " ".join(f"{k}={v}" for k, v in AVX2_CAPS.items()) if args.emulate_avx2 else None}
+    if args.emulate_avx2 and (torch.backends.cpu.get_cpu_capability() != "AVX2" or cpu_capability().native_bf16):
+        parser.error("--emulate-avx2: the caps did not take effect in this process (torch reports "
+                     f"{torch.backends.cpu.get_cpu_capability()}); was a kernel run before they were set?")
     print(f"CPU: {header['cpu']}; features: {header['features']}; fp32 matmul roofline "
           f"{header['roofline']:.0f} GFLOP/s", flush=True)
     plan = W.plan(args.device, args.quick)

@@ -56,6 +56,7 @@ from .errors import InputError
 from .precision import activation_dtype
 
 __all__ = ["activation_dtype", "prepare_for_inference", "use_bfloat16_matmuls", "use_int8_linears",
+           "use_int8_convolutions",
            "compile_backbone", "request_huge_pages", "cpu_capability", "choose_precision", "PRECISIONS"]
 
 # Below this many rows the BLAS call is already cheap; oneDNN's setup would not pay off.
@@ -84,13 +85,76 @@ CPUINFO = "/proc/cpuinfo"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
+# Instruction-set levels, lowest first, that the environment can cap the kernels to.
+ISA_LEVELS = ("sse", "avx2", "avx2_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx")
+
+# Environment variables that cap the kernels of torch, oneDNN and MKL (each read once, when that
+# library starts), and the level each value allows; a value not listed caps nothing.
+ISA_CAPS = {
+    "ATEN_CPU_CAPABILITY": {"default": "sse", "avx2": "avx2"},
+    "ONEDNN_MAX_CPU_ISA": {"sse41": "sse", "avx": "sse", "avx2": "avx2", "avx2_vnni": "avx2_vnni",
+                           "avx2_vnni_2": "avx2_vnni", "avx512_core": "avx512",
+                           "avx512_core_vnni": "avx512_vnni", "avx512_core_bf16": "avx512_bf16",
+                           "avx512_core_fp16": "avx512_bf16", "avx10_1_512": "avx512_bf16"},
+    "MKL_ENABLE_INSTRUCTIONS": {"sse4_2": "sse", "avx": "sse", "avx2": "avx2", "avx2_e1": "avx2_vnni"},
+}
+# oneDNN's older name for its cap, read when ONEDNN_MAX_CPU_ISA is not set.
+ONEDNN_LEGACY_CAP = "DNNL_MAX_CPU_ISA"
+
+
+def isa_level(flag: str) -> str | None:
+    """The lowest ISA_LEVELS entry that includes a /proc/cpuinfo flag (None: not capped)."""
+    if flag.startswith("amx_"):
+        return "amx"
+    if flag in ("avx512_bf16", "avx512_vnni"):
+        return flag
+    if flag.startswith("avx512"):
+        return "avx512"
+    if flag.startswith("avx_vnni"):
+        return "avx2_vnni"
+    return "avx2" if flag in ("avx", "avx2", "fma", "f16c") else None
+
+
+def isa_caps(environ=None) -> dict[str, str]:
+    """The caps set in `environ` (default os.environ): {variable: value} for ISA_CAPS, with
+    oneDNN's legacy DNNL_MAX_CPU_ISA reported under its own name when it is the one in force."""
+    environ = os.environ if environ is None else environ
+    caps = {name: environ[name] for name in ISA_CAPS if environ.get(name)}
+    if "ONEDNN_MAX_CPU_ISA" not in caps and environ.get(ONEDNN_LEGACY_CAP):
+        caps[ONEDNN_LEGACY_CAP] = environ[ONEDNN_LEGACY_CAP]
+    return caps
+
+
+def capped_level(caps: dict[str, str]) -> str | None:
+    """The lowest level any of `caps` allows (None: uncapped)."""
+    allowed = [ISA_CAPS["ONEDNN_MAX_CPU_ISA" if name == ONEDNN_LEGACY_CAP else name].get(value.strip().lower())
+               for name, value in caps.items()]
+    allowed = [level for level in allowed if level is not None]
+    return min(allowed, key=ISA_LEVELS.index) if allowed else None
+
+
 @dataclass(frozen=True)
 class CpuCapability:
-    """What this CPU offers the matmul paths: torch's kernel level ("AVX512", "AVX2", "DEFAULT",
-    ...: torch.backends.cpu.get_cpu_capability()) and the CPU's feature flags (/proc/cpuinfo)."""
+    """What this process may use for the matmul paths: torch's kernel level ("AVX512", "AVX2",
+    "DEFAULT", ...: torch.backends.cpu.get_cpu_capability()) and the CPU's feature flags
+    (/proc/cpuinfo) less those above a cap set in the environment (`hidden`, `caps`): a CPU whose
+    kernels are capped to AVX2 is an AVX2-only CPU to every rule here."""
 
     torch_level: str
     flags: frozenset[str] = field(repr=False)
+    hidden: frozenset[str] = field(default=frozenset(), repr=False)
+    caps: tuple[str, ...] = ()
+
+    @classmethod
+    def probe(cls, torch_level: str, flags: frozenset[str], environ=None) -> "CpuCapability":
+        """The capability of a CPU with `flags` in a process whose environment is `environ`."""
+        caps = isa_caps(environ)
+        ceiling = capped_level(caps)
+        if ceiling is None:
+            return cls(torch_level, frozenset(flags), frozenset(), tuple(f"{k}={v}" for k, v in caps.items()))
+        limit = ISA_LEVELS.index(ceiling)
+        hidden = frozenset(f for f in flags if isa_level(f) is not None and ISA_LEVELS.index(isa_level(f)) > limit)
+        return cls(torch_level, frozenset(flags) - hidden, hidden, tuple(f"{k}={v}" for k, v in caps.items()))
 
     @property
     def native_bf16(self) -> bool:
@@ -102,11 +166,21 @@ class CpuCapability:
         """int8 dot-product instructions (VNNI, AMX-INT8)."""
         return bool(self.flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
+    @property
+    def avx512(self) -> bool:
+        """AVX-512 kernels allowed (torch's level and the flags agree)."""
+        return "avx512f" in self.flags and self.torch_level.upper().startswith("AVX512")
+
     def describe(self) -> str:
-        """One line for reports: torch's level and the flags that decide the precision paths."""
-        shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-                             "amx_int8") if f in self.flags]
-        return f"torch {self.torch_level}; " + (" ".join(shown) or "no AVX2/AVX-512 flags")
+        """One line for reports: torch's level, the flags that decide the precision paths and
+        the environment's caps with the flags they hide."""
+        decisive = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+        shown = [f for f in decisive if f in self.flags]
+        line = f"torch {self.torch_level}; " + (" ".join(shown) or "no AVX2/AVX-512 flags")
+        if self.caps:
+            hidden = [f for f in decisive if f in self.hidden]
+            line += f" (capped by {', '.join(self.caps)}" + (f"; hidden: {' '.join(hidden)})" if hidden else ")")
+        return line
 
 
 def read_cpu_flags(path: str = CPUINFO) -> frozenset[str]:
@@ -123,28 +197,40 @@ def read_cpu_flags(path: str = CPUINFO) -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def cpu_capability() -> CpuCapability:
-    """This machine's CpuCapability (probed once)."""
-    return CpuCapability(torch.backends.cpu.get_cpu_capability(), read_cpu_flags())
+    """This process's CpuCapability (probed once; the caps are read from os.environ then, as the
+    libraries read them once when they start)."""
+    return CpuCapability.probe(torch.backends.cpu.get_cpu_capability(), read_cpu_flags())
 
 
-def auto_precision(capability: CpuCapability) -> str:
-    """The precision "auto" runs on a CPU with `capability`. Only a path measured faster than
-    float32 and within its tolerance on a CPU of that kind is picked (benchmarks/README.md):
-    bfloat16 matmuls where bfloat16 is native; float32 elsewhere, int8 included until it is
-    measured on CPUs without native bfloat16."""
-    return "bf16" if capability.native_bf16 else "fp32"
+# Backbones (models.stable_audio.BACKBONES keys) whose int8 path was measured faster than float32
+# and within its tolerance on an AVX2 CPU without native bfloat16 (benchmarks/RESULTS.md).
+AUTO_INT8_BACKBONES = frozenset({"dit", "adp_cfg_1d"})
+
+
+def auto_precision(capability: CpuCapability, backbone: str | None = None) -> str:
+    """The precision "auto" runs on a CPU with `capability` for a model whose backbone type is
+    `backbone`. Only a path measured faster than float32 and within its tolerance on a CPU of that
+    kind is picked (benchmarks/README.md): bfloat16 matmuls where bfloat16 is native; int8 on x86
+    CPUs with AVX2 but no native bfloat16, for the backbones of AUTO_INT8_BACKBONES (int8 products
+    run about twice float32's rate there; layers too small to gain stay float32); float32 elsewhere."""
+    if capability.native_bf16:
+        return "bf16"
+    if "avx2" in capability.flags and backbone in AUTO_INT8_BACKBONES:
+        return "int8"
+    return "fp32"
 
 
 def choose_precision(precision: str, device: str | torch.device = "cpu",
-                     capability: CpuCapability | None = None) -> str:
+                     capability: CpuCapability | None = None, backbone: str | None = None) -> str:
     """Resolve a precision name (PRECISIONS) to the path that runs: "fp32", "bf16" (bfloat16
-    matmuls) or "int8" (int8 linears). "auto" follows `auto_precision` on the CPU and is "fp32"
-    on other devices (their speed comes from `dtype`)."""
+    matmuls) or "int8" (int8 linears and U-Net convolutions). "auto" follows `auto_precision` on
+    the CPU for a model with that `backbone` type and is "fp32" on other devices (their speed
+    comes from `dtype`)."""
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     on_cpu = torch.device(device).type == "cpu"
     if precision == "auto":
-        return auto_precision(capability or cpu_capability()) if on_cpu else "fp32"
+        return auto_precision(capability or cpu_capability(), backbone) if on_cpu else "fp32"
     if precision == "int8" and not on_cpu:
         raise InputError(f"precision 'int8' runs on the CPU only (device {device}); use fp32 or "
                          "bf16, or a reduced dtype, on this device")
@@ -255,16 +341,23 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     frames = (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
     if groups != 1 or frames < 1 or batch * frames > IM2COL_MAX_ROWS or not inference_on_cpu(x, weight):
         return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
+    rows = unfold_rows(x, kernel, stride, padding, dilation, frames)
+    # weight [C_out, C_in, K] is already laid out as [C_out, C_in * K].
+    out = torch.ops.mkldnn._linear_pointwise(rows, weight.reshape(out_channels, -1), bias, "none", [], "")
+    return out.transpose(1, 2).contiguous()
+
+
+def unfold_rows(x: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int,
+                frames: int) -> torch.Tensor:
+    """im2col: Tensor[B, C_in, T] -> Tensor[B, frames, C_in * K], each output frame's input
+    window (zero padding on both sides) as one row, in the layout of a [C_out, C_in, K] weight."""
     if padding:
         x = F.pad(x, (padding, padding))
-    # Unfolded view [B, T', C_in, K] (each output frame's input window), then one copy to rows of
-    # C_in * K; weight [C_out, C_in, K] is already laid out as [C_out, C_in * K].
+    batch, in_channels, _ = x.shape
     s_batch, s_channel, s_time = x.stride()
     windows = x.as_strided((batch, frames, in_channels, kernel),
                            (s_batch, stride * s_time, s_channel, dilation * s_time))
-    rows = windows.reshape(batch, frames, in_channels * kernel)
-    out = torch.ops.mkldnn._linear_pointwise(rows, weight.reshape(out_channels, -1), bias, "none", [], "")
-    return out.transpose(1, 2).contiguous()
+    return windows.reshape(batch, frames, in_channels * kernel)
 
 
 class OneDNNConvolution:
@@ -466,16 +559,58 @@ def use_bfloat16_matmuls(module: nn.Module, dtype: torch.dtype = torch.bfloat16)
     return converted
 
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rows(x: torch.Tensor, levels: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantization of each row: Tensor[R, K] float -> (Tensor[R, K] int8 in
-    [-127, 127], Tensor[R, 1] float32 scale), x ~ q * scale."""
-    scale = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny) / 127
+    [-levels, levels], Tensor[R, 1] float32 scale), x ~ q * scale."""
+    scale = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny) / levels
     return torch.div(x, scale).round_().to(torch.int8), scale
 
 
-# Linears with fewer weights than this keep their dtype: their share of the work is small and the
-# conditioning projections they hold are the most sensitive to rounding.
-INT8_MIN_WEIGHTS = 1 << 14
+# Without int8 dot-product instructions (VNNI, AMX) oneDNN's int8 products add pairs of u8 x s8
+# products in 16 bits (vpmaddubsw), which saturate unless the weight side stays within +-63:
+# 2 x 255 x 63 < 2^15. Weights are then quantized to 7 bits; with VNNI to the full 8.
+WEIGHT_LEVELS_WITHOUT_INT8_DOT = 63
+
+
+def weight_levels(capability: CpuCapability | None = None) -> int:
+    """The largest int8 weight magnitude whose products are exact on this CPU's int8 kernels."""
+    return 127 if (capability or cpu_capability()).int8_dot else WEIGHT_LEVELS_WITHOUT_INT8_DOT
+
+
+def _freeze_int8_weight(module: nn.Module, weight: torch.Tensor) -> None:
+    """Quantize `weight` ([out, ...]) per output channel into `module`'s non-persistent buffers:
+    weight_int8 [out, in] (within +-weight_levels()) and weight_scale [out]."""
+    rows, scale = quantize_rows(weight.detach().float().reshape(weight.shape[0], -1), weight_levels())
+    module.register_buffer("weight_int8", rows, persistent=False)
+    module.register_buffer("weight_scale", scale[:, 0], persistent=False)
+
+
+def int8_matmul(x: torch.Tensor, weight_int8: torch.Tensor, weight_scale: torch.Tensor,
+                bias: torch.Tensor | None, batch: int | None = None) -> torch.Tensor:
+    """x @ w.T + bias with w ~ weight_int8 * weight_scale[:, None] ([N, K]): Tensor[R, K] ->
+    float32 Tensor[R, N], or with `batch` (R = batch x frames, a convolution's im2col rows)
+    Tensor[batch, N, frames]. Each row of x is quantized to int8 on the fly, the product runs as
+    int8 x int8 -> int32 (torch._int_mm, which reads the transposed [N, K] weight fastest) and is
+    rescaled in two passes: int32 to float32 times the row scales (transposing for `batch`), then
+    times the weight scales plus the bias."""
+    rows, scale = quantize_rows(x.float())
+    product = torch._int_mm(rows, weight_int8.t())
+    channels = weight_int8.shape[0]
+    if batch is None:
+        out = torch.mul(product, scale, out=torch.empty(product.shape))
+    else:
+        frames = product.shape[0] // batch
+        out = torch.empty(batch, channels, frames)
+        torch.mul(product.view(batch, frames, channels).transpose(1, 2), scale.view(batch, 1, frames), out=out)
+        weight_scale = weight_scale[:, None]
+        bias = None if bias is None else bias[:, None]
+    return out.mul_(weight_scale) if bias is None else torch.addcmul(bias, out, weight_scale, out=out)
+
+
+# Layers with fewer weights than this keep their dtype: below about 512 x 512 the quantization of
+# the input costs what int8 saves (on AVX2: 0.6-0.9x float32's speed at 128-192 wide, 1.35-1.7x at
+# 512), and the small layers hold the conditioning projections, the most sensitive to rounding.
+INT8_MIN_WEIGHTS = 1 << 18
 
 
 class Int8Linear:
@@ -487,19 +622,13 @@ class Int8Linear:
     non-persistent buffer, refreshed by load_state_dict."""
 
     def freeze_coefficients(self) -> None:
-        weight, scale = quantize_rows(self.weight.detach().float())
-        self.register_buffer("weight_int8", weight, persistent=False)  # [out, in]
-        self.register_buffer("weight_scale", scale[:, 0], persistent=False)
+        _freeze_int8_weight(self, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type != "cpu" or x.dtype != self.weight.dtype or torch.compiler.is_compiling()
                 or _needs_graph(x, self) or x.numel() < ONEDNN_MIN_ROWS * self.in_features):
             return super().forward(x)
-        rows, scale = quantize_rows(x.reshape(-1, self.in_features).float())
-        out = torch._int_mm(rows, self.weight_int8.t()).to(torch.float32)
-        out.mul_(scale).mul_(self.weight_scale)
-        if self.bias is not None:
-            out.add_(self.bias)
+        out = int8_matmul(x.reshape(-1, self.in_features), self.weight_int8, self.weight_scale, self.bias)
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
@@ -513,6 +642,42 @@ def use_int8_linears(module: nn.Module, min_weights: int | None = None) -> int:
         if (type(submodule) in (nn.Linear, OneDNNLinear) and submodule.weight.numel() >= min_weights
                 and submodule.weight.dtype in (torch.float32, torch.bfloat16)):
             _swap(submodule, Int8Linear)
+            _freeze(submodule)
+            count += 1
+    return count
+
+
+class Int8Convolution:
+    """Swapped into the U-Net's PaddedConv1d: on CPU inference in float32 the convolution runs as
+    im2col rows times the weight quantized once per output channel, through `int8_matmul`;
+    elsewhere the layer's own convolution. Parameters and state-dict keys unchanged (the int8
+    copy is a non-persistent buffer, refreshed by load_state_dict)."""
+
+    def freeze_coefficients(self) -> None:
+        _freeze_int8_weight(self, self.weight)
+
+    def convolve(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        stride, padding, dilation = _single(stride), _single(padding), _single(dilation)
+        kernel = self.kernel_size[0]
+        frames = (x.shape[-1] + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or groups != 1 or frames < 1
+                or torch.compiler.is_compiling() or _needs_graph(x, self)):
+            return super().convolve(x, weight, bias, stride, padding, dilation, groups)
+        rows = unfold_rows(x, kernel, stride, padding, dilation, frames)
+        return int8_matmul(rows.reshape(-1, rows.shape[-1]), self.weight_int8, self.weight_scale, bias,
+                           batch=x.shape[0])
+
+
+def use_int8_convolutions(module: nn.Module, min_weights: int | None = None) -> int:
+    """Swap Int8Convolution into every ungrouped PaddedConv1d (the U-Net's convolutions; the VAEs'
+    stay as they are) of `module` with at least `min_weights` (default INT8_MIN_WEIGHTS) float32 weights; returns how many. In
+    place, inference only."""
+    min_weights = INT8_MIN_WEIGHTS if min_weights is None else min_weights
+    count = 0
+    for submodule in module.modules():
+        if (isinstance(submodule, PaddedConv1d) and submodule.groups == 1
+                and submodule.weight.dtype == torch.float32 and submodule.weight.numel() >= min_weights):
+            _swap(submodule, Int8Convolution)
             _freeze(submodule)
             count += 1
     return count

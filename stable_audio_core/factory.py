@@ -7,14 +7,14 @@ from pathlib import Path
 import torch
 
 from .acceleration import (choose_precision, compile_backbone, prepare_for_inference, use_bfloat16_matmuls,
-                           use_int8_linears)
+                           use_int8_convolutions, use_int8_linears)
 from .checkpoint import autoencoder_state, load_state_dict_strict, read_state_dict
 from .config import ModelConfig, load_model_config
 from .errors import CheckpointError, ConfigError, InputError
 from .models.autoencoder import AudioAutoencoder, build_autoencoder
 from .text.conditioners import CLAPTextConditioner, T5Conditioner, T5GemmaConditioner
 from .models.hf_folder import CONFIG_FILE, read_json
-from .models.stable_audio import StableAudioModel
+from .models.stable_audio import StableAudioModel, backbone_type
 
 # Checkpoint key prefixes (stable-audio-tools layout) -> submodule of StableAudioModel.
 PREFIXES = {"model.model.": "backbone", "pretransform.model.": "autoencoder",
@@ -226,14 +226,17 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     `dtype` (acceleration.use_bfloat16_matmuls; tolerances in benchmarks/README.md).
     `precision` picks the CPU matmul path of a float32 model in one word: "fp32" (the default,
     equal to the reference), "bf16" (matmul_dtype="bfloat16"), "int8" (the large linears of the
-    backbone and text encoders in int8, acceleration.use_int8_linears) or "auto" (chosen from the
+    backbone and text encoders and the U-Net's convolutions in int8, acceleration.use_int8_linears
+    and use_int8_convolutions) or "auto" (chosen from the
     CPU: acceleration.choose_precision); the path taken is recorded as `model.precision`.
     compile=True wraps the diffusion backbone in torch.compile (opt-in; slow first calls).
     `accelerations` switches prepare_for_inference's swaps (all on when not named).
     """
     dtype = parse_dtype(dtype)
     text_dtype = dtype if text_encoder_dtype is None else parse_dtype(text_encoder_dtype)
-    path = choose_precision(precision, device)
+    if not isinstance(config, ModelConfig):
+        config = load_model_config(config)
+    path = choose_precision(precision, device, backbone=backbone_type(config))
     if path != "fp32" and dtype != torch.float32:
         if precision != "auto":
             raise InputError(f"precision {precision!r} applies to a float32 model; got dtype {dtype} "
@@ -267,6 +270,7 @@ def load_model(config: str | Path | dict | ModelConfig, checkpoint: str | Path |
     if path == "int8":
         for module in dict.fromkeys(modules):
             use_int8_linears(module)
+        use_int8_convolutions(model.backbone)  # the U-Net's; the VAE's convolutions stay float32
     model.precision = path
     if compile:
         compile_backbone(model)

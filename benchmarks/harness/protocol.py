@@ -78,11 +78,21 @@ def save_output(tensor: torch.Tensor, path: str) -> None:
     np.save(path, tensor.detach().float().cpu().numpy())
 
 
+def _onednn_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def environment() -> dict:
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": sys.version.split()[0],
             # Read after build(): our package requests huge pages when it is imported.
-            "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"}
+            "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
+            # The kernels this process runs (the ISA caps of --emulate-avx2 show here).
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_bf16": _onednn_bf16()}
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
