@@ -137,22 +137,42 @@ def prepare_sa3_files(workdir: Path, scale: str, sa3_python: str | None, vae_sec
     return files
 
 
-def matmul_roofline(threads: int, size: int = 4096, repeats: int = 5) -> float:
-    """The machine's float32 matmul rate in GFLOP/s: the best of `repeats` torch.mm of two
-    size x size matrices on `threads` threads (the ceiling a DiT call's matmuls can reach)."""
+def matmul_roofline(threads: int, size: int = 4096, repeats: int = 5, path: str = "fp32") -> float:
+    """The machine's matmul rate in GFLOP/s (GOP/s for int8): the best of `repeats` products of two
+    size x size matrices on `threads` threads, the ceiling a DiT call's matmuls can reach on that
+    path: float32 torch.mm ("fp32"), bfloat16 torch.mm ("bf16"), int8 torch._int_mm ("int8")."""
     import torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
+    product = torch.mm
+    if path == "bf16":
+        a, b = a.bfloat16(), b.bfloat16()
+    elif path == "int8":
+        a, b = (x.mul(40).round().clamp(-127, 127).to(torch.int8) for x in (a, b))
+        product = torch._int_mm
+    product(a, b)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        torch.mm(a, b)
+        product(a, b)
         best = min(best, time.perf_counter() - start)
     torch.set_num_threads(previous)
     return 2 * size ** 3 / best / 1e9
+
+
+# The backbone type (models.stable_audio.backbone_type) of each family: what "auto" decides on.
+FAMILY_BACKBONES = {"sao": "dit", "unet": "adp_cfg_1d", "sa3": "sa3_dit"}
+
+
+def party_path(party: str, family: str, capability) -> str:
+    """The matmul path a party runs for a family: fp32, bf16 or int8."""
+    from stable_audio_core.acceleration import auto_precision
+
+    if party == "ours-auto":
+        return auto_precision(capability, FAMILY_BACKBONES[family])
+    return {"ours-bf16": "bf16", "ours-int8": "int8"}.get(party, "fp32")
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,17 +533,26 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
              + (f"; SA3 Small-shaped ({header['sa3_scale']}) DiT {header['params']['sa3'] / 1e6:.0f} M"
                 if header["params"].get("sa3") else "")]
     if header.get("roofline_gflops"):
+        rooflines = header.get("rooflines", {"fp32": header["roofline_gflops"]})
+        others = "".join(f"; {path} {rate:.0f} G{'OP' if path == 'int8' else 'FLOP'}/s "
+                         f"({'torch._int_mm' if path == 'int8' else 'bfloat16 torch.mm'})"
+                         for path, rate in rooflines.items() if path != "fp32")
         lines.append(f"- Matmul roofline: {header['roofline_gflops']:.0f} GFLOP/s (best of 5 float32 torch.mm "
-                     f"4096 x 4096 on {args.threads} threads, measured at the start of the run)")
+                     f"4096 x 4096 on {args.threads} threads, measured at the start of the run){others}")
+        from stable_audio_core.acceleration import cpu_capability
+
+        capability = cpu_capability()
         for item in items:
             flops = item["spec"].get("matmul_flops")
             for party, result in item["results"].items():
                 if flops and result["runs"]:
                     wall = statistics.median(r["wall_s"] for r in result["runs"])
                     rate = flops / wall / 1e9
+                    path = party_path(party, item["spec"]["family"], capability)
+                    ceiling = rooflines.get(path, header["roofline_gflops"])
                     lines.append(f"- `{item['spec']['name']}` {party}: {flops / 1e9:.1f} GFLOP of DiT matmuls in "
-                                 f"{wall:.2f} s = {rate:.0f} GFLOP/s, {100 * rate / header['roofline_gflops']:.0f}% "
-                                 "of the roofline")
+                                 f"{wall:.2f} s = {rate:.0f} GFLOP/s, {100 * rate / ceiling:.0f}% "
+                                 f"of the {path if path in rooflines else 'fp32'} roofline")
     huge = sorted({party for item in items for party, env in item.get("environments", {}).items()
                    if env.get("huge_pages")})
     lines += [f"- Transparent huge pages for torch's CPU allocator (THP_MEM_ALLOC_ENABLE=1, which our "
@@ -638,6 +667,9 @@ def main() -> None:
         header["params"]["sa3"] = files["sa3"]["params"] if files["sa3"] else 0
     if "call-sa3" in args.items:
         header["roofline_gflops"] = header["roofline"]
+        paths = {party_path(party, "sa3", cpu_capability()) for party in args.parties.split(",")}
+        header["rooflines"] = {"fp32": header["roofline"],
+                               **{path: matmul_roofline(args.threads, path=path) for path in paths - {"fp32"}}}
 
     pythons = {"ours": sys.executable, "ours-bf16": sys.executable, "ours-compile": sys.executable,
                "ours-int8": sys.executable, "ours-auto": sys.executable,
