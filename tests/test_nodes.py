@@ -396,6 +396,15 @@ def test_text_timing_and_sampler_nodes_equal_one_core_generate_call(pack, node, 
     assert torch.equal(sampled["samples"], reference.latents)
 
 
+def test_seconds_total_longer_than_the_latent_names_the_nodes_to_change(node, model):
+    # audio to audio with a clip shorter than Timing's seconds_total: the latent is the window
+    conditioning, _ = _condition(node, model, seconds_total=1.0)
+    latent = node("EmptyLatentAudio")(model, 0.5, 1)[0]
+    with pytest.raises(Exception, match="longer than the generation window of 0.5. s; the window is "
+                                        "the latent's length .* lower Timing Condition's seconds_total"):
+        node("DPMSolverSampler")(model, conditioning, latent, 7, **SAMPLER_ARGS)
+
+
 def test_sampler_cfg_rescale_defaults_to_the_models_own_rescale(pack, node, model, monkeypatch):
     # -1 (the widget default) hands None to the core, which applies the backbone's default
     # (paper U-Net 0.4, DiT 0); a value >= 0 is passed through.
