@@ -122,6 +122,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from stable_audio_core.audio.io import read_audio_window, write_audio
+    from stable_audio_core.audio.tags import TAGGED_FORMATS
     from stable_audio_core.factory import load_model
     from stable_audio_core.pipeline import generate, resolve_sampling, window_length
 
@@ -175,10 +176,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for path, audio, seed in zip(output_paths(args.output, args.prompt, result.seeds, fmt),
                                  result.audio, result.seeds):
         path, claim = claim_output(path, bool(args.output and Path(args.output).suffix), args.overwrite)
-        # FLAC carries the prompt and what reproduces the file, written with the audio
-        flac_tags = {"DESCRIPTION": args.prompt,
-                     "stable_audio_settings": json.dumps({**tags, "seed": seed})} if fmt == "flac" else None
-        write_audio(path, audio, result.sample_rate, fmt, tags=flac_tags, **claim)
+        # the file carries the prompt and what reproduces it, written with the audio
+        file_tags = {"DESCRIPTION": args.prompt, "stable_audio_settings": json.dumps({**tags, "seed": seed})}
+        write_audio(path, audio, result.sample_rate, fmt,
+                    tags=file_tags if fmt in TAGGED_FORMATS else None, **claim)
         seconds = audio.shape[-1] / result.sample_rate
         print(f"{path}  ({seconds:.2f} s, {audio.shape[0]} ch, {result.sample_rate} Hz, seed {seed})")
     return 0
@@ -290,6 +291,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from stable_audio_core.acceleration import PRECISIONS
+    from stable_audio_core.audio.io import WRITE_FORMATS
     from stable_audio_core.sampling.loop import SCHEDULE_NAMES, sampler_names
 
     parser = argparse.ArgumentParser(prog="stable-audio-toolkit", description=__doc__)
@@ -325,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--apg-scale", type=float, default=None,
                    help="Stable Audio 3 with --cfg-scale above 1: 1 = APG (default), 0 = plain CFG")
     g.add_argument("--output", "-o", default=None, help="file or folder (default: ./output/)")
-    g.add_argument("--format", choices=["wav", "flac", "ogg", "mp3"], default=None)
+    g.add_argument("--format", choices=list(WRITE_FORMATS), default=None,
+                   help="opus is written at 48 kHz; all but wav carry the prompt and settings as tags")
     g.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     g.add_argument("--config", default=None,
                    help="stable-audio-tools model_config.json (default: the bundled default model)")

@@ -7,7 +7,7 @@ import json
 import torch
 
 from ..stable_audio_core.audio import tags as audio_tags
-from ..stable_audio_core.audio.io import WRITE_FORMATS, write_audio
+from ..stable_audio_core.audio.io import WRITE_FORMATS, writable_formats, write_audio
 from ..stable_audio_core.audio.postprocess import trim_silence
 from . import files
 from .datatypes import AUDIO, CATEGORY, audio_parts, make_audio
@@ -17,11 +17,9 @@ def available_formats() -> list[str]:
     """The formats this soundfile build can write (MP3 needs libsndfile 1.1 or newer). Without
     soundfile the node still lists its formats; saving then says what to install."""
     try:
-        import soundfile
+        return writable_formats()
     except ImportError:
         return list(WRITE_FORMATS)
-    have = soundfile.available_formats()
-    return [fmt for fmt, name in WRITE_FORMATS.items() if name in have]
 
 
 class TrimSilence:
@@ -51,10 +49,12 @@ class TrimSilence:
 
 
 class SaveAudio:
-    DESCRIPTION = ("Saves audio under the output folder (FLAC, WAV, OGG, MP3 where supported). "
-                   "FLAC files carry the workflow and prompt as tags, so dropping one on ComfyUI "
-                   "reopens the workflow; other formats get a .json sidecar holding the prompt that "
-                   "reproduces the file.")
+    DESCRIPTION = ("Saves audio under the output folder as FLAC, WAV, Ogg Vorbis, Opus or MP3 "
+                   "(those this soundfile build can write), one file per batch item, all shown in "
+                   "the node's player list. FLAC, Ogg, Opus and MP3 files carry the workflow and "
+                   "prompt as tags, as ComfyUI's own Save Audio writes them, so dropping one on "
+                   "ComfyUI reopens the workflow; WAV files get a .json sidecar holding the prompt "
+                   "that reproduces the file. Opus is stored at 48 kHz (Opus has no 44.1 kHz).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -67,7 +67,8 @@ class SaveAudio:
             "filename_prefix": ("STRING", {"default": "audio/StableAudio", "tooltip":
                                 "Sub-folder and file name stem inside the output folder."}),
             "format": (available_formats(), {"default": "flac", "tooltip":
-                       "FLAC (lossless, workflow embedded), WAV (16-bit), OGG Vorbis, MP3."}),
+                       "FLAC (lossless), WAV (16-bit, sidecar .json), Ogg Vorbis, Opus (48 kHz), "
+                       "MP3; all but WAV embed the workflow."}),
         }, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}}
 
     def save(self, audio, filename_prefix, format, prompt=None, extra_pnginfo=None, unique_id=None):
@@ -82,9 +83,10 @@ class SaveAudio:
         results = []
         for item in waveform:
             path, filename, subfolder = files.output_path(filename_prefix, format)
+            embed = format in audio_tags.TAGGED_FORMATS
             write_audio(path, item.to(torch.float32), rate, format,
-                        tags=tags if format == "flac" else None, reserved=True)
-            if sidecar and format != "flac":
+                        tags=tags if embed else None, reserved=True)
+            if sidecar and not embed:
                 audio_tags.write_sidecar(path, sidecar)
             results.append({"filename": filename, "subfolder": subfolder, "type": "output"})
         return {"ui": {"audio": results}}

@@ -143,7 +143,10 @@ class DPMSolverSampler:
                 denoise=denoise, inpaint=conditioning.get("inpaint"), apg_scale=apg_scale,
                 callback=lambda info: progress.update(info["i"] + 1, info["steps"]))
             return (make_latent(latents, like=latent),)
-        check_duration(model, frames, conditioning["seconds_start"], conditioning["seconds_total"])
+        check_duration(model, frames, conditioning["seconds_start"], conditioning["seconds_total"],
+                       remedy="the window is the latent's length (Empty Latent Audio's seconds, or "
+                              "the encoded clip's length): lower Timing Condition's seconds_total "
+                              "or give a longer latent")
         # Zeros as the source add nothing to the start: text-to-audio is the same call.
         latents, _ = sample_latents(
             model, conditioning["positive"], conditioning["negative"], settings, seed=seed,

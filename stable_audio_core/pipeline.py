@@ -293,9 +293,10 @@ def _decode(model: StableAudioModel, latents: torch.Tensor, seconds_total: float
 
 
 def check_duration(model: StableAudioModel, frames: int, seconds_start: float,
-                   seconds_total: float | None) -> float:
+                   seconds_total: float | None,
+                   remedy: str = "raise sample_size or lower seconds_total") -> float:
     """seconds_total (None: the whole window) checked against the window that holds `frames`
-    latent frames; returns it."""
+    latent frames; returns it. `remedy` says what the caller's user can change."""
     window_seconds = window_frames(model, frames) * model.downsampling_ratio / model.sample_rate
     if seconds_total is None:
         seconds_total = window_seconds
@@ -307,7 +308,7 @@ def check_duration(model: StableAudioModel, frames: int, seconds_start: float,
     if seconds_total > window_seconds + 1e-6:
         raise InputError(
             f"seconds_total={seconds_total} is longer than the generation window of "
-            f"{window_seconds:.2f} s; raise sample_size or lower seconds_total"
+            f"{window_seconds:.2f} s; {remedy}"
         )
     return seconds_total
 

@@ -37,12 +37,12 @@ def test_batch_writes_one_file_per_item_with_its_seed(tmp_path):
 
 
 def test_flac_output_carries_the_prompt_and_the_settings_that_reproduce_it(tmp_path):
-    from stable_audio_core.audio.tags import read_flac_tags
+    from stable_audio_core.audio.tags import read_tags
     files = _model_files(tmp_path)
     code = cli_main(["generate", "3", "--steps", "2", "--seed", "9", "--sampler", "dpmpp-2m",
                      "--cfg-scale", "3", "-o", str(tmp_path / "a.flac"), *files])
     assert code == 0
-    tags = read_flac_tags(tmp_path / "a.flac")
+    tags = read_tags(tmp_path / "a.flac")
     settings = json.loads(tags["stable_audio_settings"])
     assert tags["DESCRIPTION"] == "3"
     assert settings["seed"] == 9 and settings["steps"] == 2 and settings["cfg_scale"] == 3.0
@@ -54,6 +54,10 @@ def test_flac_output_carries_the_prompt_and_the_settings_that_reproduce_it(tmp_p
     assert (sf.read(str(tmp_path / "a.flac"))[0] == sf.read(str(tmp_path / "b.flac"))[0]).all()
     assert cli_main(["generate", "3", "--steps", "1", "-o", str(tmp_path / "c.wav"), *files]) == 0
     assert not (tmp_path / "c.wav.json").exists()   # other formats stay a single file
+    assert cli_main(["generate", "3", "--steps", "1", "-o", str(tmp_path / "d.opus"), *files]) == 0
+    opus_tags = read_tags(tmp_path / "d.opus")   # Ogg Opus carries the same tags as FLAC
+    assert opus_tags["DESCRIPTION"] == "3" and json.loads(opus_tags["stable_audio_settings"])["steps"] == 1
+    assert sf.info(str(tmp_path / "d.opus")).samplerate == 48000
 
 
 def test_generate_with_a_checkpoint_but_no_config_explains_what_to_pass(capsys):

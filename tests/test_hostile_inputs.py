@@ -30,7 +30,7 @@ import torch
 from stable_audio_core import atomic_files
 from stable_audio_core.atomic_files import PARTIAL_PREFIX, atomic_write, reserve_numbered, write_bytes
 from stable_audio_core.audio.io import read_audio, read_audio_window, set_channels, write_audio
-from stable_audio_core.audio.tags import write_flac_tags, write_sidecar
+from stable_audio_core.audio.tags import write_tags, write_sidecar
 from stable_audio_core.checkpoint import read_state_dict
 from stable_audio_core.config import load_model_config
 from stable_audio_core.errors import (AudioFileError, CheckpointError, ConfigError, InputError, NonFiniteError,
@@ -117,7 +117,7 @@ def test_an_existing_file_is_replaced_only_when_asked(tmp_path):
 
 def test_written_files_have_the_usual_permissions_not_0600(tmp_path):
     audio = write_audio(tmp_path / "a.flac", torch.zeros(2, 10), 44100, tags={"prompt": "{}"})
-    write_flac_tags(audio, {"prompt": "rain"})
+    write_tags(audio, {"prompt": "rain"})
     sidecar = write_sidecar(tmp_path / "b.wav", {"prompt": "{}"})
     data = write_bytes(tmp_path / "c.bin", b"x")
     for path in (audio, sidecar, data):
@@ -134,8 +134,8 @@ def test_a_full_disk_is_reported_with_the_file_name(tmp_path):
 
 def test_flac_tags_are_inside_the_file_when_it_appears(tmp_path):
     path = write_audio(tmp_path / "a.flac", torch.zeros(2, 10), 44100, tags={"DESCRIPTION": "rain"})
-    from stable_audio_core.audio.tags import read_flac_tags
-    assert read_flac_tags(path)["DESCRIPTION"] == "rain"
+    from stable_audio_core.audio.tags import read_tags
+    assert read_tags(path)["DESCRIPTION"] == "rain"
 
 
 # --- generate's arguments: refused before the model loads ---------------------------------------

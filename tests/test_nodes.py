@@ -396,6 +396,15 @@ def test_text_timing_and_sampler_nodes_equal_one_core_generate_call(pack, node, 
     assert torch.equal(sampled["samples"], reference.latents)
 
 
+def test_seconds_total_longer_than_the_latent_names_the_nodes_to_change(node, model):
+    # audio to audio with a clip shorter than Timing's seconds_total: the latent is the window
+    conditioning, _ = _condition(node, model, seconds_total=1.0)
+    latent = node("EmptyLatentAudio")(model, 0.5, 1)[0]
+    with pytest.raises(Exception, match="longer than the generation window of 0.5. s; the window is "
+                                        "the latent's length .* lower Timing Condition's seconds_total"):
+        node("DPMSolverSampler")(model, conditioning, latent, 7, **SAMPLER_ARGS)
+
+
 def test_sampler_cfg_rescale_defaults_to_the_models_own_rescale(pack, node, model, monkeypatch):
     # -1 (the widget default) hands None to the core, which applies the backbone's default
     # (paper U-Net 0.4, DiT 0); a value >= 0 is passed through.
@@ -536,9 +545,24 @@ def test_save_audio_flac_carries_prompt_and_workflow_like_comfyuis_saveaudio(pac
     assert [s["subfolder"] for s in saved] == ["audio", "audio"] and saved[0]["type"] == "output"
     path = folders["output"] / "audio" / saved[0]["filename"]
     assert sf.info(str(path)).frames == 1000 and sf.info(str(path)).samplerate == 2000
-    tags = importlib.import_module(pack.name + ".stable_audio_core.audio.tags").read_flac_tags(path)
+    tags = importlib.import_module(pack.name + ".stable_audio_core.audio.tags").read_tags(path)
     assert json.loads(tags["workflow"]) == {"nodes": [{"id": 1}]}
     assert json.loads(tags["prompt"]) == {"1": {"class_type": "X", "inputs": {}}}
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "opus", "mp3"])
+def test_save_audio_lossy_formats_embed_the_workflow_and_list_every_batch_item(pack, node, folders, fmt):
+    saved = _save(node, fmt, prefix=f"batch/{fmt}", workflow={"nodes": [{"id": 7}]})
+    # ComfyUI's convention for a batch: one {"filename", "subfolder", "type"} per item, in order
+    assert [s["filename"] for s in saved] == [f"{fmt}_00001_.{fmt}", f"{fmt}_00002_.{fmt}"]
+    read_tags = importlib.import_module(pack.name + ".stable_audio_core.audio.tags").read_tags
+    for item in saved:
+        path = folders["output"] / "batch" / item["filename"]
+        info = sf.info(str(path))
+        rate = {"ogg": 2000, "opus": 8000, "mp3": 8000}[fmt]   # Opus and MP3 lack 2 kHz: the next rate up
+        assert info.samplerate == rate and info.frames == rate // 2
+        assert json.loads(read_tags(path)["workflow"]) == {"nodes": [{"id": 7}]}
+    assert not list((folders["output"] / "batch").glob("*.json"))
 
 
 def test_save_audio_other_formats_get_a_sidecar_and_new_names(node, folders):

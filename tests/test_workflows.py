@@ -117,6 +117,20 @@ def test_saved_view_shows_the_whole_graph_in_a_1366x768_window_with_titles_that_
     assert all("Stable Audio" not in n["title"] for n in ui["nodes"])
 
 
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_templates_browser_fit_keeps_group_titles_below_the_graph_toolbar(name):
+    # The Templates browser (frontend 1.58) ignores the saved view: it fits the graph's bounds
+    # (nodes and groups) at 0.75 of the 1366x768 window, centered. Its floating "Graph" toolbar
+    # ends at y=82; measured group tops came 10-12 px above this model, hence 100.
+    ui = load(f"{name}.json")
+    boxes = [(n["pos"][0], n["pos"][1] - 30, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui["nodes"]] + [(x, y, x + w, y + h) for x, y, w, h in (g["bounding"] for g in ui["groups"])]
+    width = max(b[2] for b in boxes) - min(b[0] for b in boxes)
+    height = max(b[3] for b in boxes) - min(b[1] for b in boxes)
+    scale = min(0.75 * 1366 / width, 0.75 * 768 / height)
+    assert 768 / 2 - height * scale / 2 >= 100
+
+
 def test_bundled_workflows_use_the_bundled_model_within_its_window_and_defaults():
     config = bundled_kind_config()  # the bundled config's timing range, window and sampling_defaults
     window_seconds = BUNDLED_WINDOW / BUNDLED_SAMPLE_RATE

@@ -23,6 +23,17 @@ WORKFLOWS = ROOT / "workflows"
 SIZE_INCHES, DPI = (4.0, 3.0), 80   # 320 x 240 pixels
 MAX_BYTES = 60_000                  # the Templates browser loads every thumbnail at once
 SAME_JOB = {"extend": "continuation", "lora": "text_to_audio"}  # sa3_* graphs named apart
+# The Templates browser titles a pack's template by its file name only: the picture says what the
+# workflow does and for which model.
+JOBS = {"text_to_audio": "Text → audio", "audio_to_audio": "Audio → audio", "inpaint": "Inpaint",
+        "continuation": "Continuation", "extend": "Extend", "lora": "Text → audio + LoRA"}
+MODELS = {"sa3_": "Stable Audio 3", "sao_": "Stable Audio Open 1.0", "": "Bundled model"}
+
+
+def thumbnail_title(name: str) -> tuple[str, str]:
+    """(job, model) written on the thumbnail of workflow `name`."""
+    prefix = next(p for p in MODELS if name.startswith(p))
+    return JOBS[name.removeprefix(prefix)], MODELS[prefix]
 
 
 def bundled_counterpart(name: str) -> str:
@@ -41,7 +52,7 @@ def spectrogram_db(audio: np.ndarray, rate: int, n_fft: int = 2048, hop: int = 5
     return 20 * np.log10(spectrum[:keep] + 1e-5)
 
 
-def write_thumbnail(audio: np.ndarray, rate: int, title: str, path: Path) -> None:
+def write_thumbnail(audio: np.ndarray, rate: int, title: tuple[str, str], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -53,8 +64,10 @@ def write_thumbnail(audio: np.ndarray, rate: int, title: str, path: Path) -> Non
     axes.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=db.max() - 80, vmax=db.max(),
                 extent=[0, seconds, 0, 16])
     axes.set_axis_off()
-    axes.text(0.03, 0.95, title, transform=axes.transAxes, color="white", fontsize=13, va="top",
+    job, model = title
+    axes.text(0.03, 0.95, job, transform=axes.transAxes, color="white", fontsize=13, va="top",
               fontweight="bold")
+    axes.text(0.03, 0.83, model, transform=axes.transAxes, color="white", fontsize=10, va="top")
     axes.text(0.97, 0.04, f"{seconds:.1f} s", transform=axes.transAxes, color="white", fontsize=10,
               ha="right")
     figure.savefig(path, dpi=DPI, pil_kwargs={"quality": 80, "optimize": True})
@@ -95,8 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                 if bundled == "text_to_audio":
                     sf.write(str(folders["input"] / "clip.wav"), audio, rate)
                     clip_seconds = len(audio) / rate
-            title = bundled.replace("_", " ").replace("to audio", "→ audio").capitalize()
-            write_thumbnail(*spectra[bundled], title, WORKFLOWS / f"{name}.jpg")
+            write_thumbnail(*spectra[bundled], thumbnail_title(name), WORKFLOWS / f"{name}.jpg")
             print(WORKFLOWS / f"{name}.jpg", (WORKFLOWS / f"{name}.jpg").stat().st_size, "bytes")
 
 

@@ -190,21 +190,25 @@ TITLE_HEIGHT = 30  # the frontend draws a node's title bar above its pos
 SCREEN = (70, 100, 1346, 745)
 # The frontend's minimap covers this corner of the window (left, top): the graph stays out of it.
 MINIMAP = (1100, 500)
-# Widgets the frontend adds: the audio player on both, and Load Audio's upload button.
-FRONTEND_WIDGETS_HEIGHT = {"LoadAudio": 100, "SaveAudio": 70}
+# Heights of the widgets the frontend draws itself: the audio player on both, and Load Audio's
+# upload button (measured in frontend 1.58 at the sizes these nodes had before).
+FRONTEND_WIDGETS_HEIGHT = {"LoadAudio": 124, "SaveAudio": 96}
 API_FOLDER = "api"  # a sub-folder: the Templates browser would list API files as broken templates
 
 
 def _height(cls) -> int:
+    """A node's body height as the frontend (1.58) lays it out: 20 a row of sockets, 24 a widget
+    (a seed's control_after_generate too), a 14 margin; plus room for multiline text, the
+    frontend's own widgets and 10 to spare, so the frontend never grows a node into the next."""
+    from stable_audio_host.workflow import is_widget, widget_slots
     spec = cls.INPUT_TYPES()
-    extra_widgets = FRONTEND_WIDGETS_HEIGHT.get(cls.__name__, 0)
-    rows, extra = 0, 0
+    sockets, extra = 0, FRONTEND_WIDGETS_HEIGHT.get(cls.__name__, 0)
     for category in ("required", "optional"):
         for entry in (spec.get(category) or {}).values():
-            rows += 1
             options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            sockets += not is_widget(entry[0], options)
             extra += 70 if options.get("multiline") else 0
-    return 40 + 26 * max(rows, len(cls.RETURN_TYPES)) + extra + extra_widgets
+    return 20 * max(sockets, len(cls.RETURN_TYPES)) + 24 * len(widget_slots(cls)) + 14 + 10 + extra
 
 
 def _positions(nodes: dict, classes: dict) -> dict[int, list[int]]:
@@ -222,7 +226,8 @@ def _view(boxes: list[tuple[int, int, int, int]], node_boxes: list[tuple[int, in
     node under the minimap (a group's empty corner may be)."""
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    scale = int(100 * min((SCREEN[2] - SCREEN[0]) / (x1 - x0), (SCREEN[3] - SCREEN[1]) / (y1 - y0))) / 100
+    # one graph unit of slack on each axis for the offset's rounding up below
+    scale = int(100 * min((SCREEN[2] - SCREEN[0]) / (x1 - x0 + 1), (SCREEN[3] - SCREEN[1]) / (y1 - y0 + 1))) / 100
     # screen = (graph + offset) * scale
     offset = [math.ceil(SCREEN[0] / scale - x0), math.ceil(SCREEN[1] / scale - y0)]
     under_minimap = [b for b in node_boxes if (b[2] + offset[0]) * scale > MINIMAP[0] and (b[3] + offset[1]) * scale > MINIMAP[1]]

@@ -11,8 +11,14 @@ import torch
 from ..atomic_files import atomic_write, describe_failure
 from ..errors import AudioFileError, InputError, NonFiniteError
 from .postprocess import check_finite
+from .tags import TAGGED_FORMATS, with_tags
 
-WRITE_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
+# format -> (soundfile container, codec); Opus goes in an Ogg container named .opus
+WRITE_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"),
+                 "opus": ("OGG", "OPUS"), "mp3": ("MP3", "MPEG_LAYER_III")}
+# the only rates these codecs can store; other audio is resampled to the next one up
+CODEC_RATES = {"opus": (8000, 12000, 16000, 24000, 48000),
+               "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)}
 
 
 def read_audio(path: str | Path, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, int]:
@@ -36,7 +42,7 @@ def read_audio(path: str | Path, start: int = 0, stop: int | None = None) -> tup
             sample_rate = handle.samplerate
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
         raise AudioFileError(
-            f"{path} could not be decoded as audio ({exc}); supported: WAV, FLAC, OGG/Vorbis, MP3"
+            f"{path} could not be decoded as audio ({exc}); supported: WAV, FLAC, Ogg Vorbis/Opus, MP3"
         ) from exc
     if frames == 0:
         raise AudioFileError(f"{path} holds no audio samples")
@@ -58,7 +64,7 @@ def audio_info(path: str | Path) -> tuple[int, int]:
         info = sf.info(str(path))
     except Exception as exc:
         raise AudioFileError(
-            f"{path} could not be decoded as audio ({exc}); supported: WAV, FLAC, OGG/Vorbis, MP3"
+            f"{path} could not be decoded as audio ({exc}); supported: WAV, FLAC, Ogg Vorbis/Opus, MP3"
         ) from exc
     if info.frames <= 0:
         raise AudioFileError(f"{path} holds no audio samples")
@@ -94,19 +100,36 @@ def read_audio_window(path: str | Path, start: int, length: int, target_rate: in
     return resample(segment, rate, target_rate)[:, start - offset : stop - offset]
 
 
+def writable_formats() -> list[str]:
+    """The WRITE_FORMATS this soundfile/libsndfile build can write (MP3 needs libsndfile 1.1,
+    Opus 1.0.29 or newer)."""
+    import soundfile as sf
+    return [fmt for fmt, (container, codec) in WRITE_FORMATS.items()
+            if container in sf.available_formats() and codec in sf.available_subtypes(container)]
+
+
+def stored_rate(fmt: str, sample_rate: int) -> int:
+    """The rate a `fmt` file stores `sample_rate` audio at: the rate itself, else the codec's
+    nearest rate not below it (Opus: 48 kHz for 44.1 kHz audio), else its highest."""
+    rates = CODEC_RATES.get(fmt)
+    if rates is None or sample_rate in rates:
+        return sample_rate
+    return next((rate for rate in rates if rate > sample_rate), rates[-1])
+
+
 def write_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, fmt: str | None = None,
                 subtype: str | None = None, *, tags: dict[str, str] | None = None,
                 overwrite: bool = True, reserved: bool = False) -> Path:
     """Write Tensor[C, T] atomically (see atomic_files): no partial file is ever left behind.
 
-    `tags` (FLAC only) are embedded before the file appears; `overwrite` / `reserved` as in
+    Opus and MP3 are resampled to `stored_rate` where the codec lacks `sample_rate` (Opus always
+    for 44.1 kHz audio: to 48 kHz), keeping the duration. `tags` (FLAC, Ogg, Opus, MP3; see
+    tags.py) are embedded before the file appears; `overwrite` / `reserved` as in
     `atomic_files.atomic_write`.
     """
     import soundfile as sf
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if subtype is None and fmt in ("wav", "flac"):
-        subtype = "PCM_16"
 
     def write(temp: str) -> None:
         # Checked in here so that a refused write also gives back a reserved name.
@@ -114,15 +137,18 @@ def write_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, fmt: st
             raise InputError(f"unknown audio format '{fmt}'; choose one of {sorted(WRITE_FORMATS)}")
         if audio.dim() != 2:
             raise InputError(f"write_audio expects Tensor[C, T], got shape {tuple(audio.shape)}")
-        if tags and fmt != "flac":
-            raise InputError(f"tags are embedded in FLAC files only, not {fmt}; write a sidecar instead")
+        if tags and fmt not in TAGGED_FORMATS:
+            raise InputError(f"tags are embedded in {', '.join(TAGGED_FORMATS)} files, not {fmt}; "
+                             "write a sidecar instead")
         if not torch.isfinite(audio).all():
             raise NonFiniteError(f"refusing to write {path}: the audio holds NaN/Inf samples")
-        data = audio.detach().float().clamp(-1, 1).cpu().numpy().T
-        sf.write(temp, data, sample_rate, format=WRITE_FORMATS[fmt], subtype=subtype)
+        rate = stored_rate(fmt, sample_rate)
+        samples = resample(audio.detach().float().cpu(), sample_rate, rate)
+        container, codec = WRITE_FORMATS[fmt]
+        sf.write(temp, samples.clamp(-1, 1).numpy().T, rate, format=container,
+                 subtype=subtype or codec)
         if tags:
-            from .tags import flac_with_tags
-            Path(temp).write_bytes(flac_with_tags(Path(temp), tags))
+            Path(temp).write_bytes(with_tags(Path(temp).read_bytes(), tags, str(path)))
 
     try:
         return atomic_write(path, write, overwrite=overwrite, reserved=reserved)
