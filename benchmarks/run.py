@@ -534,9 +534,9 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
                 if header["params"].get("sa3") else "")]
     if header.get("roofline_gflops"):
         rooflines = header.get("rooflines", {"fp32": header["roofline_gflops"]})
-        others = "".join(f"; {path} {rate:.0f} G{'OP' if path == 'int8' else 'FLOP'}/s "
-                         f"({'torch._int_mm' if path == 'int8' else 'bfloat16 torch.mm'})"
-                         for path, rate in rooflines.items() if path != "fp32")
+        others = "".join(f"; {kind} {rate:.0f} G{'OP' if kind == 'int8' else 'FLOP'}/s "
+                         f"({'torch._int_mm' if kind == 'int8' else 'bfloat16 torch.mm'})"
+                         for kind, rate in rooflines.items() if kind != "fp32")
         lines.append(f"- Matmul roofline: {header['roofline_gflops']:.0f} GFLOP/s (best of 5 float32 torch.mm "
                      f"4096 x 4096 on {args.threads} threads, measured at the start of the run){others}")
         from stable_audio_core.acceleration import cpu_capability
@@ -548,11 +548,11 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
                 if flops and result["runs"]:
                     wall = statistics.median(r["wall_s"] for r in result["runs"])
                     rate = flops / wall / 1e9
-                    path = party_path(party, item["spec"]["family"], capability)
-                    ceiling = rooflines.get(path, header["roofline_gflops"])
+                    matmuls = party_path(party, item["spec"]["family"], capability)
+                    matmuls = matmuls if matmuls in rooflines else "fp32"
                     lines.append(f"- `{item['spec']['name']}` {party}: {flops / 1e9:.1f} GFLOP of DiT matmuls in "
-                                 f"{wall:.2f} s = {rate:.0f} GFLOP/s, {100 * rate / ceiling:.0f}% "
-                                 f"of the {path if path in rooflines else 'fp32'} roofline")
+                                 f"{wall:.2f} s = {rate:.0f} GFLOP/s, {100 * rate / rooflines[matmuls]:.0f}% "
+                                 f"of the {matmuls} roofline")
     huge = sorted({party for item in items for party, env in item.get("environments", {}).items()
                    if env.get("huge_pages")})
     lines += [f"- Transparent huge pages for torch's CPU allocator (THP_MEM_ALLOC_ENABLE=1, which our "
