@@ -438,10 +438,21 @@ def _ratio(runs: list[dict], reference: list[dict], key: str) -> float | None:
     return statistics.median(a / b for a, b in pairs) if pairs else None
 
 
-def summarize(item: dict, gpu: bool) -> list[dict]:
+# Our reduced-precision variants, in the order the table compares the peers with (the first one
+# in the run): the path "auto" picks, else bfloat16, else int8.
+FAST_VARIANTS = ("ours-auto", "ours-bf16", "ours-int8")
+
+
+def fast_party(items: list[dict]) -> str | None:
+    """The variant of FAST_VARIANTS that ran in `items` (the first in that order), or None."""
+    ran = {party for item in items for party, result in item["results"].items() if result["runs"]}
+    return next((party for party in FAST_VARIANTS if party in ran), None)
+
+
+def summarize(item: dict, gpu: bool, fast_name: str | None = None) -> list[dict]:
     results = item["results"]
     ours = results.get("ours", {}).get("runs", [])
-    fast = results.get("ours-bf16", {}).get("runs", [])
+    fast = results.get(fast_name, {}).get("runs", []) if fast_name else []
     rows = []
     for party, result in results.items():
         runs = result["runs"]
@@ -460,7 +471,9 @@ def summarize(item: dict, gpu: bool) -> list[dict]:
                 if gpu:
                     row["cuda_ratio"] = row["cuda"] / max(r.get("peak_cuda_mb", float("nan")) for r in ours)
             if fast and party not in OURS:
-                row["speed_bf16"] = _ratio(runs, fast, "wall_s")
+                row["speed_fast"] = _ratio(runs, fast, "wall_s")
+                row["speed_fast_cpu"] = _ratio(runs, fast, "cpu_s")
+                row["memory_fast"] = row["rss"] / max(r["peak_rss_mb"] for r in fast)
         rows.append(row)
     return rows
 
@@ -470,14 +483,17 @@ def _x(value: float | None) -> str:
 
 
 def format_table(items: list[dict], gpu: bool) -> str:
+    fast = fast_party(items)
     header = ["item", "party", "median wall s", "median CPU s", "peer / ours wall",
-              "peer / ours CPU", "peer / ours-bf16 wall", "peak RSS MB", "peer / ours RSS"]
+              "peer / ours CPU", "peak RSS MB", "peer / ours RSS"]
+    if fast:
+        header += [f"peer / {fast} wall", f"peer / {fast} CPU", f"peer / {fast} RSS"]
     if gpu:
         header += ["peak CUDA MB", "peer / ours CUDA"]
     header += ["max abs diff vs ours", "max abs (peer)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for item in items:
-        for row in summarize(item, gpu):
+        for row in summarize(item, gpu, fast):
             name = item["spec"]["name"]
             if row.get("error"):
                 cells = [name, row["party"], "failed: " + row["error"][:80]] + [""] * (len(header) - 3)
@@ -493,8 +509,10 @@ def format_table(items: list[dict], gpu: bool) -> str:
             else:
                 diff, ref = ("(reference)" if row["party"] == "ours" else "n/a"), ""
             cells = [name, row["party"], f"{row['wall']:.2f} (n={row['n']})", f"{row['cpu']:.2f}",
-                     _x(row.get("speed")) or "1", _x(row.get("speed_cpu")) or "1", _x(row.get("speed_bf16")),
+                     _x(row.get("speed")) or "1", _x(row.get("speed_cpu")) or "1",
                      f"{row['rss']:.0f}", _x(row.get("memory")) or "1"]
+            if fast:
+                cells += [_x(row.get("speed_fast")), _x(row.get("speed_fast_cpu")), _x(row.get("memory_fast"))]
             if gpu:
                 cells += [f"{row.get('cuda', float('nan')):.0f}", _x(row.get("cuda_ratio")) or "1"]
             cells += [diff, ref]
@@ -565,8 +583,9 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
               "peer / ours wall (CPU): median over rounds of the peer's wall (process CPU) time over "
               "ours in the same round; above 1 means ours is faster. On the ours-bf16, ours-int8, "
               "ours-auto and ours-compile rows it is that variant over ours (below 1: faster than our float32). "
-              "peer / ours-bf16 wall: the same against ours-bf16. peer / ours RSS: peak resident "
-              "memory of a run (weights included), peer over ours; above 1 means ours uses less. "
+              "peer / ours RSS: peak resident memory of a run (weights included), peer over ours; above 1 "
+              "means ours uses less. peer / ours-auto (or ours-bf16, ours-int8: the first of them in the "
+              "run) wall, CPU and RSS: the same ratios against that variant. "
               "Agreement: e2e rows compare a run with the deterministic dpmpp-2m on the same seed and "
               "inputs (the timed dpmpp-3m-sde draws noise the parties draw differently); SA3 e2e rows "
               "compare the timed outputs (both parties seed and draw alike); VAE rows "
@@ -590,6 +609,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
+    parser.add_argument("--from-results", type=Path, default=None,
+                        help="write the report of an earlier run's results.json (printed at its end) "
+                             "instead of running anything")
     parser.add_argument("--quick", action="store_true", help="small sizes and 2 rounds, for development")
     parser.add_argument("--items", default="e2e-sao,e2e-unet,vae,call-sao,call-unet,e2e-sa3,call-sa3,vae-sa3",
                         help="comma-separated subset of e2e-sao, e2e-unet, vae, call-sao, call-unet, "
@@ -623,6 +645,10 @@ def main() -> None:
     args.items = args.items.split(",")
     args.repeats = args.repeats or (2 if args.quick else 3)
     gpu = args.device != "cpu"
+    if args.from_results:
+        recorded = json.loads(args.from_results.read_text())
+        print(write_report(args.out, recorded["items"], recorded["header"], args, bool(recorded["header"].get("gpu"))))
+        return
     started = time.perf_counter()
     if args.emulate_avx2:  # before anything here runs a kernel: the libraries read the caps once
         os.environ.update(AVX2_CAPS)
