@@ -72,9 +72,11 @@ class LoadCheckpoint:
             "dtype": (["auto", "float32", "float16", "bfloat16"] + list(CPU_PATHS), {
                 "default": "auto", "tooltip": "Weight precision; 'auto' is float32 on the CPU and "
                 "float16 on a GPU. Use float32 if you get NaN errors. On the CPU, float32 with a "
-                "faster matmul path: 'float32 + int8 linears', 'float32 + bfloat16 matmuls' (fast "
-                "only on CPUs with native bfloat16) or 'cpu-adaptive' (chosen from what the CPU has; "
-                "float16 on a GPU). Tolerances: benchmarks/README.md."}),
+                "faster matmul path: 'float32 + int8 linears' (and the U-Net's convolutions), "
+                "'float32 + bfloat16 matmuls' (fast only on CPUs with native bfloat16) or "
+                "'cpu-adaptive' (chosen from what the CPU has: bfloat16 where native, int8 on other "
+                "AVX2 CPUs for the SAO DiT and the U-Net; float16 on a GPU). Tolerances: "
+                "benchmarks/README.md."}),
         }}
 
     def load(self, ckpt_name, config, text_encoder, device, dtype):
