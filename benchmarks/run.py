@@ -520,20 +520,6 @@ def format_table(items: list[dict], gpu: bool) -> str:
     return "\n".join(lines)
 
 
-def against_auto(items: list[dict]) -> list[str]:
-    """One line per item and peer: the peer against ours-auto (the path `auto` chose), per round."""
-    lines = []
-    for item in items:
-        auto = item["results"].get("ours-auto", {}).get("runs", [])
-        for party, result in item["results"].items():
-            if auto and party not in OURS and result["runs"]:
-                rss = max(r["peak_rss_mb"] for r in result["runs"]) / max(r["peak_rss_mb"] for r in auto)
-                lines.append(f"- `{item['spec']['name']}` {party} / ours-auto: wall {_x(_ratio(result['runs'], auto, 'wall_s'))}, "
-                             f"CPU {_x(_ratio(result['runs'], auto, 'cpu_s'))}, peak RSS {_x(rss)} "
-                             "(median over rounds; above 1: ours-auto is faster / uses less)")
-    return lines
-
-
 def kernel_levels(items: list[dict]) -> str:
     """What each party's worker reported: torch's kernel level and whether oneDNN runs bfloat16."""
     seen = {}
@@ -593,7 +579,7 @@ def write_report(path: Path | None, items: list[dict], header: dict, args, gpu: 
     for item in items:
         spec = item["spec"]
         lines.append(f"- `{spec['name']}`: {spec['what']}")
-    lines += ["", format_table(items, gpu), ""] + against_auto(items) + ["",
+    lines += ["", format_table(items, gpu), "",
               "peer / ours wall (CPU): median over rounds of the peer's wall (process CPU) time over "
               "ours in the same round; above 1 means ours is faster. On the ours-bf16, ours-int8, "
               "ours-auto and ours-compile rows it is that variant over ours (below 1: faster than our float32). "
@@ -679,8 +665,8 @@ def main() -> None:
               "torch": torch.__version__, "load_start": os.getloadavg()[0],
               "gpu": torch.cuda.get_device_name(0) if gpu and torch.cuda.is_available() else None,
               "features": cpu_capability().describe(), "roofline": matmul_roofline(args.threads),
-              "auto": ", ".join(f"{family} {auto_precision(cpu_capability(), backbone)}" for family, backbone
-                                in (("sao", "dit"), ("unet", "adp_cfg_1d"), ("sa3", "sa3_dit"))),
+              "auto": ", ".join(f"{family} {auto_precision(cpu_capability(), backbone)}"
+                                for family, backbone in FAMILY_BACKBONES.items()),
               "caps": " ".join(f"{k}={v}" for k, v in AVX2_CAPS.items()) if args.emulate_avx2 else None}
     if args.emulate_avx2 and (torch.backends.cpu.get_cpu_capability() != "AVX2" or cpu_capability().native_bf16):
         parser.error("--emulate-avx2: the caps did not take effect in this process (torch reports "
