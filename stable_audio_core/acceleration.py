@@ -48,6 +48,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import parametrize
 
 from .models.layers import SNAKE_EPS, ResidualUnit, Snake1d, SnakeBeta, WNConv1d, fold_weight_norm as fold
 from .models.sa3_layers import DynamicTanh
@@ -617,16 +618,18 @@ class Int8Linear:
     """Swapped into nn.Linear / OneDNNLinear: on CPU inference in the weight's dtype (float32, or
     bfloat16 as T5Gemma is stored) the product runs as int8 x int8 -> int32 (`torch._int_mm`) with
     the weight quantized once per output channel and the input per row, rescaled in float32 and
-    returned in the input's dtype; elsewhere (autograd, another device or dtype) the layer's own
-    path. The float weight stays the parameter (state-dict keys unchanged); the int8 copy is a
-    non-persistent buffer, refreshed by load_state_dict."""
+    returned in the input's dtype; elsewhere (autograd, another device or dtype, a weight computed
+    by a LoRA parametrization) the layer's own path. The float weight stays the parameter
+    (state-dict keys unchanged); the int8 copy is a non-persistent buffer, refreshed by
+    load_state_dict."""
 
     def freeze_coefficients(self) -> None:
         _freeze_int8_weight(self, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type != "cpu" or x.dtype != self.weight.dtype or torch.compiler.is_compiling()
-                or _needs_graph(x, self) or x.numel() < ONEDNN_MIN_ROWS * self.in_features):
+                or _needs_graph(x, self) or x.numel() < ONEDNN_MIN_ROWS * self.in_features
+                or parametrize.is_parametrized(self, "weight")):  # a LoRA computes the weight: use it
             return super().forward(x)
         out = int8_matmul(x.reshape(-1, self.in_features), self.weight_int8, self.weight_scale, self.bias)
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -661,7 +664,8 @@ class Int8Convolution:
         kernel = self.kernel_size[0]
         frames = (x.shape[-1] + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
         if (x.device.type != "cpu" or x.dtype != torch.float32 or groups != 1 or frames < 1
-                or torch.compiler.is_compiling() or _needs_graph(x, self)):
+                or torch.compiler.is_compiling() or _needs_graph(x, self)
+                or parametrize.is_parametrized(self, "weight")):  # a LoRA computes the weight: use it
             return super().convolve(x, weight, bias, stride, padding, dilation, groups)
         rows = unfold_rows(x, kernel, stride, padding, dilation, frames)
         return int8_matmul(rows.reshape(-1, rows.shape[-1]), self.weight_int8, self.weight_scale, bias,

@@ -311,3 +311,21 @@ def test_sa3_reduced_precision_stays_within_the_stated_tolerance(precision, monk
     relative = lambda a, b: float((a - b).abs().max() / b.abs().max())  # noqa: E731
     latents, audio = relative(reduced.latents, reference.latents), relative(reduced.audio, reference.audio)
     assert 0 < latents < SA3_TOLERANCE[precision] and 0 < audio < SA3_TOLERANCE[precision]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_sa3_loras_take_effect_on_the_reduced_precision_paths(precision, tmp_path, monkeypatch):
+    from helpers import write_sa3_lora
+
+    from stable_audio_core.lora import model_with_loras
+
+    monkeypatch.setattr(acceleration, "INT8_MIN_WEIGHTS", 0)
+    full, reduced = _sa3_fixture("fp32"), _sa3_fixture(precision)
+    path = write_sa3_lora(tmp_path / "style.safetensors", full, scale=0.3)
+    kwargs = dict(prompt="warm piano chords", duration=1.0, steps=2, seed=3)
+    reference = generate(model_with_loras(full, [(path, 1.0)]), **kwargs).latents
+    adapted = generate(model_with_loras(reduced, [(path, 1.0)]), **kwargs).latents
+    plain = generate(reduced, **kwargs).latents
+    relative = lambda a, b: float((a - b).abs().max() / b.abs().max())  # noqa: E731
+    # The int8 layers used to keep their frozen int8 copy of the base weight and drop the LoRA.
+    assert relative(adapted, reference) < SA3_TOLERANCE[precision] < relative(plain, reference)
