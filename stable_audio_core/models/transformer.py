@@ -63,8 +63,8 @@ def apply_rotary(x: Tensor, angles: Tensor) -> Tensor:
     # (concatenating narrow slices on the last dim is several times slower on the CPU).
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     out[..., rot_dim:] = x[..., rot_dim:]
-    out[..., :half] = first * cos[:, :half] - second * sin[:, :half]
-    out[..., half:rot_dim] = second * cos[:, half:] + first * sin[:, half:]
+    out[..., :half] = first * cos[..., :half] - second * sin[..., :half]
+    out[..., half:rot_dim] = second * cos[..., half:] + first * sin[..., half:]
     return out
 
 
