@@ -187,6 +187,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_merge_lora(args: argparse.Namespace) -> int:
     """Load the SA3 checkpoint, apply the LoRAs, fold them in and write the whole model."""
+    import torch
+
     from stable_audio_core.config import load_model_config
     from stable_audio_core.checkpoint import read_state_dict
     from stable_audio_core.factory import build_model, load_weights
@@ -207,9 +209,15 @@ def cmd_merge_lora(args: argparse.Namespace) -> int:
         return 2
     # Built and loaded without the text encoder: it is not part of the checkpoint.
     model = build_model(args.config)
-    load_weights(model, read_state_dict(args.checkpoint), str(args.checkpoint))
+    source = read_state_dict(args.checkpoint)
+    load_weights(model, source, str(args.checkpoint))
     load_loras(model, loras)
-    print(save_merged_checkpoint(model, args.output))
+    # "stored": each tensor in the dtype the input checkpoint holds it in (a bfloat16 release
+    # stays a bfloat16 file); the LoRAs are folded in float32 first.
+    dtypes = ({key: value.dtype for key, value in source.items()} if args.dtype == "stored"
+              else getattr(torch, args.dtype))
+    del source
+    print(save_merged_checkpoint(model, args.output, dtypes=dtypes))
     return 0
 
 
@@ -380,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--lora", action="append", required=True, metavar="FILE[:STRENGTH]",
                    help="a stable-audio-3 LoRA file at a strength (default 1); repeat to stack")
     m.add_argument("--output", "-o", required=True, help="the merged .safetensors to write")
+    m.add_argument("--dtype", choices=("stored", "float32", "bfloat16", "float16"), default="stored",
+                   help="dtype of the written tensors: 'stored' keeps each one's dtype in --checkpoint "
+                        "(default), or one dtype for all (the LoRAs are folded in float32 either way)")
     m.set_defaults(func=cmd_merge_lora)
 
     p = sub.add_parser("parity", help="recompute reference fixtures and report max abs errors")

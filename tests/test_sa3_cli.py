@@ -95,6 +95,26 @@ def test_merged_checkpoint_gives_the_runtime_lora_output(sa3, tmp_path):
     assert (latents(plain(sa3)) - expected).abs().max() > 1e-2  # and the LoRAs really act
 
 
+def test_merged_checkpoint_keeps_the_dtypes_its_source_stores(sa3, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    source = load_file(str(sa3["checkpoint"]))
+    half = {key: value.bfloat16() if value.is_floating_point() else value for key, value in source.items()}
+    stored = tmp_path / "bf16.safetensors"
+    save_file(half, str(stored))
+    args = ["merge-lora", "--config", str(sa3["config"]), "--checkpoint", str(stored),
+            "--lora", f"{sa3['loras'][0]}:0.7"]
+    assert cli_main([*args, "-o", str(tmp_path / "stored.safetensors")]) == 0
+    assert cli_main([*args, "-o", str(tmp_path / "wide.safetensors"), "--dtype", "float32"]) == 0
+    merged, wide = (load_file(str(tmp_path / name)) for name in ("stored.safetensors", "wide.safetensors"))
+    assert {key: value.dtype for key, value in merged.items()} == {key: value.dtype for key, value in half.items()}
+    assert all(value.dtype == torch.float32 for value in wide.values() if value.is_floating_point())
+    # The LoRAs fold in float32, then each tensor is rounded once to its stored dtype.
+    assert all(torch.equal(merged[key], wide[key].to(merged[key].dtype)) for key in merged)
+    adapted = [key for key in merged if not torch.equal(merged[key], half[key])]
+    assert adapted and all(".transformer.layers." in key or "seconds_total" in key for key in adapted)
+
+
 def test_chained_model_with_loras_stacks_and_leaves_its_input_unchanged(sa3):
     base = plain(sa3)
     before = latents(base)

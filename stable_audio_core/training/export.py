@@ -81,13 +81,21 @@ def save_diffusion_checkpoint(model: StableAudioModel, folder: str | Path,
     return checkpoint, config
 
 
-def save_merged_checkpoint(model: StableAudioModel, path: str | Path) -> Path:
+def save_merged_checkpoint(model: StableAudioModel, path: str | Path,
+                           dtypes: dict[str, torch.dtype] | torch.dtype | None = None) -> Path:
     """Fold the runtime LoRAs applied to a Stable Audio 3 model (`lora.load_loras`) into its
     weights and write the whole model as one plain checkpoint in the reference's layout
     (``model.model.*``, ``conditioner.conditioners.*``, ``pretransform.model.*``); the model
-    keeps the merged weights."""
+    keeps the merged weights. `dtypes`: one dtype for every floating tensor, or key -> dtype
+    (e.g. those of the checkpoint the model was loaded from, so the merged file is stored as its
+    source was); None writes the model's own dtypes."""
     merge_loras(model.backbone)
-    return save_safetensors(diffusion_state_dict(model), path)
+    state = diffusion_state_dict(model)
+    if dtypes is not None:
+        wanted = (lambda key: dtypes) if isinstance(dtypes, torch.dtype) else dtypes.get  # noqa: E731
+        state = {key: value.to(wanted(key)) if value.is_floating_point() and wanted(key) is not None else value
+                 for key, value in state.items()}
+    return save_safetensors(state, path)
 
 
 # --- CLAP -------------------------------------------------------------------------------------
