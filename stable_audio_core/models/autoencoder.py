@@ -26,7 +26,7 @@ from ..config import check_keys, require
 from ..errors import ConfigError, InputError
 from ..precision import activation_dtype
 from .dac_vae import DACDecoder, DACEncoder
-from .layers import ResidualUnit, SnakeBeta, WNConv1d, WNConvTranspose1d
+from .layers import ResidualUnit, SnakeBeta, WNConv1d, WNConvTranspose1d, check_autoencoder_input
 
 # Dilations of the three residual units in every Oobleck block (stable-audio-tools' choice).
 RESIDUAL_DILATIONS = (1, 3, 9)
@@ -474,22 +474,6 @@ class AudioAutoencoder(nn.Module):
     def _parameter(self) -> Tensor:
         return next(self.decoder.parameters())
 
-    def _check_input(self, x: Tensor, channels: int, min_length: int, what: str) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 3:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise InputError(f"{what} must be a Tensor[B, C, T], got {shape}")
-        if x.shape[1] != channels:
-            raise InputError(
-                f"{what} has {x.shape[1]} channels, this autoencoder expects {channels}"
-            )
-        if x.shape[2] < min_length:
-            raise InputError(f"{what} has length {x.shape[2]}, the minimum is {min_length}")
-        if x.device != self._parameter().device:
-            raise InputError(
-                f"{what} is on {x.device} but the autoencoder is on {self._parameter().device}; "
-                "move one of them"
-            )
-
     def _run(self, network: nn.Module, x: Tensor) -> Tensor:
         if not self.iterate_batch:
             return network(x)
@@ -549,7 +533,7 @@ class AudioAutoencoder(nn.Module):
         overlap count latents. The bottleneck runs once on the stitched encoder output, so
         chunking changes nothing but memory.
         """
-        self._check_input(audio, self.in_channels, self.downsampling_ratio, "audio")
+        check_autoencoder_input(audio, self.in_channels, self.downsampling_ratio, self._parameter().device, "audio")
         x = audio.to(activation_dtype(self))
         encoded = self._encode_network(x, chunked, chunk_size, overlap)
         latents = self.bottleneck.encode(encoded, sample=sample, generator=generator)
@@ -560,7 +544,7 @@ class AudioAutoencoder(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Audio Tensor[B, in_channels, T] -> (a latent draw Tensor[B, latent_dim, T // ratio]
         divided by `scale` like `encode`, KL divergence scalar), unchunked, for training."""
-        self._check_input(audio, self.in_channels, self.downsampling_ratio, "audio")
+        check_autoencoder_input(audio, self.in_channels, self.downsampling_ratio, self._parameter().device, "audio")
         encoded = self._run(self.encoder, audio.to(activation_dtype(self)))
         latents, kl = self.bottleneck.encode_with_kl(encoded, generator=generator)
         return (latents / self.scale).to(audio.dtype), kl
@@ -578,7 +562,7 @@ class AudioAutoencoder(nn.Module):
         chunk_size latents are decoded one after another, overlap // 2 latents at each inner
         edge discarded, so peak memory depends on chunk_size, not on L.
         """
-        self._check_input(latents, self.latent_dim, 1, "latents")
+        check_autoencoder_input(latents, self.latent_dim, 1, self._parameter().device, "latents")
         z = self.bottleneck.decode(latents.to(activation_dtype(self)) * self.scale)
         length = z.shape[-1]
         if self._wants_chunks(chunked, length, chunk_size, self.decoder, "decoding"):

@@ -10,6 +10,7 @@
   both VAEs.
 - `fold_weight_norm` turns every such conv into a plain `weight` for inference;
   `fold_weight_norm_state` / `unfold_weight_norm_state` convert checkpoints between the two forms.
+- `check_autoencoder_input`: the input checks every autoencoder (these VAEs, SAME) runs first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from ..errors import InputError
 
 # Added to the divisor in Snake so a zero beta cannot divide by zero (the reference's constant).
 SNAKE_EPS = 1e-9
@@ -273,3 +276,17 @@ def match_weight_norm_form(
     expected = list(expected_keys)
     renamed = _rename_parametrized(state_dict)
     return fold_weight_norm_state(unfold_weight_norm_state(renamed, expected), expected)
+
+
+def check_autoencoder_input(x: Tensor, channels: int, min_length: int, device: torch.device, what: str) -> None:
+    """InputError naming `what` unless x is a Tensor[B, channels, T >= min_length] on `device`
+    (the checks every autoencoder runs before encoding or decoding)."""
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise InputError(f"{what} must be a Tensor[B, C, T], got {shape}")
+    if x.shape[1] != channels:
+        raise InputError(f"{what} has {x.shape[1]} channels, this autoencoder expects {channels}")
+    if x.shape[2] < min_length:
+        raise InputError(f"{what} has length {x.shape[2]}, the minimum is {min_length}")
+    if x.device != device:
+        raise InputError(f"{what} is on {x.device} but the autoencoder is on {device}; move one of them")

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from ..config import check_keys, require
 from ..errors import ConfigError, InputError
-from .layers import WNConv1d
+from .layers import WNConv1d, check_autoencoder_input
 from .sa3_layers import DynamicTanh, SelfAttention, sin_pi
 from .transformer import FeedForward, RotaryEmbedding
 
@@ -377,18 +377,6 @@ class SAMEAutoencoder(nn.Module):
     def _parameter(self) -> Tensor:
         return self.bottleneck.scaling_factor
 
-    def _check_input(self, x: Tensor, channels: int, what: str) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 3:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise InputError(f"{what} must be a Tensor[B, C, T], got {shape}")
-        if x.shape[1] != channels:
-            raise InputError(f"{what} has {x.shape[1]} channels, this SAME autoencoder expects {channels}")
-        if x.shape[2] < 1:
-            raise InputError(f"{what} is empty (length 0)")
-        if x.device != self._parameter().device:
-            raise InputError(f"{what} is on {x.device} but the autoencoder is on "
-                             f"{self._parameter().device}; move one of them")  # fmt: skip
-
     @staticmethod
     def _run(run, x: Tensor, per_item: bool) -> Tensor:
         if not per_item:
@@ -420,7 +408,7 @@ class SAMEAutoencoder(nn.Module):
         chunk_size latents every chunk_size - overlap, the last one anchored at the end,
         overlap // 2 latents dropped at inner edges; L = T // 4096.
         """
-        self._check_input(audio, self.io_channels, "audio")
+        check_autoencoder_input(audio, self.io_channels, 1, self._parameter().device, "audio")
         x = audio.to(self._parameter().dtype)
         chunked = self.chunked_by_default if chunked is None else chunked
         ratio = self.downsampling_ratio
@@ -453,7 +441,7 @@ class SAMEAutoencoder(nn.Module):
         bounded by chunk_size. noise: None uses the `noise` attribute; draws come from
         `generator`, or the global RNG as in the reference.
         """
-        self._check_input(latents, self.latent_dim, "latents")
+        check_autoencoder_input(latents, self.latent_dim, 1, self._parameter().device, "latents")
         z = latents.to(self._parameter().dtype)
         noise = self.noise if noise is None else noise
         chunked = self.chunked_by_default if chunked is None else chunked
