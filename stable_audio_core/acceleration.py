@@ -674,11 +674,11 @@ class Int8Convolution:
 
 def use_int8_convolutions(module: nn.Module, min_weights: int | None = None) -> int:
     """Swap Int8Convolution into every ungrouped PaddedConv1d (the U-Net's convolutions; the VAEs'
-    stay as they are) of `module` with at least `min_weights` (default INT8_MIN_WEIGHTS) float32 weights; returns how many. In
-    place, inference only."""
+    stay as they are) of `module` with at least `min_weights` (default INT8_MIN_WEIGHTS) float32
+    weights, outside the conditioning projections; returns how many. In place, inference only."""
     min_weights = INT8_MIN_WEIGHTS if min_weights is None else min_weights
     count = 0
-    for submodule in module.modules():
+    for _, submodule in reducible_modules(module):
         if (isinstance(submodule, PaddedConv1d) and submodule.groups == 1
                 and submodule.weight.dtype == torch.float32 and submodule.weight.numel() >= min_weights):
             _swap(submodule, Int8Convolution)
