@@ -249,17 +249,10 @@ def test_the_cli_passes_precision_to_load_model():
 
 
 def test_int8_reaches_the_bfloat16_t5gemma_encoder_of_sa3(monkeypatch):
-    import json
-
-    from helpers import FIXTURES
-
     monkeypatch.setattr(acceleration, "INT8_MIN_WEIGHTS", 0)  # toy widths: every linear counts as large
-    stem = FIXTURES / "sa3_parity" / "small_pingpong_apg"
-    meta = json.loads(stem.with_suffix(".json").read_text())
-    load = lambda precision: load_model(meta["model_config"], f"{stem}.weights.safetensors",  # noqa: E731
-                                        text_encoder=stem.parent / meta["text_encoder"], precision=precision)
     encoders = [next(c.text_encoder for c in model.conditioner.conditioners.values()
-                     if getattr(c, "text_encoder", None) is not None) for model in (load("fp32"), load("int8"))]
+                     if getattr(c, "text_encoder", None) is not None)
+                for model in (_sa3_fixture("fp32"), _sa3_fixture("int8"))]
     assert any(isinstance(m, Int8Linear) for m in encoders[1].model.modules())
     with torch.inference_mode():
         (reference, mask), (features, _) = (encoder.encode(["warm piano chords"]) for encoder in encoders)
