@@ -212,9 +212,13 @@ INT8_RELATIVE_TOLERANCE = 0.15
 INT8_STFT_TOLERANCE = 0.2
 
 
+def _relative(value, reference) -> float:
+    """Largest error of `value` as a share of `reference`'s peak."""
+    return float((value - reference).abs().max() / reference.abs().max())
+
+
 def _errors(audio, reference):
-    relative = lambda a, b: float((a - b).abs().max() / b.abs().max())  # noqa: E731
-    return (relative(audio.latents, reference.latents), relative(audio.audio, reference.audio),
+    return (_relative(audio.latents, reference.latents), _relative(audio.audio, reference.audio),
             multiresolution_stft_distance(audio.audio[0], reference.audio[0], fft_sizes=(64, 128, 256)))
 
 
@@ -301,8 +305,7 @@ def test_sa3_reduced_precision_stays_within_the_stated_tolerance(precision, monk
     kwargs = dict(prompt="warm piano chords", duration=1.0, steps=2, seed=3)
     reference = generate(_sa3_fixture("fp32"), **kwargs)
     reduced = generate(_sa3_fixture(precision), **kwargs)
-    relative = lambda a, b: float((a - b).abs().max() / b.abs().max())  # noqa: E731
-    latents, audio = relative(reduced.latents, reference.latents), relative(reduced.audio, reference.audio)
+    latents, audio = _relative(reduced.latents, reference.latents), _relative(reduced.audio, reference.audio)
     assert 0 < latents < SA3_TOLERANCE[precision] and 0 < audio < SA3_TOLERANCE[precision]
 
 
@@ -319,6 +322,5 @@ def test_sa3_loras_take_effect_on_the_reduced_precision_paths(precision, tmp_pat
     reference = generate(model_with_loras(full, [(path, 1.0)]), **kwargs).latents
     adapted = generate(model_with_loras(reduced, [(path, 1.0)]), **kwargs).latents
     plain = generate(reduced, **kwargs).latents
-    relative = lambda a, b: float((a - b).abs().max() / b.abs().max())  # noqa: E731
     # The int8 layers used to keep their frozen int8 copy of the base weight and drop the LoRA.
-    assert relative(adapted, reference) < SA3_TOLERANCE[precision] < relative(plain, reference)
+    assert _relative(adapted, reference) < SA3_TOLERANCE[precision] < _relative(plain, reference)
